@@ -1,0 +1,16 @@
+"""Training algorithms for EBMs and the shared parts they are built from (energies, samplers)."""
+
+from bench._ownpkg import ensure_own_datasets
+
+ensure_own_datasets()
+
+from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config  # noqa: E402
+from algorithms.cd import CD  # noqa: E402
+from algorithms.pcd import PCD, ULAEBM  # noqa: E402
+from algorithms.short_run import ShortRun  # noqa: E402
+
+#: name -> class. Add an algorithm by writing one module with a TrainingAlgorithm subclass and
+#: registering it here.
+ALGORITHMS: dict[str, type[TrainingAlgorithm]] = {cls.name: cls for cls in (ULAEBM, PCD, CD, ShortRun)}
+
+__all__ = ["ALGORITHMS", "ConfigError", "Diverged", "Problem", "TrainingAlgorithm", "build_config"]

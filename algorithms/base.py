@@ -1,0 +1,129 @@
+"""The algorithm contract.
+
+An algorithm is one class in one file that reads like its paper's algorithm box: it is built from a
+``Problem`` (target, training data, device, work counter), an energy and its ``Config`` (a dataclass of
+hyper-parameters with the paper's names), and ``step(x_pos)`` performs one training iteration on a batch
+of positive samples. It exposes its negative samples and how to run its own sampler from its own chain
+states, which is what the metrics need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from algorithms.energies import Energy
+from algorithms.work import Work
+
+
+class ConfigError(ValueError):
+    """A malformed configuration: the message names the key and the valid choices."""
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite or exploding quantity; ``step`` is the iteration."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"diverged at step {step}: {reason}")
+        self.step, self.reason = step, reason
+
+
+@dataclass
+class Problem:
+    target: typing.Any  # datasets.base.Target
+    data: Tensor  # the training set, on ``device``
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    work: Work = field(default_factory=Work)
+
+    @property
+    def box(self):
+        return self.target.box
+
+
+def build_config(cls, values: dict, where: str):
+    """Instantiate the dataclass ``cls`` from ``values``, checking names and types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, val in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown parameter {key!r}; valid: {', '.join(sorted(fields))}")
+        out[key] = _coerce(val, hints[key], f"{where}: parameter {key!r}")
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(val, hint, where):
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(val, int | float) and not isinstance(val, bool):
+        return float(val)
+    if hint is int and isinstance(val, int) and not isinstance(val, bool):
+        return val
+    if hint is bool and isinstance(val, bool):
+        return val
+    if hint is str and isinstance(val, str):
+        return val
+    if origin is typing.Literal:
+        if val in typing.get_args(hint):
+            return val
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {val!r}")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(hint)
+        if val is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(val, a, where)
+            except ConfigError:
+                pass
+    if origin is tuple and isinstance(val, list | tuple):
+        return tuple(val)
+    raise ConfigError(f"{where} expects {getattr(hint, '__name__', hint)}, got {val!r}")
+
+
+class TrainingAlgorithm(ABC):
+    #: registry name, and the paper / algorithm box it implements
+    name: str = ""
+    paper: str = ""
+    Config: type = object
+
+    def __init__(self, problem: Problem, energy: Energy, config):
+        self.problem = problem
+        self.energy = energy
+        self.config = config
+        self.work = problem.work
+        self.device = problem.device
+
+    @abstractmethod
+    def step(self, x_pos: Tensor) -> dict[str, float]:
+        """One training iteration on the positive batch x_pos; returns scalars to log."""
+
+    @abstractmethod
+    def negatives(self) -> Tensor:
+        """The negative samples of the last iteration."""
+
+    @abstractmethod
+    def chain_starts(self, n: int) -> Tensor:
+        """Where this algorithm's sampler starts n chains now: the persistent state for persistent
+        algorithms, its own initialisation otherwise (used for R-hat / ESS after training)."""
+
+    @abstractmethod
+    def run_chains(self, x0: Tensor, n_draws: int) -> Tensor:
+        """Run this algorithm's own sampler from x0 for n_draws steps; returns (chain, draw, dim)."""
+
+    def draw_negatives(self, n: int) -> Tensor:
+        """n negative samples drawn the way this algorithm draws them now, without changing its state."""
+        return self.sample(self.chain_starts(n))
+
+    def sample(self, x0: Tensor) -> Tensor:
+        """The algorithm's negative-sampling procedure from chain starts x0."""
+        raise NotImplementedError

@@ -1,0 +1,93 @@
+"""Shared part of the ULA-based maximum-likelihood baselines (PCD / ULA-EBM, CD, short-run).
+
+They differ only in where the negative chains start and whether the end states persist. The update is
+the Monte Carlo estimate of the log-likelihood gradient, 000 eq. (2)-(3) / 003 Alg. 3-4 line "empirical
+gradient": grad_theta [ mean U(x+) - mean U(x-) ], followed by an optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.samplers import ula
+
+
+@dataclass
+class ContrastiveConfig:
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    #: ULA steps per training iteration and step size h (x' = x - h grad U + sqrt(2h) xi)
+    n_steps: int = 10
+    step_size: float = 0.01
+    #: lambda * mean(U(x+)^2 + U(x-)^2), the energy-magnitude regulariser of 000 App. C.6 (0 = off)
+    energy_reg: float = 0.0
+
+
+def make_optimizer(params, cfg: ContrastiveConfig):
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.SGD(params, lr=cfg.lr)
+
+
+class ContrastiveEBM(TrainingAlgorithm):
+    """Negatives by ULA from ``start_chains``; ``keep`` stores the end states (or not)."""
+
+    def __init__(self, problem, energy, config):
+        super().__init__(problem, energy, config)
+        self.optimizer = make_optimizer(energy.parameters(), config)
+        self._neg: Tensor | None = None
+        self._it = 0
+
+    # --- the two places where the baselines differ -------------------------------------------
+    def start_chains(self, x_pos: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def keep(self, x_neg: Tensor) -> None:
+        """Called with the end states of the negative chains (persistent algorithms store them)."""
+
+    # --- shared ----------------------------------------------------------------------------------
+    def sample(self, x0: Tensor) -> Tensor:
+        return ula(self.energy, x0, self.config.step_size, self.config.n_steps, self.work)
+
+    def step(self, x_pos):
+        cfg = self.config
+        x_neg = self.sample(self.start_chains(x_pos))
+        self.keep(x_neg)
+        self._neg = x_neg
+        loss, stats = contrastive_update(self.energy, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
+        self._it += 1
+        if not torch.isfinite(loss) or not torch.isfinite(x_neg).all():
+            raise Diverged(self._it, "non-finite loss or negative samples")
+        return stats
+
+    def negatives(self):
+        return self._neg
+
+    def run_chains(self, x0, n_draws):
+        return ula(self.energy, x0, self.config.step_size, n_draws, self.work, keep_chain=True)
+
+
+def contrastive_update(energy, optimizer, x_pos, x_neg, energy_reg, work):
+    """One gradient step on L = mean U(x+) - mean U(x-) (+ regulariser): 000 eq. (3)."""
+    optimizer.zero_grad(set_to_none=True)
+    u_pos = energy(x_pos)
+    u_neg = energy(x_neg.detach())
+    loss = u_pos.mean() - u_neg.mean()
+    total = loss + energy_reg * (u_pos.pow(2).mean() + u_neg.pow(2).mean()) if energy_reg else loss
+    total.backward()
+    optimizer.step()
+    n = x_pos.shape[0] + x_neg.shape[0]
+    work.energy_evals += n
+    work.grad_evals += n
+    return loss.detach(), {
+        "loss": float(loss.detach()),
+        "energy_pos": float(u_pos.mean().detach()),
+        "energy_neg": float(u_neg.mean().detach()),
+    }

@@ -1,0 +1,93 @@
+"""Energy functions U_theta: R^d -> R (the model density is exp(-U) / Z)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from algorithms.work import Work
+
+
+class Energy(nn.Module):
+    """Base class: ``forward(x)`` returns U(x) with shape (n,)."""
+
+    def value(self, x: Tensor, work: Work) -> Tensor:
+        work.energy_evals += x.shape[0]
+        return self(x)
+
+    def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
+        """U(x) (detached) and grad_x U(x), counting one energy and one gradient evaluation per point."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            u = self(x)
+            (g,) = torch.autograd.grad(u.sum(), x)
+        work.energy_evals += x.shape[0]
+        work.grad_evals += x.shape[0]
+        return u.detach(), g
+
+    def grad(self, x: Tensor, work: Work) -> Tensor:
+        return self.value_and_grad(x, work)[1]
+
+
+class MLPEnergy(Energy):
+    """A fully connected energy d -> hidden... -> 1."""
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], activation: str = "leaky_relu", slope: float = 0.05):
+        super().__init__()
+        acts = {
+            "leaky_relu": lambda: nn.LeakyReLU(slope),
+            "swish": nn.SiLU,
+            "softplus": nn.Softplus,
+            "elu": nn.ELU,
+        }
+        if activation not in acts:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(acts)}")
+        layers: list[nn.Module] = []
+        sizes = (dim, *hidden)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(a, b), acts[activation]()]
+        layers.append(nn.Linear(sizes[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+class ToyMLP(MLPEnergy):
+    """The ~10k-parameter toy EBM of Nijkamp et al. 2020 ("anatomy") used by 000 App. C.2-C.4:
+    MLP 2 -> 32 -> 64 -> 64 -> 64 -> 1 with LeakyReLU(0.05), 10,593 parameters. Built from Linear layers
+    (the anatomy code's 1x1 convolutions compute the same map, ~3.5x slower)."""
+
+    def __init__(self, dim: int = 2):
+        super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05)
+
+
+class QuadraticEnergy(Energy):
+    """U(x) = |x - mu|^2 / (2 s^2) with learnable mu and log s: the Gaussian N(mu, s^2 I).
+
+    Its log Z = d log(s sqrt(2 pi)) is exact, so it serves tests that need an analytic answer."""
+
+    def __init__(self, dim: int, mean=None, log_std: float = 0.0):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.log_std = nn.Parameter(torch.tensor(float(log_std)))
+
+    def forward(self, x):
+        return ((x - self.mean) ** 2).sum(-1) / (2 * torch.exp(2 * self.log_std))
+
+    def log_z(self) -> Tensor:
+        return self.mean.shape[0] * (self.log_std + 0.5 * math.log(2 * math.pi))
+
+
+ENERGIES = {
+    "toy_mlp": lambda dim: ToyMLP(dim),
+    "quadratic": lambda dim: QuadraticEnergy(dim),
+}
+
+
+def make_energy(name: str, dim: int) -> Energy:
+    if name not in ENERGIES:
+        raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)}")
+    return ENERGIES[name](dim)

@@ -1,0 +1,56 @@
+"""Persistent contrastive divergence with ULA: ULA-EBM (000 Alg. 3) and PCD (003 Alg. 4).
+
+    1. draw positives x+ ~ p*                                   (the batch given to step)
+    2. x- = ULA(-U_theta, x~, h, L) from a batch x~ of the persistent state
+    3. write x- back into the persistent state
+    4. gradient step on mean U(x+) - mean U(x-)
+
+000's ULA-EBM keeps a bank of ``n_persistent`` states initialised uniform on the target's box (000 Tables
+4-5 say "uniform"; the box is this suite's reading) and draws a batch of them each iteration (the
+anatomy code's replay buffer). 003's PCD is the special case n_persistent = batch size, one ULA step per
+iteration, walkers started at the data (``init = "data"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from algorithms.contrastive import ContrastiveConfig, ContrastiveEBM
+from algorithms.samplers import ChainBank, initial_states
+
+
+@dataclass
+class PCDConfig(ContrastiveConfig):
+    n_persistent: int = 8192
+    init: Literal["uniform", "normal", "data"] = "uniform"
+
+
+class PCD(ContrastiveEBM):
+    name = "pcd"
+    paper = "000 Alg. 3 (ULA-EBM); 003 Alg. 4 (PCD)"
+    Config = PCDConfig
+
+    def __init__(self, problem, energy, config):
+        super().__init__(problem, energy, config)
+        self.bank = ChainBank(
+            initial_states(config.init, config.n_persistent, box=problem.box, data=problem.data,
+                           device=problem.device)
+        )
+        self._idx = None
+
+    def start_chains(self, x_pos):
+        self._idx, x = self.bank.draw(x_pos.shape[0])
+        return x
+
+    def keep(self, x_neg):
+        self.bank.put(self._idx, x_neg)
+
+    def chain_starts(self, n):
+        return self.bank.draw(min(n, len(self.bank)))[1]
+
+
+class ULAEBM(PCD):
+    """000's name for PCD with its settings (Tables 4-5: ULA, h = 0.125^2/2, 512 steps, uniform start)."""
+
+    name = "ula_ebm"

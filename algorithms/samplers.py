@@ -1,0 +1,96 @@
+"""Shared samplers and chain storage. One step-size convention for the whole suite.
+
+Convention (000 eq. 4, 003 eq. 4): the unadjusted Langevin algorithm (ULA) with step size h is
+
+    x' = x - h grad U(x) + sqrt(2 h) xi,   xi ~ N(0, I),
+
+targeting exp(-U). Every paper setting is converted to this h with the helpers below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from algorithms.energies import Energy
+from algorithms.work import Work
+
+
+def h_from_anatomy_eps(eps: float) -> float:
+    """Nijkamp et al. 2020 write x' = x - (eps^2/2) grad U + eps xi: h = eps^2 / 2.
+    000's "ULA with (1.25e-1)^2/2 step size" is eps = 0.125, h = 0.0078125."""
+    return eps**2 / 2
+
+
+def h_from_002_eta(eta: float) -> float:
+    """002 writes x' = x - (eta/2) grad E + sqrt(eta) w: h = eta / 2."""
+    return eta / 2
+
+
+def h_from_004_delta(delta: float) -> float:
+    """004 writes x' = x + (delta^2/2) grad f + delta eps with f = -U: h = delta^2 / 2."""
+    return delta**2 / 2
+
+
+def ula(
+    energy: Energy,
+    x: Tensor,
+    h: float,
+    n_steps: int,
+    work: Work,
+    *,
+    noise: bool = True,
+    keep_chain: bool = False,
+) -> Tensor:
+    """Run n_steps of ULA (000 Alg. 2) from x. With ``noise=False`` it is gradient descent on U with step
+    h (the noise-free dynamics of 002 eq. 7 / 004). Returns the final states, or with ``keep_chain`` the
+    whole chain of shape (n, n_steps, d) (the states after each step)."""
+    x = x.detach()
+    scale = math.sqrt(2 * h)
+    chain = []
+    for _ in range(n_steps):
+        g = energy.grad(x, work)
+        x = x - h * g
+        if noise:
+            x = x + scale * torch.randn_like(x)
+        if keep_chain:
+            chain.append(x)
+    return torch.stack(chain, 1) if keep_chain else x
+
+
+class ChainBank:
+    """A persistent bank of chain states (PCD's replay buffer): draw a random batch, write it back."""
+
+    def __init__(self, states: Tensor):
+        self.states = states.detach().clone()
+
+    def __len__(self):
+        return self.states.shape[0]
+
+    def draw(self, n: int) -> tuple[Tensor, Tensor]:
+        if n > len(self):
+            raise ValueError(f"cannot draw {n} chains from a bank of {len(self)}")
+        idx = torch.randperm(len(self), device=self.states.device)[:n]
+        return idx, self.states[idx]
+
+    def put(self, idx: Tensor, x: Tensor) -> None:
+        self.states[idx] = x.detach()
+
+
+def initial_states(kind: str, n: int, *, box, data: Tensor | None = None, device=None) -> Tensor:
+    """Where chains start: ``uniform`` on the target's box, ``normal`` N(0, I), or ``data`` (random
+    training points, as CD and 003's PCD do)."""
+    d = len(box)
+    if kind == "uniform":
+        lo = torch.tensor([b[0] for b in box], device=device)
+        hi = torch.tensor([b[1] for b in box], device=device)
+        return lo + (hi - lo) * torch.rand(n, d, device=device)
+    if kind == "normal":
+        return torch.randn(n, d, device=device)
+    if kind == "data":
+        if data is None:
+            raise ValueError("initial states 'data' need the training data")
+        return data[torch.randint(0, data.shape[0], (n,), device=data.device)].to(device)
+    raise ValueError(f"unknown initial state {kind!r}; valid: uniform, normal, data")

@@ -1,0 +1,19 @@
+"""Targets with ground truth (see datasets.base.Target for the contract)."""
+
+from datasets.base import GaussianMixture, NoGroundTruth, Target
+from datasets.toy2d import EightGaussians, FourMode, GaussianGrid, Rings, Spiral, SwissRoll, TwoMode
+
+#: name -> factory. Add a target by writing a Target subclass and registering it here.
+TARGETS: dict[str, type[Target]] = {
+    cls.name: cls for cls in (TwoMode, FourMode, EightGaussians, Rings, GaussianGrid, SwissRoll, Spiral)
+}
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown target {name!r}; valid: {', '.join(sorted(TARGETS))}") from None
+
+
+__all__ = ["TARGETS", "GaussianMixture", "NoGroundTruth", "Target", "get_target"]

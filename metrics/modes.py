@@ -1,0 +1,44 @@
+"""Mode-weight metrics (000 App. C.3, Table 3; 000 Fig. 1 right; 003 Fig. 1 p_k).
+
+A target partitions space into one region per mode (``Target.assign``). The weight of a mode is the
+fraction of samples in its region, or, for a density known up to its normalisation on a grid, the mass of
+its region.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def sample_mode_weights(labels: Tensor, n_modes: int) -> np.ndarray:
+    """Histogram of region labels, normalised: the weights that samples give each mode."""
+    labels = torch.as_tensor(labels).reshape(-1).long().cpu()
+    if labels.numel() == 0:
+        raise ValueError("no samples")
+    return torch.bincount(labels, minlength=n_modes).double().numpy() / labels.numel()
+
+
+def grid_mode_weights(log_density: Tensor, labels: Tensor, n_modes: int) -> np.ndarray:
+    """Mass of each region under a density given (up to a constant) at the nodes of a uniform grid.
+
+    Riemann sum: cell areas are equal, so they cancel in the normalisation."""
+    log_density = torch.as_tensor(log_density).reshape(-1).double().cpu()
+    p = torch.softmax(log_density, 0)
+    out = torch.zeros(n_modes, dtype=torch.float64).index_add_(0, torch.as_tensor(labels).reshape(-1).cpu(), p)
+    return out.numpy()
+
+
+def weight_mse(weights, true_weights) -> float:
+    """Mean over modes of the squared weight error: 000 Table 3's 'MSE of X wrt p'."""
+    w, t = np.asarray(weights, float), np.asarray(true_weights, float)
+    if w.shape != t.shape:
+        raise ValueError(f"weights of shape {w.shape} vs true weights of shape {t.shape}")
+    return float(np.mean((w - t) ** 2))
+
+
+def weight_relative_error(weights, true_weights) -> np.ndarray:
+    """Per-mode relative error (w - w*) / w*."""
+    w, t = np.asarray(weights, float), np.asarray(true_weights, float)
+    return (w - t) / t
