@@ -54,7 +54,7 @@ class Target(ABC):
     @property
     def has_modes(self) -> bool:
         try:
-            self.n_modes
+            _ = self.n_modes
         except NoGroundTruth:
             return False
         return True

@@ -1,0 +1,117 @@
+"""Figures from a results folder (seaborn / matplotlib, written as PNG).
+
+- densities.png: the learned EBM density per algorithm x target beside the true density (000 Fig. 2/3).
+- weights_over_training.png: the EBM weight of the heaviest mode over training and the mode-weight MSE
+  over training, one column per target (000 Fig. 1 right for the two-mode target).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+import datasets  # noqa: E402
+from bench.store import ResultStore, atomic_write_bytes  # noqa: E402
+from metrics.density import grid  # noqa: E402
+
+
+def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Path | None:
+    runs = results[results["status"] == "ok"].drop_duplicates(["suite", "fidelity", "target", "algorithm"])
+    runs = runs.sort_values("seed")
+    cells = {}
+    for r in runs.itertuples():
+        f = store.artifact_path(r._asdict())
+        if f.exists():
+            with np.load(f) as z:
+                if "grid_log_density" in z:
+                    cells[(r.algorithm, r.target)] = (z["grid_log_density"], z["box"])
+    if not cells:
+        return None
+    algos = sorted({a for a, _ in cells})
+    targets = sorted({t for _, t in cells})
+    fig, axes = plt.subplots(len(algos) + 1, len(targets), figsize=(2.6 * len(targets), 2.6 * (len(algos) + 1)),
+                             squeeze=False)
+    for j, t in enumerate(targets):
+        target = datasets.get_target(t)
+        n = next(v[0].shape[0] for (a, tt), v in cells.items() if tt == t)
+        pts, _ = grid(target.box, n)
+        rows = [("p* (true)", target.log_prob(pts.double()).reshape(n, n).numpy() if target.has_density else None)]
+        rows += [(a, cells[(a, t)][0] if (a, t) in cells else None) for a in algos]
+        extent = [*target.box[0], *target.box[1]]
+        for i, (label, logp) in enumerate(rows):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if logp is not None:
+                ax.imshow(np.exp(logp), origin="lower", extent=extent, cmap="viridis", aspect="auto")
+            else:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            if i == 0:
+                ax.set_title(t)
+            if j == 0:
+                ax.set_ylabel(label)
+    fig.suptitle("Learned EBM densities (first seed) and the true density")
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def weights_over_training(traces: pd.DataFrame, path: Path) -> Path | None:
+    """Top row: the EBM weight of each target's heaviest mode over training (000 Fig. 1 right follows the
+    top-right mode of the 2:1 mixture), mean and min-max band over seeds, true weight dashed. Bottom row:
+    the EBM's mode-weight MSE over training (log scale)."""
+    tr = traces[traces["metric"].astype(str).str.match(r"ebm_weight\[\d+\]")]
+    if tr.empty:
+        return None
+    tr = tr.assign(mode=tr["metric"].str.extract(r"\[(\d+)\]")[0].astype(int))
+    targets = sorted(tr["target"].unique())
+    order = sorted(tr["algorithm"].unique())
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(2, len(targets), figsize=(4.0 * len(targets), 6.2), squeeze=False)
+    for j, t in enumerate(targets):
+        truth = datasets.get_target(t).mode_weights.numpy()
+        heavy = int(np.argmax(truth))
+        d = tr[tr["target"] == t]
+        top = d[d["mode"] == heavy]
+        sns.lineplot(data=top, x="iteration", y="value", hue="algorithm", hue_order=order,
+                     errorbar=("pi", 100), ax=axes[0, j], legend=j == len(targets) - 1)
+        axes[0, j].axhline(truth[heavy], color="k", lw=1, ls="--")
+        axes[0, j].set(title=t, ylabel=f"EBM weight of mode {heavy}", ylim=(-0.02, 1.02))
+        err = d.assign(sq=(d["value"] - truth[d["mode"].to_numpy()]) ** 2)
+        mse = err.groupby(["algorithm", "seed", "iteration"], as_index=False)["sq"].mean()
+        sns.lineplot(data=mse, x="iteration", y="sq", hue="algorithm", hue_order=order,
+                     errorbar=("pi", 100), ax=axes[1, j],
+                     legend=False)
+        axes[1, j].set(yscale="log", ylabel="EBM mode-weight MSE")
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def make_all(store: ResultStore) -> list[Path]:
+    results = store.results()
+    figs = store.out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    made = [density_panels(store, results, figs / "densities.png"),
+            weights_over_training(store.traces(), figs / "weights_over_training.png")]
+    return [p for p in made if p is not None]
+
+
+__all__ = ["make_all"]

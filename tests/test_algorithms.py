@@ -1,0 +1,113 @@
+"""Every algorithm learns on a tiny case: the mean and scale of a single Gaussian."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import algorithms
+from algorithms.base import ConfigError, Diverged, Problem, build_config
+from algorithms.energies import MLPEnergy, QuadraticEnergy
+from algorithms.work import Work
+from datasets import GaussianMixture
+
+MU = torch.tensor([1.0, -0.5])
+STD = 0.5
+
+
+def gaussian_target():
+    return GaussianMixture(means=[MU.tolist()], stds=STD, weights=[1.0], box=[(-2.0, 3.0), (-3.0, 2.0)])
+
+
+def train(cls, n_iters=150, **overrides):
+    torch.manual_seed(0)
+    target = gaussian_target()
+    data = target.sample(4096, torch.Generator().manual_seed(1))
+    energy = QuadraticEnergy(2)
+    params = dict(lr=0.05, n_steps=20, step_size=0.05)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    if "n_persistent" in names:
+        params["n_persistent"] = 512
+    params.update(overrides)
+    alg = cls(Problem(target, data, work=Work()), energy, build_config(cls.Config, params, "test"))
+    for i in range(n_iters):
+        alg.step(data[(i * 256) % 4096:(i * 256) % 4096 + 256])
+    return energy, alg
+
+
+@pytest.mark.parametrize("name", sorted(algorithms.ALGORITHMS))
+def test_learns_the_mean_and_scale_of_a_gaussian(name):
+    energy, alg = train(algorithms.ALGORITHMS[name])
+    assert torch.allclose(energy.mean.detach(), MU, atol=0.1), energy.mean
+    assert abs(float(energy.log_std.detach().exp()) - STD) < 0.075
+    assert alg.negatives().shape == (256, 2)
+
+
+def test_pcd_from_data_with_one_step_is_003_alg4():
+    # 003's PCD: walkers = the batch, one ULA step per iteration, started at the data
+    energy, _ = train(algorithms.ALGORITHMS["pcd"], n_iters=300, n_persistent=256, init="data", n_steps=1,
+                      step_size=0.1)
+    assert torch.allclose(energy.mean.detach(), MU, atol=0.1)
+
+
+
+
+def test_negative_control_a_sign_flip_does_not_learn():
+    """The learning test above can fail: the same algorithm ascending instead of descending does not."""
+
+    class Flipped(algorithms.ALGORITHMS["short_run"]):
+        def step(self, x_pos):
+            x_neg = self.sample(self.start_chains(x_pos))
+            self._neg = x_neg
+            self.optimizer.zero_grad()
+            # positives and negatives swapped: the update points the wrong way
+            (self.energy(x_neg).mean() - self.energy(x_pos).mean()).backward()
+            self.optimizer.step()
+            return {}
+
+    with pytest.raises(AssertionError):
+        energy, _ = train(Flipped, n_iters=60)
+        assert torch.allclose(energy.mean.detach(), MU, atol=0.1)
+        assert abs(float(energy.log_std.detach().exp()) - STD) < 0.075
+
+
+def test_work_is_counted_by_the_shared_parts():
+    _, alg = train(algorithms.ALGORITHMS["ula_ebm"], n_iters=3, n_steps=7)
+    # 3 iterations x (256 chains x 7 ULA steps + 256 positives + 256 negatives in the update)
+    assert alg.work.grad_evals == 3 * (256 * 7 + 512)
+    assert alg.work.energy_evals == 3 * (256 * 7 + 512)
+
+
+def test_cd_restarts_at_the_data():
+    cls = algorithms.ALGORITHMS["cd"]
+    target = gaussian_target()
+    data = target.sample(512, torch.Generator().manual_seed(0))
+    alg = cls(Problem(target, data), QuadraticEnergy(2), build_config(cls.Config, {"restart_every": 2}, "t"))
+    batch = data[:64]
+    assert torch.equal(alg.start_chains(batch), batch)
+    alg.keep(batch + 1)
+    assert torch.equal(alg.start_chains(batch), batch + 1)  # kept between restarts
+    assert torch.equal(alg.start_chains(batch), batch)  # restarted
+
+
+def test_divergence_is_raised_not_hidden():
+    cls = algorithms.ALGORITHMS["short_run"]
+    target = gaussian_target()
+    data = target.sample(512, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    cfg = build_config(cls.Config, {"lr": 1e30, "optimizer": "sgd", "n_steps": 2}, "t")
+    alg = cls(Problem(target, data), MLPEnergy(2, (16,)), cfg)
+    with pytest.raises(Diverged):
+        for _ in range(20):
+            alg.step(data[:64])
+
+
+def test_config_validation_names_key_and_choices():
+    cls = algorithms.ALGORITHMS["ula_ebm"]
+    with pytest.raises(ConfigError, match=r"unknown parameter 'n_stepz'; valid: .*n_steps"):
+        build_config(cls.Config, {"n_stepz": 3}, "here")
+    with pytest.raises(ConfigError, match="must be one of uniform, normal, data"):
+        build_config(cls.Config, {"init": "zeros"}, "here")
+    with pytest.raises(ConfigError, match="expects int"):
+        build_config(cls.Config, {"n_steps": "ten"}, "here")
+    assert build_config(cls.Config, {"lr": 1}, "here").lr == 1.0
