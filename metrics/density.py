@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,4 +35,5 @@ def median_sq_log_density_error(log_p_model: Tensor, log_p_true: Tensor) -> floa
     b = torch.as_tensor(log_p_true).double().reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"{a.shape} vs {b.shape} points")
-    return float(((a - b) ** 2).median())
+    # numpy's median: the mean of the two middle values for an even count (torch.median takes the lower one)
+    return float(np.median(((a - b) ** 2).cpu().numpy()))
