@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from algorithms.energies import Energy
+from algorithms.samplers import initial_states
 from algorithms.work import Work
 
 
@@ -87,6 +88,9 @@ def _coerce(val, hint, where):
                 pass
     if origin is tuple and isinstance(val, list | tuple):
         return tuple(val)
+    if origin is dict and isinstance(val, dict):
+        _, vt = typing.get_args(hint)
+        return {str(k): _coerce(v, vt, f"{where}[{k!r}]") for k, v in val.items()}
     raise ConfigError(f"{where} expects {getattr(hint, '__name__', hint)}, got {val!r}")
 
 
@@ -102,6 +106,12 @@ class TrainingAlgorithm(ABC):
         self.config = config
         self.work = problem.work
         self.device = problem.device
+
+    def initial(self, kind: str, n: int) -> Tensor:
+        """n chain states of the given kind (see samplers.initial_states) for this problem."""
+        p = self.problem
+        return initial_states(kind, n, box=p.box, data=p.data, device=p.device, dtype=p.data.dtype,
+                              energy=self.energy)
 
     @abstractmethod
     def step(self, x_pos: Tensor) -> dict[str, float]:

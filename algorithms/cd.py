@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms.contrastive import ContrastiveConfig, ContrastiveEBM
-from algorithms.samplers import initial_states
 
 
 @dataclass
@@ -45,4 +44,4 @@ class CD(ContrastiveEBM):
         self._walkers = x_neg.detach()
 
     def chain_starts(self, n):
-        return initial_states("data", n, box=self.problem.box, data=self.problem.data, device=self.device)
+        return self.initial("data", n)

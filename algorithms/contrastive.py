@@ -7,13 +7,13 @@ gradient": grad_theta [ mean U(x+) - mean U(x-) ], followed by an optimizer step
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
 from algorithms.samplers import ula
 
 
@@ -28,12 +28,20 @@ class ContrastiveConfig:
     step_size: float = 0.01
     #: lambda * mean(U(x+)^2 + U(x-)^2), the energy-magnitude regulariser of 000 App. C.6 (0 = off)
     energy_reg: float = 0.0
+    #: learning rates of named energy parameters that differ from ``lr`` (e.g. 003: {"z": 0.125})
+    param_lr: dict[str, float] = field(default_factory=dict)
 
 
-def make_optimizer(params, cfg: ContrastiveConfig):
+def make_optimizer(energy, cfg):
+    """Adam or SGD over the energy's parameters, with per-parameter learning rates from ``param_lr``."""
+    named = dict(energy.named_parameters())
+    unknown = sorted(set(cfg.param_lr) - set(named))
+    if unknown:
+        raise ConfigError(f"param_lr names unknown energy parameters {unknown}; valid: {', '.join(named)}")
+    groups = [{"params": [p], "lr": cfg.param_lr.get(n, cfg.lr)} for n, p in named.items()]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    return torch.optim.SGD(params, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.SGD(groups, lr=cfg.lr)
 
 
 class ContrastiveEBM(TrainingAlgorithm):
@@ -41,7 +49,7 @@ class ContrastiveEBM(TrainingAlgorithm):
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
-        self.optimizer = make_optimizer(energy.parameters(), config)
+        self.optimizer = make_optimizer(energy, config)
         self._neg: Tensor | None = None
         self._it = 0
 

@@ -11,7 +11,10 @@ from algorithms.work import Work
 
 
 class Energy(nn.Module):
-    """Base class: ``forward(x)`` returns U(x) with shape (n,)."""
+    """Base class: ``forward(x)`` returns U(x) with shape (n,).
+
+    Optional capabilities, used where present: ``log_z()`` (exact log normaliser, a tensor differentiable in
+    theta) and ``sample_exact(n)`` (exact samples of exp(-U)/Z)."""
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]
@@ -80,10 +83,55 @@ class QuadraticEnergy(Energy):
     def log_z(self) -> Tensor:
         return self.mean.shape[0] * (self.log_std + 0.5 * math.log(2 * math.pi))
 
+    def sample_exact(self, n: int) -> Tensor:
+        with torch.no_grad():
+            return self.mean + self.log_std.exp() * torch.randn(n, self.mean.shape[0], device=self.mean.device,
+                                                                dtype=self.mean.dtype)
+
+
+class GMMStudent(Energy):
+    """The parametric student of 003 eq. (15): U(x) = -log(exp(-|x-a|^2/2) + exp(-|x-b|^2/2 - z)),
+    theta = (a, b, z), with the exact log Z = (d/2) log 2 pi + log(1 + e^-z) (003 §4.1).
+
+    Initialisation (003 App. B.1): a, b ~ 0.01 N(0, I) with first coordinates -0.1 and +0.1, z = 0, so
+    rho_theta0 is close to N(0, I). The model samples itself exactly (``sample_exact``), which is how 003
+    starts its Jarzynski walkers ("sampled from rho_theta0").
+    """
+
+    def __init__(self, dim: int, init_scale: float = 0.01, first: float = 0.1):
+        super().__init__()
+        a = init_scale * torch.randn(dim)
+        b = init_scale * torch.randn(dim)
+        a[0], b[0] = -first, first
+        self.a = nn.Parameter(a)
+        self.b = nn.Parameter(b)
+        self.z = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        la = -0.5 * ((x - self.a) ** 2).sum(-1)
+        lb = -0.5 * ((x - self.b) ** 2).sum(-1) - self.z
+        return -torch.logaddexp(la, lb)
+
+    def log_z(self) -> Tensor:
+        d = self.a.shape[0]
+        return 0.5 * d * math.log(2 * math.pi) + torch.nn.functional.softplus(-self.z)
+
+    @property
+    def p(self) -> float:
+        """Weight of the mode at a: 1 / (1 + e^-z)."""
+        return float(torch.sigmoid(self.z.detach()))
+
+    def sample_exact(self, n: int) -> Tensor:
+        with torch.no_grad():
+            at_a = torch.rand(n, device=self.a.device, dtype=self.a.dtype) < torch.sigmoid(self.z)
+            mean = torch.where(at_a[:, None], self.a, self.b)
+            return mean + torch.randn_like(mean)
+
 
 ENERGIES = {
-    "toy_mlp": lambda dim: ToyMLP(dim),
-    "quadratic": lambda dim: QuadraticEnergy(dim),
+    "toy_mlp": ToyMLP,
+    "quadratic": QuadraticEnergy,
+    "gmm_student": GMMStudent,
 }
 
 

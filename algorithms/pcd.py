@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from algorithms.contrastive import ContrastiveConfig, ContrastiveEBM
-from algorithms.samplers import ChainBank, initial_states
+from algorithms.samplers import ChainBank
 
 
 @dataclass
 class PCDConfig(ContrastiveConfig):
     n_persistent: int = 8192
-    init: Literal["uniform", "normal", "data"] = "uniform"
+    init: Literal["uniform", "normal", "data", "model"] = "uniform"
 
 
 class PCD(ContrastiveEBM):
@@ -33,10 +33,7 @@ class PCD(ContrastiveEBM):
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
-        self.bank = ChainBank(
-            initial_states(config.init, config.n_persistent, box=problem.box, data=problem.data,
-                           device=problem.device)
-        )
+        self.bank = ChainBank(self.initial(config.init, config.n_persistent))
         self._idx = None
 
     def start_chains(self, x_pos):

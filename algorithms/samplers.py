@@ -79,18 +79,26 @@ class ChainBank:
         self.states[idx] = x.detach()
 
 
-def initial_states(kind: str, n: int, *, box, data: Tensor | None = None, device=None) -> Tensor:
-    """Where chains start: ``uniform`` on the target's box, ``normal`` N(0, I), or ``data`` (random
-    training points, as CD and 003's PCD do)."""
+def initial_states(kind: str, n: int, *, box, data: Tensor | None = None, device=None, dtype=None,
+                   energy: Energy | None = None) -> Tensor:
+    """Where chains start: ``uniform`` on the target's box, ``normal`` N(0, I), ``data`` (random training
+    points, as CD and 003's PCD do) or ``model`` (exact samples of the current model, as 003's Jarzynski
+    walkers; needs an energy with ``sample_exact``)."""
     d = len(box)
+    if dtype is None:
+        dtype = data.dtype if data is not None else torch.get_default_dtype()
     if kind == "uniform":
-        lo = torch.tensor([b[0] for b in box], device=device)
-        hi = torch.tensor([b[1] for b in box], device=device)
-        return lo + (hi - lo) * torch.rand(n, d, device=device)
+        lo = torch.tensor([b[0] for b in box], device=device, dtype=dtype)
+        hi = torch.tensor([b[1] for b in box], device=device, dtype=dtype)
+        return lo + (hi - lo) * torch.rand(n, d, device=device, dtype=dtype)
     if kind == "normal":
-        return torch.randn(n, d, device=device)
+        return torch.randn(n, d, device=device, dtype=dtype)
     if kind == "data":
         if data is None:
             raise ValueError("initial states 'data' need the training data")
         return data[torch.randint(0, data.shape[0], (n,), device=data.device)].to(device)
-    raise ValueError(f"unknown initial state {kind!r}; valid: uniform, normal, data")
+    if kind == "model":
+        if energy is None or not hasattr(energy, "sample_exact"):
+            raise ValueError("initial states 'model' need an energy that samples itself exactly")
+        return energy.sample_exact(n).to(device=device, dtype=dtype)
+    raise ValueError(f"unknown initial state {kind!r}; valid: uniform, normal, data, model")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from algorithms.contrastive import ContrastiveConfig, ContrastiveEBM
-from algorithms.samplers import initial_states
 
 
 @dataclass
@@ -30,4 +29,4 @@ class ShortRun(ContrastiveEBM):
         return self.chain_starts(x_pos.shape[0])
 
     def chain_starts(self, n):
-        return initial_states(self.config.init, n, box=self.problem.box, device=self.device)
+        return self.initial(self.config.init, n)
