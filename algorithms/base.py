@@ -130,6 +130,15 @@ class TrainingAlgorithm(ABC):
     def run_chains(self, x0: Tensor, n_draws: int) -> Tensor:
         """Run this algorithm's own sampler from x0 for n_draws steps; returns (chain, draw, dim)."""
 
+    def extra_metrics(self, test_x: Tensor) -> dict[str, float]:
+        """Metrics only this algorithm has (e.g. a companion flow's test log-likelihood, acceptance rates),
+        computed after training on the target's held-out samples test_x; added to the results as they are."""
+        return {}
+
+    def negative_weights(self) -> Tensor | None:
+        """Normalised importance weights of ``negatives()`` for weighted-walker algorithms, else None."""
+        return None
+
     def draw_negatives(self, n: int) -> Tensor:
         """n negative samples drawn the way this algorithm draws them now, without changing its state."""
         return self.sample(self.chain_starts(n))

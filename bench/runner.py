@@ -26,6 +26,10 @@ from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
 from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
 
 
+def dtype_of(energy) -> torch.dtype:
+    return next(energy.parameters()).dtype
+
+
 def _ebm_grid(energy, box, n, device):
     pts, area = grid(box, n)
     with torch.no_grad():
@@ -83,6 +87,7 @@ def evaluate(target, energy, alg, cfg, device) -> tuple[dict[str, float], dict[s
             m["neg_weight_mse"] = weight_mse(w_neg, w_true)
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
+    m.update(alg.extra_metrics(target.test_set(cfg.n_eval_samples).to(device=device, dtype=dtype_of(energy))))
     chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
     if not np.isfinite(chains).all():
         raise Diverged(-1, "non-finite states in the evaluation chains")
