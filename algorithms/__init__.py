@@ -6,11 +6,12 @@ ensure_own_datasets()
 
 from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config  # noqa: E402
 from algorithms.cd import CD  # noqa: E402
+from algorithms.jarzynski import Jarzynski  # noqa: E402
 from algorithms.pcd import PCD, ULAEBM  # noqa: E402
 from algorithms.short_run import ShortRun  # noqa: E402
 
 #: name -> class. Add an algorithm by writing one module with a TrainingAlgorithm subclass and
 #: registering it here.
-ALGORITHMS: dict[str, type[TrainingAlgorithm]] = {cls.name: cls for cls in (ULAEBM, PCD, CD, ShortRun)}
+ALGORITHMS: dict[str, type[TrainingAlgorithm]] = {cls.name: cls for cls in (ULAEBM, PCD, CD, ShortRun, Jarzynski)}
 
 __all__ = ["ALGORITHMS", "ConfigError", "Diverged", "Problem", "TrainingAlgorithm", "build_config"]

@@ -135,6 +135,10 @@ class TrainingAlgorithm(ABC):
         computed after training on the target's held-out samples test_x; added to the results as they are."""
         return {}
 
+    def log_z_estimate(self) -> float | None:
+        """The algorithm's own estimate of log Z_theta (e.g. Jarzynski, 003 eq. 12), if it makes one."""
+        return None
+
     def negative_weights(self) -> Tensor | None:
         """Normalised importance weights of ``negatives()`` for weighted-walker algorithms, else None."""
         return None

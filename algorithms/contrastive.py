@@ -18,18 +18,24 @@ from algorithms.samplers import ula
 
 
 @dataclass
-class ContrastiveConfig:
+class OptimConfig:
+    """The optimiser of the energy's parameters (shared by every maximum-likelihood algorithm)."""
+
     lr: float = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
     beta1: float = 0.9
     beta2: float = 0.999
+    #: learning rates of named energy parameters that differ from ``lr`` (e.g. 003: {"z": 0.125})
+    param_lr: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ContrastiveConfig(OptimConfig):
     #: ULA steps per training iteration and step size h (x' = x - h grad U + sqrt(2h) xi)
     n_steps: int = 10
     step_size: float = 0.01
     #: lambda * mean(U(x+)^2 + U(x-)^2), the energy-magnitude regulariser of 000 App. C.6 (0 = off)
     energy_reg: float = 0.0
-    #: learning rates of named energy parameters that differ from ``lr`` (e.g. 003: {"z": 0.125})
-    param_lr: dict[str, float] = field(default_factory=dict)
 
 
 def make_optimizer(energy, cfg):

@@ -15,9 +15,8 @@ def write_tables(store: ResultStore) -> str:
     parts = []
     truth = {t: datasets.get_target(t).mode_weights.tolist()
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
-    specs = [
-        ("table1_000", "000 Table 1: median squared log-density error (lower is better)", tables.table1(res)),
-        ("table3_000", "000 Table 3: mode-weight MSEs on four_mode (lower is better)", tables.table3(res)),
+    specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
+    specs += [
         ("mode_weights", "Final EBM mode weights (mean over seeds) and the true weights",
          tables.weights_table(res, truth)),
         ("work", "Time and work per run (means over seeds)", tables.work_table(res)),

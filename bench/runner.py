@@ -33,68 +33,133 @@ def dtype_of(energy) -> torch.dtype:
 def _ebm_grid(energy, box, n, device):
     pts, area = grid(box, n)
     with torch.no_grad():
-        logu = torch.cat([-energy(c.to(device)).double().cpu() for c in pts.split(65536)])
+        logu = torch.cat([-energy(c.to(device=device, dtype=dtype_of(energy))).double().cpu()
+                          for c in pts.split(65536)])
     return pts, area, logu
 
 
-def trace_point(target, energy, alg, device, n) -> dict[str, float]:
-    out = {}
-    if target.has_modes and target.dim == 2:
-        pts, _, logu = _ebm_grid(energy, target.box, n, device)
-        if torch.isfinite(logu).all():
-            for k, w in enumerate(grid_mode_weights(logu, target.assign(pts), target.n_modes)):
-                out[f"ebm_weight[{k}]"] = float(w)
-    neg = alg.negatives()
-    if target.has_modes and neg is not None:
-        for k, w in enumerate(sample_mode_weights(target.assign(neg.cpu()), target.n_modes)):
+def _energy_on(energy, x, device) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([energy(c.to(device=device, dtype=dtype_of(energy))).double().cpu()
+                          for c in x.split(65536)])
+
+
+class Probe:
+    """What can be measured of a model on a target, decided once from their capabilities:
+    a 2-D target is integrated on a grid; an energy with an exact ``log_z`` or ``sample_exact`` is used
+    directly; a teacher-student target compares parameters."""
+
+    def __init__(self, target, energy, cfg, device):
+        self.target, self.energy, self.cfg, self.device = target, energy, cfg, device
+        self.test = target.test_set(cfg.n_eval_samples)
+        self.log_true = target.log_prob(self.test.double()) if target.has_density else None
+        self.exact_log_z = hasattr(energy, "log_z")
+        self.on_grid = target.dim == 2
+
+    def model_log_z(self, n_grid: int):
+        """log Z of the model and, on a grid, (points, log-density) for plots and mode weights."""
+        if self.exact_log_z:
+            with torch.no_grad():
+                return float(self.energy.log_z()), None
+        if self.on_grid:
+            pts, area, logu = _ebm_grid(self.energy, self.target.box, n_grid, self.device)
+            if not torch.isfinite(logu).all():
+                raise Diverged(-1, "non-finite energy on the evaluation grid")
+            return grid_log_normalizer(logu, area), (pts, area, logu)
+        return None, None
+
+    def model_weights(self, grid_pts):
+        t = self.target
+        if not t.has_modes:
+            return None
+        if grid_pts is not None:
+            pts, _, logu = grid_pts
+            return grid_mode_weights(logu, t.assign(pts), t.n_modes)
+        if hasattr(self.energy, "sample_exact"):
+            x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
+            return sample_mode_weights(t.assign(x), t.n_modes)
+        return None
+
+    def measure(self, alg, n_grid: int) -> tuple[dict[str, float], object]:
+        """Mode weights, test log-likelihood, KL(p* || p_theta) and its estimate, teacher-parameter errors."""
+        out: dict[str, float] = {}
+        log_z, grid_pts = self.model_log_z(n_grid)
+        w = self.model_weights(grid_pts)
+        if w is not None:
+            for k, wk in enumerate(w):
+                out[f"ebm_weight[{k}]"] = float(wk)
+            out["ebm_weight_mse"] = weight_mse(w, self.target.mode_weights.numpy())  # 000 Table 3, col. 4
+        u_test = _energy_on(self.energy, self.test, self.device)
+        if log_z is not None:
+            logp_model = -u_test - log_z
+            out["test_loglik"] = float(logp_model.mean())
+            if self.log_true is not None:
+                true_log_z = 0.0
+                if grid_pts is not None:  # normalise p* on the same grid as the model (000 Table 1)
+                    pts, area, _ = grid_pts
+                    true_log_z = grid_log_normalizer(self.target.log_prob(pts.double()), area)
+                out["logp_median_sq_error"] = median_sq_log_density_error(logp_model, self.log_true - true_log_z)
+                out["kl"] = float((self.log_true - logp_model).mean())
+        est = alg.log_z_estimate()
+        if est is not None and self.log_true is not None:
+            # 003 eq. (12): H~ = log Z~ + E*[U]; KL~ = H~ - H(p*), both expectations on the same test set
+            out["kl_estimate"] = float(est + u_test.mean() + self.log_true.mean())
+            if log_z is not None:
+                out["log_z_error"] = float(est - log_z)
+        if hasattr(self.target, "teacher_params"):
+            named = dict(self.energy.named_parameters())
+            for name, true in self.target.teacher_params().items():
+                if name in named:
+                    diff = named[name].detach().double().cpu() - torch.as_tensor(true, dtype=torch.float64)
+                    out[f"param_error[{name}]"] = float(diff.norm())
+        return out, grid_pts
+
+
+def trace_point(probe: Probe, alg) -> dict[str, float]:
+    out, _ = probe.measure(alg, probe.cfg.trace_grid)
+    out.pop("logp_median_sq_error", None)
+    neg, t = alg.negatives(), probe.target
+    if t.has_modes and neg is not None:
+        for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
     return out
 
 
-def evaluate(target, energy, alg, cfg, device) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics the target's ground truth allows, and arrays for the plots."""
-    m: dict[str, float] = {}
+    target, cfg, device = probe.target, probe.cfg, probe.device
     art: dict[str, np.ndarray] = {}
-    energy.eval()
+    probe.energy.eval()
+    m, grid_pts = probe.measure(alg, cfg.eval_grid)
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
-    art["negatives"] = negs[:2000].numpy()
-    if target.dim == 2:
-        pts, area, logu = _ebm_grid(energy, target.box, cfg.eval_grid, device)
-        if not torch.isfinite(logu).all():
-            raise Diverged(-1, "non-finite energy on the evaluation grid")
+    art["negatives"] = negs[:2000].float().numpy()
+    if grid_pts is not None:
+        pts, area, logu = grid_pts
         log_z = grid_log_normalizer(logu, area)
         art["grid_log_density"] = (logu - log_z).float().reshape(cfg.eval_grid, cfg.eval_grid).numpy()
         art["box"] = np.asarray(target.box, dtype=float)
-        if target.has_density:
-            x = target.test_set(cfg.n_eval_samples)
-            with torch.no_grad():
-                logp_model = -energy(x.to(device)).double().cpu() - log_z
-            logp_true = target.log_prob(x.double())
-            true_log_z = grid_log_normalizer(target.log_prob(pts.double()), area)
-            m["logp_median_sq_error"] = median_sq_log_density_error(logp_model, logp_true - true_log_z)
-        if target.has_modes:
-            labels = target.assign(pts)
-            w_true = target.mode_weights.numpy()
-            w_ebm = grid_mode_weights(logu, labels, target.n_modes)
-            w_neg = sample_mode_weights(target.assign(negs), target.n_modes)
+    if target.has_modes:
+        w_true = target.mode_weights.numpy()
+        w_neg = sample_mode_weights(target.assign(negs), target.n_modes)
+        for k in range(target.n_modes):
+            m[f"neg_weight[{k}]"] = float(w_neg[k])
+        m["neg_weight_mse"] = weight_mse(w_neg, w_true)
+        if "ebm_weight[0]" in m:
+            w_ebm = np.array([m[f"ebm_weight[{k}]"] for k in range(target.n_modes)])
             w_init = sample_mode_weights(target.assign(alg.chain_starts(cfg.n_negatives).cpu()), target.n_modes)
-            for k in range(target.n_modes):
-                m[f"ebm_weight[{k}]"] = float(w_ebm[k])
-                m[f"neg_weight[{k}]"] = float(w_neg[k])
             for k, e in enumerate(weight_relative_error(w_ebm, w_true)):
                 m[f"ebm_weight_relerr[{k}]"] = float(e)
-            m["ebm_weight_mse"] = weight_mse(w_ebm, w_true)  # 000 Table 3, column 4
-            m["neg_weight_mse"] = weight_mse(w_neg, w_true)
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
-    m.update(alg.extra_metrics(target.test_set(cfg.n_eval_samples).to(device=device, dtype=dtype_of(energy))))
-    chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
-    if not np.isfinite(chains).all():
-        raise Diverged(-1, "non-finite states in the evaluation chains")
-    m["max_rhat"] = float(rhat(chains).max())
-    m["max_rhat_classic"] = float(classic_rhat(chains).max())
-    m["min_ess_bulk"] = float(ess_bulk(chains).min())
-    m["min_ess_tail"] = float(ess_tail(chains).min())
+    m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
+    if cfg.n_chains > 1 and cfg.n_draws >= 4:
+        chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
+        if not np.isfinite(chains).all():
+            raise Diverged(-1, "non-finite states in the evaluation chains")
+        m["max_rhat"] = float(rhat(chains).max())
+        m["max_rhat_classic"] = float(classic_rhat(chains).max())
+        m["min_ess_bulk"] = float(ess_bulk(chains).min())
+        m["min_ess_tail"] = float(ess_tail(chains).min())
     return m, art
 
 
@@ -106,11 +171,13 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     cfg = cell.train
     target = datasets.get_target(cell.target)
     gen = torch.Generator().manual_seed(cell.seed)
-    data = target.sample(cfg.n_data, gen).to(dev)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+    data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim).to(dev)
+    energy = make_energy(cfg.energy, target.dim).to(device=dev, dtype=dtype)
+    probe = Probe(target, energy, cfg, dev)
     work = Work()
-    alg = algorithms.ALGORITHMS[cell.algorithm](Problem(target, data, dev, work), energy, cell.algo)
+    alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
     n_iters = cfg.iterations()
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
     t0 = time.perf_counter()
@@ -125,12 +192,12 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
             pos += cfg.batch_size
             if cfg.eval_every and (it % cfg.eval_every == 0 or it == n_iters):
-                point = {**logs, **trace_point(target, energy, alg, dev, cfg.trace_grid)}
+                point = {**logs, **trace_point(probe, alg)}
                 traces += [{**cell.key(), "iteration": it, "metric": k, "value": v} for k, v in point.items()]
                 bar.set_postfix(loss=f"{logs['loss']:.3g}")
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
-        metrics, art = evaluate(target, energy, alg, cfg, dev)
+        metrics, art = evaluate(probe, alg)
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

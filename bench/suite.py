@@ -14,6 +14,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import algorithms
 import datasets
@@ -28,6 +29,7 @@ class TrainConfig:
     """Training loop and evaluation settings shared by every algorithm."""
 
     energy: str = "toy_mlp"
+    dtype: Literal["float32", "float64"] = "float32"
     n_data: int = 60_000
     batch_size: int = 256
     #: training length: ``n_iters``, or ``epochs`` over n_data (n_iters = ceil(epochs * n_data / batch))
@@ -45,6 +47,8 @@ class TrainConfig:
     n_draws: int = 500
     #: negative samples used to estimate their mode weights after training
     n_negatives: int = 8192
+    #: exact model samples for the model's mode weights where no grid is used (energies with sample_exact)
+    n_model_samples: int = 100_000
 
     def iterations(self) -> int:
         if self.n_iters > 0:
@@ -66,6 +70,10 @@ class Cell:
     seed: int
     train: TrainConfig
     algo: object  # the algorithm's Config dataclass
+    base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
+
+    def __post_init__(self):
+        self.base = self.base or self.algorithm
 
     def key(self) -> dict:
         return {"suite": self.suite, "target": self.target, "algorithm": self.algorithm,
@@ -101,16 +109,32 @@ def _check_names(kind: str, names, valid) -> None:
         raise BenchError(f"unknown {kind} {bad[0]!r}; valid: {', '.join(sorted(valid))}")
 
 
+def _variants(suite: dict) -> dict[str, tuple[str, dict]]:
+    """Named variants of an algorithm with fixed parameters (benchopt's ``solver[param=value]``):
+    ``[variants.NAME]`` with ``algorithm = BASE`` and the parameters that define the variant."""
+    out = {}
+    for name, spec in suite.get("variants", {}).items():
+        spec = dict(spec)
+        base = spec.pop("algorithm", None)
+        if base not in algorithms.ALGORITHMS:
+            raise BenchError(f"{suite['path']} [variants.{name}]: 'algorithm' must be one of "
+                             f"{', '.join(sorted(algorithms.ALGORITHMS))}, got {base!r}")
+        out[name] = (base, spec)
+    return out
+
+
 def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names=None, seeds=None) -> list[Cell]:
     """All cells of a suite at a fidelity, validated. Raises BenchError with a one-line message."""
     fids = suite["fidelity"]
     if fidelity not in fids:
         raise BenchError(f"unknown fidelity {fidelity!r} for suite {suite['name']}; valid: {', '.join(fids)}")
+    variants = _variants(suite)
+    base_of = {**{a: (a, {}) for a in algorithms.ALGORITHMS}, **variants}
     _check_names("target", suite["targets"], datasets.TARGETS)
-    _check_names("algorithm", suite["algorithms"], algorithms.ALGORITHMS)
+    _check_names("algorithm", suite["algorithms"], base_of)
     algos = list(algorithm_names or suite["algorithms"])
     targets = list(target_names or suite["targets"])
-    _check_names("algorithm", algos, algorithms.ALGORITHMS)
+    _check_names("algorithm", algos, base_of)
     _check_names("target", targets, datasets.TARGETS)
     fid = fids[fidelity]
     n_seeds = int(seeds if seeds is not None else fid.get("seeds", 1))
@@ -121,8 +145,9 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
         if sec not in known_sections:
             raise BenchError(f"{suite['path']}: [fidelity.{fidelity}] has unknown section {sec!r}; "
                              f"valid: {', '.join(sorted(known_sections))}")
+
     def params(a):
-        return TRAIN_KEYS | {f.name for f in dataclasses.fields(algorithms.ALGORITHMS[a].Config)}
+        return TRAIN_KEYS | {f.name for f in dataclasses.fields(algorithms.ALGORITHMS[base_of[a][0]].Config)}
 
     # Shared sections ([defaults], [targets.t]) apply each key to the algorithms that have it; a key that
     # no algorithm of the suite has is a typo. [algorithms.a] and [cells."a/t"] are checked strictly.
@@ -135,17 +160,23 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                 raise BenchError(f"{suite['path']} [fidelity.{fidelity}.{sec}]: unknown parameter {k!r}; "
                                  f"valid: {', '.join(sorted(every))}")
     cells = []
+    sec = fid.get("algorithms", {})
     for a in algos:
         own = params(a)
+        base, fixed = base_of[a]
         for t in targets:
+            # defaults < [algorithms.base] < [algorithms.variant] < [targets.t] < cells base/t < cells
+            # variant/t < the variant's defining parameters
             values = {**{k: v for k, v in fid.get("defaults", {}).items() if k in own},
-                      **fid.get("algorithms", {}).get(a, {}),
+                      **sec.get(base, {}), **(sec.get(a, {}) if a != base else {}),
                       **{k: v for k, v in fid.get("targets", {}).get(t, {}).items() if k in own},
-                      **fid.get("cells", {}).get(f"{a}/{t}", {})}
+                      **fid.get("cells", {}).get(f"{base}/{t}", {}),
+                      **(fid.get("cells", {}).get(f"{a}/{t}", {}) if a != base else {}),
+                      **fixed}
             where = f"{suite['path']} [fidelity.{fidelity}] {a}/{t}"
             train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
             algo_values = {k: v for k, v in values.items() if k not in TRAIN_KEYS}
-            cls = algorithms.ALGORITHMS[a]
+            cls = algorithms.ALGORITHMS[base]
             try:
                 train = build_config(TrainConfig, train_values, where)
                 train.iterations()
@@ -153,9 +184,8 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
             except ConfigError as e:
                 msg = str(e)
                 if "unknown parameter" in msg:
-                    valid = sorted(TRAIN_KEYS | {f.name for f in dataclasses.fields(cls.Config)})
-                    msg = msg.split("; valid:")[0] + "; valid: " + ", ".join(valid)
+                    msg = msg.split("; valid:")[0] + "; valid: " + ", ".join(sorted(own))
                 raise BenchError(msg if msg.startswith(str(suite["path"])) else f"{where}: {msg}") from None
             for s in range(n_seeds):
-                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo))
+                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base))
     return cells

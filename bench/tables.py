@@ -33,46 +33,31 @@ def work_table(results: pd.DataFrame) -> pd.DataFrame:
     return runs.groupby(["target", "algorithm"])[cols].mean()
 
 
-def _mean(results, metric, target=None):
+def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Rows: algorithms (measured or published). For each (target, metric) column of the paper's table: the
+    measured mean over seeds and the published value side by side; ``seeds``: the fewest seeds behind a
+    measured value of the row."""
     s = summary(results)
-    s = s[s["metric"] == metric]
-    if target is not None:
-        s = s[s["target"] == target]
-    return s
-
-
-def table1(results: pd.DataFrame) -> pd.DataFrame:
-    """000 Table 1: median squared log-density error, measured (mean over seeds) beside published."""
-    spec = published.TABLE1_000
-    s = _mean(results, spec["metric"])
-    algos = sorted(set(s["algorithm"]) | set(spec["values"]))
+    algos = sorted(set(s["algorithm"]) | set(spec["published"]))
+    labels = spec.get("labels") or [t for t, _ in spec["columns"]]
     rows = []
     for a in algos:
-        row = {"algorithm": a}
-        for t in spec["targets"]:
-            hit = s[(s["algorithm"] == a) & (s["target"] == t)]
-            row[f"{t} (measured)"] = float(hit["mean"].iloc[0]) if len(hit) else float("nan")
-            row[f"{t} (seeds)"] = int(hit["n_seeds"].iloc[0]) if len(hit) else 0
-            row[f"{t} ({spec['source']})"] = spec["values"].get(a, {}).get(t, float("nan"))
+        row, seeds = {"algorithm": a}, []
+        published = spec["published"].get(a, [None] * len(spec["columns"]))
+        for (t, metric), label, pub in zip(spec["columns"], labels, published, strict=True):
+            hit = s[(s["algorithm"] == a) & (s["target"] == t) & (s["metric"] == metric)]
+            row[label] = float(hit["mean"].iloc[0]) if len(hit) else float("nan")
+            row[f"{label} [{spec['source']}]"] = float("nan") if pub is None else pub
+            if len(hit):
+                seeds.append(int(hit["n_seeds"].iloc[0]))
+        row["seeds"] = min(seeds) if seeds else 0
         rows.append(row)
     return pd.DataFrame(rows).set_index("algorithm")
 
 
-def table3(results: pd.DataFrame) -> pd.DataFrame:
-    """000 Table 3: the three mode-weight MSEs on the four-mode mixture, measured beside published."""
-    spec = published.TABLE3_000
-    s = summary(results)
-    s = s[s["target"] == spec["target"]]
-    algos = sorted(set(s["algorithm"]) | set(spec["values"]))
-    rows = []
-    for a in algos:
-        row = {"algorithm": a}
-        for metric, label in spec["columns"].items():
-            hit = s[(s["algorithm"] == a) & (s["metric"] == metric)]
-            row[f"{label} (measured)"] = float(hit["mean"].iloc[0]) if len(hit) else float("nan")
-            row[f"{label} ({spec['source']})"] = spec["values"].get(a, {}).get(metric, float("nan"))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("algorithm")
+def applicable_tables(results: pd.DataFrame) -> list[dict]:
+    targets = set(results["target"])
+    return [spec for spec in published.PAPER_TABLES if {t for t, _ in spec["columns"]} & targets]
 
 
 def weights_table(results: pd.DataFrame, true_weights: dict[str, list[float]]) -> pd.DataFrame:

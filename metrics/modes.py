@@ -12,12 +12,18 @@ import torch
 from torch import Tensor
 
 
-def sample_mode_weights(labels: Tensor, n_modes: int) -> np.ndarray:
-    """Histogram of region labels, normalised: the weights that samples give each mode."""
+def sample_mode_weights(labels: Tensor, n_modes: int, weights: Tensor | None = None) -> np.ndarray:
+    """Histogram of region labels, normalised: the weights that samples give each mode. With importance
+    ``weights`` (e.g. Jarzynski walkers), each sample counts with its normalised weight."""
     labels = torch.as_tensor(labels).reshape(-1).long().cpu()
     if labels.numel() == 0:
         raise ValueError("no samples")
-    return torch.bincount(labels, minlength=n_modes).double().numpy() / labels.numel()
+    if weights is None:
+        return torch.bincount(labels, minlength=n_modes).double().numpy() / labels.numel()
+    w = torch.as_tensor(weights).reshape(-1).double().cpu()
+    if w.shape != labels.shape:
+        raise ValueError(f"{w.numel()} weights for {labels.numel()} samples")
+    return (torch.bincount(labels, weights=w, minlength=n_modes) / w.sum()).numpy()
 
 
 def grid_mode_weights(log_density: Tensor, labels: Tensor, n_modes: int) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""Jarzynski-weighted sequential Monte Carlo training (003 Prop. 1, eq. 5-13, Alg. 1 and Alg. 2).
+
+Each walker X^i carries a log-weight A^i. With theta_k -> theta_(k+1) the optimiser step and one ULA step
+X_(k+1) = X_k - h grad U_k(X_k) + sqrt(2h) xi (003 eq. 5, the suite's own convention), the weights follow
+
+    A_(k+1) = A_k - alpha_(k+1)(X_(k+1), X_k) + alpha_k(X_k, X_(k+1)),                           (eq. 5)
+    alpha_k(x, y) = U_k(x) + (y - x) . grad U_k(x) / 2 + h |grad U_k(x)|^2 / 4,                   (eq. 6)
+
+and then E_theta_k[f] = E[f(X_k) e^(A_k)] / E[e^(A_k)] and Z_k = Z_0 E[e^(A_k)] hold exactly (eq. 7) for
+any h and however slowly ULA mixes. One iteration (Alg. 1, lines 4-11):
+
+    p^i = e^(A^i) / sum_j e^(A^j)                                                 normalised weights
+    D = sum_i p^i dU/dtheta(X^i) - mean_j dU/dtheta(x*_j);  theta <- opt(theta, D)   cross-entropy step
+    ULA step of the walkers with U_k, weight update (eq. 5-6) with U_k and U_(k+1)
+    if ESS < 1 / (1 + c): resample (A.4 schemes), A <- 0                          (eq. 13)
+
+Mini-batch (Alg. 2, ``walker_batch`` = N' < N): only N' random walkers move; the others keep their
+position and get A <- A - U_(k+1)(X) + U_k(X). The identity is exact only when the ULA noise variance is
+exactly 2h (CALIBRATION.md: the public notebooks break this); a temperature belongs in U, not in the noise.
+
+Estimates (eq. 12): log Z~_k = log Z_0 + (log-mean-exp of A accumulated over resamplings), the
+cross-entropy H~_k = log Z~_k + mean_j U_k(x*_j). log Z_0 is known when the energy has an exact ``log_z``
+(the 003 student) and the walkers start from the model (``init = "model"``); otherwise only the change
+of log Z since the start is estimated (logged as ``log_z_change``).
+
+``weighted = False`` freezes the weights at zero: the "unweighted" variant of 003 App. C (walkers from the
+initial model, plain ULA), which collapses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.contrastive import OptimConfig, make_optimizer
+from algorithms.resampling import ess_fraction, log_mean_exp, normalised_weights, resample_indices
+from algorithms.samplers import ula
+
+
+@dataclass
+class JarzynskiConfig(OptimConfig):
+    #: number of walkers N and walkers moved per iteration N' (Alg. 2); 0 = all of them (Alg. 1)
+    n_walkers: int = 10_000
+    walker_batch: int = 0
+    #: ULA step size h (x' = x - h grad U + sqrt(2h) xi)
+    step_size: float = 0.1
+    #: where walkers start; 003: "sampled from rho_theta0" (exact samples of the initial model)
+    init: Literal["model", "uniform", "normal", "data"] = "model"
+    #: resampling scheme (003 A.4) and trigger: resample when E[w^2]/E[w]^2 - 1 > c, i.e. ESS < 1/(1+c);
+    #: 003 §4.1: 1/c_k = 1.05 (c = 0.05); App. B.1 sweeps c in {0.1, 0.2, 0.4, 0.8, 1}; c < 0: never
+    resampling: Literal["systematic", "stratified", "multinomial"] = "systematic"
+    resample_c: float = 0.05
+    #: False: the unweighted variant (003 App. C)
+    weighted: bool = True
+
+
+class Jarzynski(TrainingAlgorithm):
+    name = "jarzynski"
+    paper = "003 Alg. 1 (full batch) and Alg. 2 (mini-batch), eq. (5)-(13)"
+    Config = JarzynskiConfig
+
+    def __init__(self, problem, energy, config):
+        super().__init__(problem, energy, config)
+        self.optimizer = make_optimizer(energy, config)
+        n = config.n_walkers
+        self.x = self.initial(config.init, n)
+        self.log_w = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self.u, self.g = energy.value_and_grad(self.x, self.work)  # U_0 and grad U_0 at X_0
+        if 0 < config.walker_batch < n:
+            self.g = None  # mini-batch: gradients are computed for each iteration's moving walkers
+        self.log_z0 = float(energy.log_z().detach()) if hasattr(energy, "log_z") and config.init == "model" else None
+        self.log_z_shift = 0.0  # log Z_(k_r) / Z_0 at the last resampling
+        self.n_resamples = 0
+        self._it = 0
+
+    # ----------------------------------------------------------------------------------------------
+    def weights(self):
+        if not self.config.weighted:
+            return torch.full_like(self.log_w, 1.0 / self.log_w.shape[0])
+        return normalised_weights(self.log_w)
+
+    def log_z_change(self) -> float:
+        """log Z_k - log Z_0 (003 eq. 7, with the resampling bookkeeping of §3.2 step 3)."""
+        return self.log_z_shift + log_mean_exp(self.log_w)
+
+    def log_z_estimate(self):
+        return None if self.log_z0 is None or not self.config.weighted else self.log_z0 + self.log_z_change()
+
+    def step(self, x_pos):
+        cfg, h, n = self.config, self.config.step_size, self.x.shape[0]
+        p = self.weights()
+        mini = 0 < cfg.walker_batch < n
+        batch = torch.randperm(n, device=self.device)[: cfg.walker_batch] if mini else None
+        xb = self.x[batch] if mini else self.x
+        # U_k and grad U_k at the moving walkers (cached from the last iteration in the full-batch case)
+        ub, gb = self.energy.value_and_grad(xb, self.work) if mini else (self.u, self.g)
+
+        # lines 4-6: the empirical cross-entropy gradient (eq. 11) and the optimiser step theta_k -> theta_k+1
+        self.optimizer.zero_grad(set_to_none=True)
+        u_pos = self.energy(x_pos)
+        u_walk = self.energy(self.x)
+        loss = u_pos.mean() - (p.to(u_walk.dtype) * u_walk).sum()
+        loss.backward()
+        self.optimizer.step()
+        self.work.energy_evals += x_pos.shape[0] + n
+        self.work.grad_evals += x_pos.shape[0] + n
+
+        # lines 7-9: ULA with U_k, then the weight update of eq. (5)-(6) with U_k and U_k+1
+        xb_new, ub_new, gb_new, dlog_w = jarzynski_move(self.energy, xb, ub, gb, h, self.work)
+        if mini:
+            rest = torch.ones(n, dtype=torch.bool, device=self.device)
+            rest[batch] = False
+            with torch.no_grad():
+                u_rest = self.energy(self.x[rest])
+            self.work.energy_evals += int(rest.sum())
+            if cfg.weighted:
+                self.log_w[rest] += (self.u[rest] - u_rest).double()  # Alg. 2 line 14
+                self.log_w[batch] += dlog_w
+            self.u[rest] = u_rest
+            self.x[batch], self.u[batch] = xb_new, ub_new
+        else:
+            if cfg.weighted:
+                self.log_w += dlog_w
+            self.x, self.u, self.g = xb_new, ub_new, gb_new
+        self._it += 1
+        if not (torch.isfinite(loss) and torch.isfinite(self.x).all() and torch.isfinite(self.log_w).all()):
+            raise Diverged(self._it, "non-finite loss, walkers or weights")
+
+        # line 11: resampling when the ESS (eq. 13) drops below 1 / (1 + c)
+        ess = ess_fraction(self.log_w)
+        if cfg.weighted and cfg.resample_c >= 0 and 1.0 / ess - 1.0 > cfg.resample_c:
+            self.resample()
+        logs = {"loss": float(loss.detach()), "ess": ess, "n_resamples": float(self.n_resamples),
+                "log_z_change": self.log_z_change()}
+        if self.log_z_estimate() is not None:
+            logs["cross_entropy_estimate"] = self.log_z_estimate() + float(u_pos.detach().mean())
+        return logs
+
+    def resample(self):
+        self.log_z_shift += log_mean_exp(self.log_w)
+        idx = resample_indices(normalised_weights(self.log_w), self.config.resampling)
+        self.x, self.u = self.x[idx], self.u[idx]
+        if self.g is not None:
+            self.g = self.g[idx]
+        self.log_w = torch.zeros_like(self.log_w)
+        self.n_resamples += 1
+
+    # ---- the contract used by the metrics -----------------------------------------------------------
+    def negatives(self):
+        return self.x
+
+    def negative_weights(self):
+        return self.weights()
+
+    def chain_starts(self, n):
+        """Equal-weight walkers: n draws from the weighted walkers (multinomial on the weights)."""
+        idx = torch.multinomial(self.weights().float(), n, replacement=True)
+        return self.x[idx]
+
+    def draw_negatives(self, n):
+        return self.chain_starts(n)
+
+    def run_chains(self, x0, n_draws):
+        return ula(self.energy, x0, self.config.step_size, n_draws, self.work, keep_chain=True)
+
+    def extra_metrics(self, test_x):
+        m = {"ess": ess_fraction(self.log_w), "n_resamples": float(self.n_resamples),
+             "log_z_change": self.log_z_change()}
+        return {k: v for k, v in m.items() if math.isfinite(v)}
+
+
+def jarzynski_move(energy, x, u, g, h, work):
+    """One ULA step of walkers x under U_k (given u = U_k(x), g = grad U_k(x)) and the Jarzynski log-weight
+    increment of 003 eq. (5)-(6), with ``energy`` already at theta_(k+1):
+
+        X' = X - h g + sqrt(2h) xi
+        dA = alpha_k(X, X') - alpha_(k+1)(X', X),   alpha(x, y) = U(x) + (y - x).grad U(x)/2 + h|grad U(x)|^2/4
+
+    Returns (X', U_(k+1)(X'), grad U_(k+1)(X'), dA), dA in float64."""
+    x_new = x - h * g + math.sqrt(2 * h) * torch.randn_like(x)
+    alpha_k = u + 0.5 * ((x_new - x) * g).sum(-1) + 0.25 * h * (g * g).sum(-1)
+    u_new, g_new = energy.value_and_grad(x_new, work)
+    alpha_k1 = u_new + 0.5 * ((x - x_new) * g_new).sum(-1) + 0.25 * h * (g_new * g_new).sum(-1)
+    return x_new, u_new, g_new, (alpha_k - alpha_k1).double()

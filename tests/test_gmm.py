@@ -1,0 +1,93 @@
+"""The 003 teacher (two-mode GMM) and the parametric student against their closed forms."""
+
+import bench  # noqa: F401
+
+# isort: split
+import math
+
+import pytest
+import torch
+
+import datasets
+from algorithms.energies import GMMStudent
+from algorithms.work import Work
+from metrics.modes import sample_mode_weights
+
+
+def test_teacher_003_settings():
+    t = datasets.get_target("gmm50d")
+    assert t.dim == 50
+    assert t.a_star[0] == -10 and t.b_star[0] == 6 and t.a_star[1:].abs().sum() == 0
+    assert t.z_star == pytest.approx(-math.log(3))
+    assert t.mode_weights.tolist() == pytest.approx([0.25, 0.75])
+    # eq. (14): rho* = (e^{-|x-a|^2/2} + e^{-|x-b|^2/2 - z*}) / ((2 pi)^{d/2} (1 + e^{-z*}))
+    x = t.sample(7, torch.Generator().manual_seed(0)).double()
+    la = -0.5 * ((x - t.a_star) ** 2).sum(-1)
+    lb = -0.5 * ((x - t.b_star) ** 2).sum(-1) - t.z_star
+    closed = torch.logaddexp(la, lb) - 25 * math.log(2 * math.pi) - math.log(1 + math.exp(-t.z_star))
+    torch.testing.assert_close(t.log_prob(x), closed)
+
+
+def test_teacher_samples_have_the_true_weights():
+    t = datasets.get_target("gmm50d")
+    x = t.sample(40_000, torch.Generator().manual_seed(1))
+    w = sample_mode_weights(t.assign(x), 2)
+    assert abs(w[0] - 0.25) < 5 * math.sqrt(0.25 * 0.75 / 40_000)
+
+
+def test_gmm1d_density_integrates_to_one():
+    t = datasets.get_target("gmm1d")
+    x = torch.linspace(-15, 15, 30001, dtype=torch.float64)[:, None]
+    assert float(torch.trapezoid(t.log_prob(x).exp(), x[:, 0])) == pytest.approx(1.0, abs=1e-8)
+
+
+def student(dim, a1, b1, z, seed=0):
+    torch.manual_seed(seed)
+    s = GMMStudent(dim).double()
+    with torch.no_grad():
+        s.a.zero_()
+        s.b.zero_()
+        s.z.fill_(z)
+        s.a[0] = a1
+        s.b[0] = b1
+    return s
+
+
+def test_student_log_z_is_exact_in_1d_and_2d():
+    s = student(1, -2.0, 3.0, 0.7)
+    x = torch.linspace(-15, 15, 30001, dtype=torch.float64)[:, None]
+    z_num = torch.trapezoid(torch.exp(-s(x)).detach(), x[:, 0])
+    assert float(s.log_z().detach()) == pytest.approx(float(z_num.log()), abs=1e-8)
+    s2 = student(2, -1.0, 2.0, -0.4)
+    g = torch.linspace(-10, 10, 1001, dtype=torch.float64)
+    xx = torch.cartesian_prod(g, g)
+    z2 = torch.exp(-s2(xx)).detach().sum() * (g[1] - g[0]) ** 2
+    assert float(s2.log_z().detach()) == pytest.approx(float(z2.log()), abs=1e-6)
+
+
+def test_student_equals_teacher_at_teacher_parameters():
+    t = datasets.get_target("gmm50d")
+    s = student(50, -10.0, 6.0, t.z_star)
+    x = t.sample(100, torch.Generator().manual_seed(2)).double()
+    torch.testing.assert_close((-s(x) - s.log_z()).detach(), t.log_prob(x))
+    assert s.p == pytest.approx(0.25)
+
+
+def test_student_samples_itself_exactly():
+    s = student(2, -4.0, 4.0, math.log(3))  # weight 1/(1+e^-z) = 0.75 at a
+    torch.manual_seed(3)
+    x = s.sample_exact(40_000)
+    at_a = (x[:, 0] < 0).double().mean()
+    assert abs(float(at_a) - 0.75) < 5 * math.sqrt(0.75 * 0.25 / 40_000)
+    near_a = x[x[:, 0] < 0]
+    assert near_a.mean(0).tolist() == pytest.approx([-4.0, 0.0], abs=0.03)
+    assert near_a.var(0).tolist() == pytest.approx([1.0, 1.0], abs=0.05)
+
+
+def test_student_initialisation_003():
+    torch.manual_seed(0)
+    s = GMMStudent(50)
+    assert float(s.a[0]) == pytest.approx(-0.1) and float(s.b[0]) == pytest.approx(0.1) and float(s.z) == 0.0
+    assert 0.003 < float(s.a[1:].std()) < 0.02
+    u, g = s.value_and_grad(torch.zeros(3, 50), Work())
+    assert u.shape == (3,) and g.shape == (3, 50)
