@@ -135,6 +135,11 @@ class TrainingAlgorithm(ABC):
         computed after training on the target's held-out samples test_x; added to the results as they are."""
         return {}
 
+    def extra_artifacts(self, box, n_grid: int) -> dict:
+        """Arrays only this algorithm has, saved with the cell for the plots (e.g. a flow's samples and its
+        log-density on the n_grid x n_grid evaluation grid over box); numpy arrays by name."""
+        return {}
+
     def log_z_estimate(self) -> float | None:
         """The algorithm's own estimate of log Z_theta (e.g. Jarzynski, 003 eq. 12), if it makes one."""
         return None

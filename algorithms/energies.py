@@ -34,6 +34,16 @@ class Energy(nn.Module):
         return self.value_and_grad(x, work)[1]
 
 
+def has_exact_log_z(energy) -> bool:
+    """The energy knows its exact log normaliser (and is not tilted by a reference density)."""
+    return hasattr(energy, "log_z") and not getattr(energy, "_tilted", False)
+
+
+def samples_exactly(energy) -> bool:
+    """The energy samples exp(-U)/Z exactly (and is not tilted by a reference density)."""
+    return hasattr(energy, "sample_exact") and not getattr(energy, "_tilted", False)
+
+
 class MLPEnergy(Energy):
     """A fully connected energy d -> hidden... -> 1."""
 
@@ -128,8 +138,27 @@ class GMMStudent(Energy):
             return mean + torch.randn_like(mean)
 
 
+class SwishMLP(MLPEnergy):
+    """002 A.1's 2-D energy: "a 5-layer fully connected network with 256 hidden units and swish activation".
+    We read "5-layer" as five Linear layers, d -> 256 -> 256 -> 256 -> 256 -> 1 (four hidden layers of 256
+    units, swish = SiLU after each), 198,401 parameters in 2-D. Swish is smooth, so the Hessian trace of the
+    ODE flow's density (002 eq. 6) exists."""
+
+    def __init__(self, dim: int = 2, hidden: tuple[int, ...] = (256,) * 4):
+        super().__init__(dim, hidden, "swish")
+
+
+class SmallSwishMLP(SwishMLP):
+    """A cheaper stand-in for SwishMLP (quick fidelities): d -> 64 -> 64 -> 64 -> 1, swish."""
+
+    def __init__(self, dim: int = 2):
+        super().__init__(dim, (64,) * 3)
+
+
 ENERGIES = {
     "toy_mlp": ToyMLP,
+    "swish_mlp": SwishMLP,
+    "swish_mlp_small": SmallSwishMLP,
     "quadratic": QuadraticEnergy,
     "gmm_student": GMMStudent,
 }

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from algorithms.energies import Energy
+from algorithms.energies import Energy, samples_exactly
 from algorithms.work import Work
 
 
@@ -98,7 +98,7 @@ def initial_states(kind: str, n: int, *, box, data: Tensor | None = None, device
             raise ValueError("initial states 'data' need the training data")
         return data[torch.randint(0, data.shape[0], (n,), device=data.device)].to(device)
     if kind == "model":
-        if energy is None or not hasattr(energy, "sample_exact"):
+        if energy is None or not samples_exactly(energy):
             raise ValueError("initial states 'model' need an energy that samples itself exactly")
         return energy.sample_exact(n).to(device=device, dtype=dtype)
     raise ValueError(f"unknown initial state {kind!r}; valid: uniform, normal, data, model")

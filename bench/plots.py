@@ -98,6 +98,48 @@ def weights_over_training(traces: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
+#: metrics drawn over training when present in traces.csv (003 Fig. 1: p_k, means, KL and its estimate)
+CURVES = [
+    ("ebm_weight[0]", "EBM weight of mode 0", "linear"),
+    ("param_error[a]", "|a - a*|", "log"),
+    ("param_error[b]", "|b - b*|", "log"),
+    ("kl", "KL(p*||p): exact, estimate (- -)", "symlog"),
+    ("ess", "weight ESS / N", "linear"),
+    ("n_resamples", "resampling events", "linear"),
+]
+
+
+def training_curves(traces: pd.DataFrame, path: Path, truth: dict[str, float] | None = None) -> Path | None:
+    """One panel per metric of CURVES present in the traces, one line per algorithm (mean and min-max band
+    over seeds); the Jarzynski KL estimate (003 eq. 12) is drawn dashed over the exact KL."""
+    present = [c for c in CURVES if (traces["metric"] == c[0]).any()]
+    if not present:
+        return None
+    order = sorted(traces["algorithm"].unique())
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    sns.set_theme(style="whitegrid")
+    ncol = min(3, len(present))
+    nrow = -(-len(present) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.4 * nrow), squeeze=False)
+    for ax in axes.flat[len(present):]:
+        ax.remove()
+    for ax, (metric, label, scale) in zip(axes.flat, present, strict=False):
+        d = traces[traces["metric"] == metric]
+        sns.lineplot(data=d, x="iteration", y="value", hue="algorithm", hue_order=order, palette=palette,
+                     errorbar=("pi", 100), ax=ax, legend=metric == present[0][0])
+        if metric == "kl":
+            est = traces[traces["metric"] == "kl_estimate"]
+            if len(est):
+                sns.lineplot(data=est, x="iteration", y="value", hue="algorithm", palette=palette,
+                             errorbar=None, ax=ax, legend=False, linestyle="--")
+        if truth and metric in truth:
+            ax.axhline(truth[metric], color="k", lw=1, ls="--")
+        ax.set(ylabel=label, yscale=scale)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
@@ -109,8 +151,14 @@ def make_all(store: ResultStore) -> list[Path]:
     results = store.results()
     figs = store.out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
+    traces = store.traces()
+    truth = {}
+    targets = results["target"].unique()
+    if len(targets) == 1 and datasets.get_target(targets[0]).has_modes:
+        truth["ebm_weight[0]"] = float(datasets.get_target(targets[0]).mode_weights[0])
     made = [density_panels(store, results, figs / "densities.png"),
-            weights_over_training(store.traces(), figs / "weights_over_training.png")]
+            weights_over_training(traces, figs / "weights_over_training.png"),
+            training_curves(traces, figs / "training_curves.png", truth)]
     return [p for p in made if p is not None]
 
 

@@ -17,6 +17,7 @@ def write_tables(store: ResultStore) -> str:
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
     specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
     specs += [
+        ("key_metrics", "Headline metrics: mean ± std over seeds", tables.key_metrics(res)),
         ("mode_weights", "Final EBM mode weights (mean over seeds) and the true weights",
          tables.weights_table(res, truth)),
         ("work", "Time and work per run (means over seeds)", tables.work_table(res)),

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 import algorithms
 import datasets
 from algorithms.base import Diverged, Problem
-from algorithms.energies import make_energy
+from algorithms.energies import has_exact_log_z, make_energy, samples_exactly
 from algorithms.work import Work
 from bench.store import code_version, config_json
 from bench.suite import Cell
@@ -53,7 +53,7 @@ class Probe:
         self.target, self.energy, self.cfg, self.device = target, energy, cfg, device
         self.test = target.test_set(cfg.n_eval_samples)
         self.log_true = target.log_prob(self.test.double()) if target.has_density else None
-        self.exact_log_z = hasattr(energy, "log_z")
+        self.exact_log_z = has_exact_log_z(energy)
         self.on_grid = target.dim == 2
 
     def model_log_z(self, n_grid: int):
@@ -75,7 +75,7 @@ class Probe:
         if grid_pts is not None:
             pts, _, logu = grid_pts
             return grid_mode_weights(logu, t.assign(pts), t.n_modes)
-        if hasattr(self.energy, "sample_exact"):
+        if samples_exactly(self.energy):
             x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
             return sample_mode_weights(t.assign(x), t.n_modes)
         return None
@@ -152,6 +152,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
+    art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     if cfg.n_chains > 1 and cfg.n_draws >= 4:
         chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
         if not np.isfinite(chains).all():

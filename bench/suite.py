@@ -132,15 +132,17 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     base_of = {**{a: (a, {}) for a in algorithms.ALGORITHMS}, **variants}
     _check_names("target", suite["targets"], datasets.TARGETS)
     _check_names("algorithm", suite["algorithms"], base_of)
-    algos = list(algorithm_names or suite["algorithms"])
+    fid = fids[fidelity]
+    # a fidelity may run a subset of the suite's algorithms unless others are named on the command line
+    algos = list(algorithm_names or fid.get("default_algorithms") or suite["algorithms"])
+    _check_names("algorithm", fid.get("default_algorithms", []), base_of)
     targets = list(target_names or suite["targets"])
     _check_names("algorithm", algos, base_of)
     _check_names("target", targets, datasets.TARGETS)
-    fid = fids[fidelity]
     n_seeds = int(seeds if seeds is not None else fid.get("seeds", 1))
     if n_seeds < 1:
         raise BenchError(f"--seeds must be at least 1, got {n_seeds}")
-    known_sections = {"seeds", "defaults", "algorithms", "targets", "cells", "description"}
+    known_sections = {"seeds", "defaults", "algorithms", "targets", "cells", "description", "default_algorithms"}
     for sec in fid:
         if sec not in known_sections:
             raise BenchError(f"{suite['path']}: [fidelity.{fidelity}] has unknown section {sec!r}; "

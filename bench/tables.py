@@ -21,6 +21,24 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: the headline metrics shown in the key-metrics table, in this order, where present
+KEY_METRICS = ["ebm_weight[0]", "ebm_weight_mse", "kl", "kl_estimate", "log_z_error", "param_error[a]",
+               "param_error[b]", "n_resamples", "ess", "logp_median_sq_error", "test_loglik", "max_rhat",
+               "min_ess_bulk"]
+
+
+def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """Headline metrics per target and algorithm as 'mean ± std (n seeds)'."""
+    s = summary(results)
+    s = s[s["metric"].isin(KEY_METRICS)]
+    if s.empty:
+        return pd.DataFrame()
+    cell = s.apply(lambda r: f"{r['mean']:.4g} ± {0 if pd.isna(r['std']) else r['std']:.2g}", axis=1)
+    wide = s.assign(cell=cell).pivot_table(index=["target", "algorithm"], columns="metric", values="cell",
+                                           aggfunc="first")
+    return wide[[m for m in KEY_METRICS if m in wide.columns]]
+
+
 def status_counts(results: pd.DataFrame) -> pd.DataFrame:
     runs = results.drop_duplicates(KEY)
     return runs.groupby(["suite", "fidelity", "target", "algorithm", "status"]).size().unstack(fill_value=0)

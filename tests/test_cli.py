@@ -132,3 +132,31 @@ def test_module_entry_point_has_no_traceback():
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().startswith("bench: error: unknown target 'nope'")
+
+
+def test_gmm50d_smoke_with_variants(tmp_path, capsys):
+    out = tmp_path / "g"
+    argv = ["run", "--suite", "gmm50d", "--fidelity", "smoke", "--algorithms", "jarzynski", "pcd",
+            "jarzynski[c=0.4]", "jarzynski[unweighted]", "--out", str(out), "-j", "1"]
+    assert main(argv) == 0
+    res = pd.read_csv(out / "results.csv")
+    assert set(res["algorithm"]) == {"jarzynski", "pcd", "jarzynski[c=0.4]", "jarzynski[unweighted]"}
+    assert (res["status"] == "ok").all()
+    m = res.pivot_table(index="algorithm", columns="metric", values="value")
+    for col in ["ebm_weight[0]", "kl", "param_error[a]", "param_error[b]", "param_error[z]", "test_loglik"]:
+        assert m[col].notna().all(), col
+    assert m.loc["jarzynski", "kl_estimate"] == m.loc["jarzynski", "kl_estimate"]  # not NaN
+    assert pd.isna(m.loc["pcd", "kl_estimate"]) and pd.isna(m.loc["jarzynski[unweighted]", "kl_estimate"])
+    cfg = res[res["algorithm"] == "jarzynski[c=0.4]"]["config"].iloc[0]
+    assert '"resample_c": 0.4' in cfg and '"dtype": "float64"' in cfg
+    assert (out / "figures" / "training_curves.png").exists()
+    assert "Headline metrics" in capsys.readouterr().out
+
+
+def test_bad_variants(capsys, tmp_path, monkeypatch):
+    one_line_error(capsys, ["run", "--suite", "gmm50d", "--algorithms", "jarzynski[c=9]"],
+                   "unknown algorithm 'jarzynski[c=9]'; valid: ")
+    monkeypatch.setattr(suite_mod, "SUITES_DIR", tmp_path)
+    (tmp_path / "v.toml").write_text('targets = ["two_mode"]\nalgorithms = ["x"]\n[variants.x]\nalgorithm = "nope"\n'
+                                     '[fidelity.quick.defaults]\nn_iters = 3\n')
+    one_line_error(capsys, ["run", "--suite", "v"], "[variants.x]: 'algorithm' must be one of")
