@@ -45,8 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
+    r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
+    r.add_argument("--budget", type=int, help="stop each run after this many energy-gradient evaluations")
+    r.add_argument("--cell-timeout", type=float, help="record a cell as timeout after this many seconds")
+    r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")
+    r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask")
 
     sub.add_parser("list", help="suites, algorithms, targets and metrics")
+
+    for name, helptext in (("baseline", "write a baseline file from a quick sweep (run, or read with --results)"),
+                           ("check", "compare a sweep with a baseline file; exit 1 on any regression")):
+        b = sub.add_parser(name, help=helptext)
+        b.add_argument("--suite", required=True)
+        b.add_argument("--fidelity", default="quick")
+        b.add_argument("--baseline", type=Path, help="baseline file (default results/baselines/<suite>-<fidelity>.csv)")
+        b.add_argument("--results", type=Path, help="read this results folder instead of running the sweep")
+        b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline; default: the fidelity's)")
+        b.add_argument("--seeds", type=int, help="seeds (baseline; default: the fidelity's)")
+        b.add_argument("--out", type=Path, help="where the sweep runs (default results/<suite>-<fidelity>)")
+        b.add_argument("-j", "--jobs", type=int, default=0)
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
+    rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
+    rp.add_argument("--suite", default="toy2d")
+    rp.add_argument("--fidelity", default="quick")
 
     for name, helptext in (("table", "print and save the tables of a results folder"),
                            ("plot", "draw the figures of a results folder")):
@@ -78,10 +100,27 @@ def cmd_run(args) -> int:
     device = check_device(args.device)
     if args.jobs < 0:
         raise BenchError(f"-j must be >= 0, got {args.jobs}")
+    for flag, value, field in (("--budget", args.budget, "grad_budget"),
+                               ("--cell-timeout", args.cell_timeout, "time_limit_s")):
+        if value is not None:
+            if value <= 0:
+                raise BenchError(f"{flag} must be positive, got {value}")
+            for c in cells:
+                setattr(c.train, field, value)
     out = args.out or default_out(args.suite, args.fidelity)
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out}: exists and is not a folder")
-    store = run_sweep(cells, out, device=device, jobs=args.jobs)
+    if args.backend not in ("local", "dask"):
+        raise BenchError(f"invalid --backend {args.backend!r}; valid: local, dask")
+    if args.backend == "dask":
+        if not args.scheduler:
+            raise BenchError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
+    store = run_sweep(cells, out, device=device, jobs=args.jobs, force=args.force, backend=args.backend,
+                      scheduler=args.scheduler)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(store)
@@ -121,6 +160,59 @@ def cmd_plot(args) -> int:
         raise BenchError(f"{args.results}: nothing to plot (no finished cells with artifacts)")
     for f in made:
         print(f"figure: {f}")
+    return 0
+
+
+def _sweep_results(args, algorithms=None, seeds=None):
+    """The results of a suite's sweep: read from --results, or run (finished cells are reused)."""
+    from bench.store import ResultStore
+    from bench.suite import load_suite, resolve_cells
+    from bench.sweep import run_sweep
+
+    if args.results:
+        return _store(args).results()
+    suite = load_suite(args.suite)
+    cells = resolve_cells(suite, args.fidelity, algorithms, None, seeds)
+    out = args.out or default_out(args.suite, args.fidelity)
+    run_sweep(cells, out, jobs=args.jobs)
+    res = ResultStore(out).results()
+    return res[res["cell_id"].isin({c.cell_id() for c in cells})]
+
+
+def _baseline_path(args) -> Path:
+    return args.baseline or ROOT / "results" / "baselines" / f"{args.suite}-{args.fidelity}.csv"
+
+
+def cmd_baseline(args) -> int:
+    from bench.check import write_baseline
+
+    res = _sweep_results(args, _names(args.algorithms), args.seeds)
+    base = write_baseline(res, _baseline_path(args))
+    print(f"baseline: {_baseline_path(args)} ({len(base)} metrics of {base['algorithm'].nunique()} algorithms)")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.check import compare, read_baseline, render
+
+    path = _baseline_path(args)
+    if not path.exists():
+        raise BenchError(f"{path}: no such baseline (make one with 'python -m bench baseline')")
+    base = read_baseline(path)
+    base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
+    if base.empty:
+        raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
+    seeds = int(base["n_runs"].max())
+    res = _sweep_results(args, sorted(base["algorithm"].unique()), seeds)
+    cmp = compare(res, base)
+    print(render(cmp), end="")
+    return 1 if (cmp["verdict"] != "ok").any() else 0
+
+
+def cmd_report(args) -> int:
+    from bench.html import write_report
+
+    print(f"report: {write_report(_store(args))}")
     return 0
 
 
@@ -168,7 +260,9 @@ METRICS = {
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot}[args.command](args)
+        commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
+                    "check": cmd_check, "report": cmd_report}
+        return commands[args.command](args)
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,15 @@ from bench import tables
 from bench.store import ResultStore, atomic_write_bytes, atomic_write_csv
 
 
+def _reference(suite: str) -> str | None:
+    from bench.suite import load_suite
+
+    try:
+        return load_suite(suite).get("reference")
+    except Exception:  # a results folder from a suite file that no longer exists: no paired table
+        return None
+
+
 def write_tables(store: ResultStore) -> str:
     res = store.results()
     out = store.out / "tables"
@@ -16,8 +25,17 @@ def write_tables(store: ResultStore) -> str:
     truth = {t: datasets.get_target(t).mode_weights.tolist()
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
     specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
+    for suite in sorted(res["suite"].unique()):
+        ref = _reference(suite)
+        if ref and ref in set(res["algorithm"]):
+            d = tables.paired_differences(res[res["suite"] == suite], ref)
+            d = d[d["metric"].isin(tables.KEY_METRICS)]
+            if len(d) and d["n_pairs"].max() >= 2:
+                d = d.assign(flag=d["significant"].map({True: "", False: "n.s."}))
+                specs.append((f"paired_{suite}", f"{suite}: difference to {ref}, paired by seed, mean and 95 % CI "
+                              "(n.s.: the CI contains 0)", d.set_index(["target", "metric", "algorithm"])))
     specs += [
-        ("key_metrics", "Headline metrics: mean ± std over seeds", tables.key_metrics(res)),
+        ("key_metrics", "Headline metrics: mean ± 95 % CI over seeds", tables.key_metrics(res)),
         ("mode_weights", "Final EBM mode weights (mean over seeds) and the true weights",
          tables.weights_table(res, truth)),
         ("work", "Time and work per run (means over seeds)", tables.work_table(res)),

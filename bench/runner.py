@@ -7,6 +7,7 @@ iterations. Evaluation after training computes every metric the target's ground 
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -19,7 +20,7 @@ import datasets
 from algorithms.base import Diverged, Problem
 from algorithms.energies import has_exact_log_z, make_energy, samples_exactly
 from algorithms.work import Work
-from bench.store import code_version, config_json
+from bench.store import config_json
 from bench.suite import Cell
 from metrics.density import grid, grid_log_normalizer, median_sq_log_density_error
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
@@ -164,8 +165,20 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     return m, art
 
 
+class TimeLimit(RuntimeError):
+    """The cell ran past its time limit."""
+
+
+#: a loss this large means the energy has exploded even if it is still finite
+EXPLODED = 1e12
+
+
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None):
-    """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore."""
+    """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
+
+    Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
+    outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
+    training stops once that many energy-gradient evaluations are spent (runs at equal work)."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -192,10 +205,19 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
             pos += cfg.batch_size
-            if cfg.eval_every and (it % cfg.eval_every == 0 or it == n_iters):
+            loss = logs.get("loss", 0.0)
+            if not math.isfinite(loss) or abs(loss) > EXPLODED:
+                raise Diverged(it, f"loss {loss:.3g}")
+            last = it == n_iters or (cfg.grad_budget and work.grad_evals >= cfg.grad_budget)
+            if cfg.eval_every and (it % cfg.eval_every == 0 or last):
                 point = {**logs, **trace_point(probe, alg)}
-                traces += [{**cell.key(), "iteration": it, "metric": k, "value": v} for k, v in point.items()]
-                bar.set_postfix(loss=f"{logs['loss']:.3g}")
+                traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
+                           for k, v in point.items()]
+                bar.set_postfix(loss=f"{loss:.3g}")
+            if cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
+                raise TimeLimit(f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}")
+            if last:
+                break
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
         metrics, art = evaluate(probe, alg)
@@ -203,19 +225,24 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
         metrics = {"diverged_at": float(e.step if e.step >= 0 else it)}
+    except TimeLimit as e:
+        status, reason = "timeout", str(e)
+        train_time, train_work = time.perf_counter() - t0, work.as_dict()
+        metrics = {"timeout_at": float(it)}
     wall = time.perf_counter() - t0
     common = {
         **cell.key(),
+        "cell_id": cell.cell_id(),
         "target_version": target.version,
         "status": status,
         "reason": reason,
-        "n_iters": n_iters,
+        "n_iters": it,
         "train_time_s": round(train_time, 3),
         "wall_time_s": round(wall, 3),
         "time_per_iter_s": train_time / max(it, 1),
         **train_work,
         "device": str(dev),
-        "code_version": code_version(),
+        "code_version": cell.code_version,
         "torch_version": torch.__version__,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_json(cell.config()),

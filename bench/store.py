@@ -7,6 +7,7 @@ fully written to a temporary file in the same folder, so a killed run never leav
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,13 +27,13 @@ KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 
 def code_version() -> str:
-    """git commit of this checkout (with '-dirty' if it has uncommitted changes), else the version."""
+    """git commit of this checkout; with uncommitted changes to tracked files, '-dirty.' and a hash of the
+    diff (so a cached cell is recomputed when the code changes); outside git, the package version."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, timeout=30).stdout
+        return rev + (f"-dirty.{hashlib.sha1(diff).hexdigest()[:8]}" if diff.strip() else "")
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import PackageNotFoundError, version
 
@@ -47,6 +48,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -110,6 +114,14 @@ class ResultStore:
 
     def results(self) -> pd.DataFrame:
         return read_table(self.out / RESULTS)
+
+    def finished_ids(self) -> set[str]:
+        """cell_ids of the cells already recorded (any outcome: ok, diverged, timeout)."""
+        path = self.out / RESULTS
+        if not path.exists():
+            return set()
+        res = read_table(path)
+        return set(res["cell_id"].dropna()) if "cell_id" in res.columns else set()
 
     def traces(self) -> pd.DataFrame:
         path = self.out / TRACES

@@ -10,6 +10,8 @@ algorithm's ``Config``. Everything is validated before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -49,6 +51,10 @@ class TrainConfig:
     n_negatives: int = 8192
     #: exact model samples for the model's mode weights where no grid is used (energies with sample_exact)
     n_model_samples: int = 100_000
+    #: stop after this many energy-gradient evaluations (0: no budget), to compare algorithms at equal work
+    grad_budget: int = 0
+    #: record the cell as "timeout" past this many seconds of training (0: no limit)
+    time_limit_s: float = 0.0
 
     def iterations(self) -> int:
         if self.n_iters > 0:
@@ -71,9 +77,18 @@ class Cell:
     train: TrainConfig
     algo: object  # the algorithm's Config dataclass
     base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
+    code_version: str = ""
 
     def __post_init__(self):
         self.base = self.base or self.algorithm
+
+    def cell_id(self) -> str:
+        """Hash of everything that determines the result: the cell, its full config, the target's version
+        and the code version. A finished cell with the same id is not computed again."""
+        target_version = datasets.get_target(self.target).version
+        blob = json.dumps([self.key(), self.base, target_version, self.config(), self.code_version],
+                          sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     def key(self) -> dict:
         return {"suite": self.suite, "target": self.target, "algorithm": self.algorithm,

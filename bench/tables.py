@@ -3,7 +3,9 @@ in adjacent columns. Only cells that finished ("ok") enter the means; failures a
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bench import published
 from bench.store import KEY
@@ -13,12 +15,38 @@ def ok_rows(results: pd.DataFrame) -> pd.DataFrame:
     return results[results["status"] == "ok"]
 
 
+def ci95_halfwidth(std, n):
+    """Half-width of the 95 % confidence interval of a mean over n seeds (Student t); NaN for n < 2."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(n >= 2, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+        return t * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Every metric, mean and standard deviation over seeds, per suite/fidelity/target/algorithm."""
+    """Every metric: mean, standard deviation and 95 % CI half-width over seeds, per
+    suite/fidelity/target/algorithm."""
     ok = ok_rows(results)
     g = ok.groupby(["suite", "fidelity", "target", "algorithm", "metric"])["value"]
     out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    out["ci95"] = ci95_halfwidth(out["std"], out["n_seeds"])
     return out
+
+
+def paired_differences(results: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per target, metric and algorithm: the mean over seeds of (algorithm - reference), paired by seed
+    (seed s shares its data, initial parameters and chains across algorithms), its 95 % CI, and whether
+    the CI excludes 0 (``significant``). Only seeds where both finished enter."""
+    ok = ok_rows(results)[["target", "algorithm", "seed", "metric", "value"]]
+    ref = ok[ok["algorithm"] == reference].drop(columns="algorithm")
+    other = ok[ok["algorithm"] != reference]
+    pair = other.merge(ref, on=["target", "seed", "metric"], suffixes=("", "_ref"))
+    pair["diff"] = pair["value"] - pair["value_ref"]
+    g = pair.groupby(["target", "metric", "algorithm"])["diff"]
+    out = g.agg(mean_diff="mean", std="std", n_pairs="count").reset_index()
+    out["ci95"] = ci95_halfwidth(out["std"], out["n_pairs"])
+    out["significant"] = (out["mean_diff"].abs() > out["ci95"]) & out["ci95"].notna()
+    return out.assign(reference=reference)
 
 
 #: the headline metrics shown in the key-metrics table, in this order, where present
@@ -28,20 +56,23 @@ KEY_METRICS = ["ebm_weight[0]", "ebm_weight_mse", "kl", "kl_estimate", "log_z_er
 
 
 def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
-    """Headline metrics per target and algorithm as 'mean ± std (n seeds)'."""
+    """Headline metrics per target and algorithm as 'mean ± 95 % CI half-width' over seeds."""
     s = summary(results)
     s = s[s["metric"].isin(KEY_METRICS)]
     if s.empty:
         return pd.DataFrame()
-    cell = s.apply(lambda r: f"{r['mean']:.4g} ± {0 if pd.isna(r['std']) else r['std']:.2g}", axis=1)
+    cell = s.apply(lambda r: f"{r['mean']:.4g}" + ("" if pd.isna(r["ci95"]) else f" ± {r['ci95']:.2g}"), axis=1)
     wide = s.assign(cell=cell).pivot_table(index=["target", "algorithm"], columns="metric", values="cell",
                                            aggfunc="first")
     return wide[[m for m in KEY_METRICS if m in wide.columns]]
 
 
 def status_counts(results: pd.DataFrame) -> pd.DataFrame:
+    """Runs per outcome (ok, diverged, timeout) and the failure rate, per algorithm and target."""
     runs = results.drop_duplicates(KEY)
-    return runs.groupby(["suite", "fidelity", "target", "algorithm", "status"]).size().unstack(fill_value=0)
+    counts = runs.groupby(["suite", "fidelity", "target", "algorithm", "status"]).size().unstack(fill_value=0)
+    counts["failure_rate"] = 1 - counts.get("ok", 0) / counts.sum(axis=1)
+    return counts
 
 
 def work_table(results: pd.DataFrame) -> pd.DataFrame:
