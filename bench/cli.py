@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
         t.add_argument("--suite", default="toy2d")
         t.add_argument("--fidelity", default="quick")
+        if name == "plot":
+            t.add_argument("--x", default="iteration", help="iteration | work (energy-gradient evaluations)")
     return p
 
 
@@ -155,9 +157,12 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     from bench import plots
 
-    made = plots.make_all(_store(args))
+    if args.x not in ("iteration", "work"):
+        raise BenchError(f"invalid --x {args.x!r}; valid: iteration, work")
+    made = plots.make_all(_store(args), x="grad_evals" if args.x == "work" else "iteration")
     if not made:
-        raise BenchError(f"{args.results}: nothing to plot (no finished cells with artifacts)")
+        what = "no work counts in traces.csv (older results)" if args.x == "work" else "no finished cells"
+        raise BenchError(f"{args.results}: nothing to plot ({what})")
     for f in made:
         print(f"figure: {f}")
     return 0
