@@ -27,7 +27,8 @@ def write_report(store: ResultStore):
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
     parts = [f"<h1>ebm-bench report: {html.escape(str(store.out.name))}</h1>",
              f"<p>{len(res.drop_duplicates(['suite', 'target', 'algorithm', 'fidelity', 'seed']))} runs; "
-             f"suites {', '.join(sorted(res['suite'].unique()))}; code {', '.join(sorted(res['code_version'].unique()))}; "
+             f"suites {', '.join(sorted(res['suite'].unique()))}; "
+             f"code {', '.join(sorted(res['code_version'].unique()))}; "
              f"generated {datetime.now(UTC).isoformat(timespec='seconds')}</p>"]
     sections = [(spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
     sections += [("Headline metrics (mean ± 95 % CI over seeds)", tables.key_metrics(res)),

@@ -1,0 +1,137 @@
+"""CoopFlow: cooperative training of a short-run Langevin flow (the EBM) and a normalizing flow
+(004 Alg. 1; Xie et al. 2022), as 004 describes it and as 000 reimplements it.
+
+The EBM is plain, p_theta(x) = exp(-E_theta(x)) / Z (004 eq. 1 with f_theta = -E_theta). One iteration:
+    3. x_i ~ p*                                           (the batch given to ``step``)
+    4-5. z_i ~ q_0, x^_i = g_alpha(z_i)                    (flow samples)
+    6. x~_i = T noise-free Langevin steps from x^_i:  x <- x - h grad E(x)
+       (004 eq. 3 without its noise term, as 004 A.2 and 000 App. C.1 run it; 004's delta is h = delta^2 / 2,
+       algorithms/samplers.h_from_004_delta)
+    7. alpha <- alpha + lr_alpha grad mean log q_alpha(x~_i)      (maximum likelihood on the revised samples)
+    8. theta <- theta - lr_theta grad [mean E(x+) - mean E(x~)]    (004 eq. 2)
+
+Settings (004 A.2, Table 3), ``setting``:
+* ``"t30"`` / ``"t200"``: both flows from scratch, T = 30 (delta = 0.03) / T = 200 (delta = 0.01);
+* ``"pre"``: the flow is first pre-trained on the data by maximum likelihood (``pretrain_steps``), then frozen
+  for ``warmup_iters`` iterations while only the EBM learns, then both learn (T = 30, delta = 0.03). 000
+  reimplements this one ("frozen for less than 5 % of the total training time", App. C.1).
+``n_steps`` / ``delta`` / ``step_size`` override the setting's T and step; ``step_size`` is h itself (000's
+Tables 4-5 give h: "ula with 5e-4 step size", 256 steps).
+
+Choices the papers leave open, and ours:
+* The flow starts at the identity with base N(0, sigma^2 I), sigma^2 the data's largest per-coordinate
+  variance (as the other flow algorithms), instead of 004's data-dependent initialisation of its image flow.
+* The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (CALIBRATION) are
+  image-specific code details not in the paper: not applied. The test-time step increase (x 4/3, 004 A.3)
+  is not applied either: evaluation chains use the training step.
+* Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
+  from the suite (000: 1e-3 for both).
+* Not persistent: the chains start from fresh flow samples every iteration; ``chain_starts`` are flow samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
+from algorithms.flows import RealNVP, data_base_scale, fit_flow
+from algorithms.samplers import h_from_004_delta, ula
+
+#: 004 Table 3 (CIFAR-10): Langevin steps T and training step size delta of each setting
+SETTINGS = {"t30": (30, 0.03), "t200": (200, 0.01), "pre": (30, 0.03)}
+
+
+@dataclass
+class CoopFlowConfig(OptimConfig):
+    beta1: float = 0.5  # 004 A.2, the EBM's Adam
+    beta2: float = 0.5
+    setting: Literal["t30", "t200", "pre"] = "pre"
+    #: Langevin steps T (0 = the setting's) and step: h = ``step_size`` if > 0, else delta^2 / 2 with
+    #: delta = ``delta`` if > 0, else the setting's
+    n_steps: int = 0
+    delta: float = 0.0
+    step_size: float = 0.0
+    #: the flow's learning rate (0 = ``lr``), Adam (0.9, 0.999)
+    flow_lr: float = 0.0
+    #: setting "pre" only: maximum-likelihood pre-training of the flow, then iterations with it frozen
+    pretrain_steps: int = 1024
+    pretrain_lr: float = 1e-2
+    pretrain_batch: int = 256
+    warmup_iters: int = 100
+    base_scale: float = 0.0
+    flow_layers: int = 4
+    flow_hidden: int = 16
+    flow_depth: int = 2
+    energy_reg: float = 0.0
+
+
+class CoopFlow(TrainingAlgorithm):
+    name = "coopflow"
+    paper = "004 Alg. 1 (settings T=30, T=200, Pre of 004 A.2)"
+    Config = CoopFlowConfig
+
+    def __init__(self, problem, energy, config):
+        super().__init__(problem, energy, config)
+        cfg = config
+        T, delta = SETTINGS[cfg.setting]
+        self.n_steps = cfg.n_steps or T
+        self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
+        data = problem.data
+        sigma = cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
+        self.flow = RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, sigma).to(
+            device=data.device, dtype=data.dtype)
+        pre = cfg.setting == "pre"
+        self.pretrain_loglik = (fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
+                                         self.work) if pre else float("nan"))
+        self.warmup = cfg.warmup_iters if pre else 0
+        self.optimizer = make_optimizer(energy, cfg)
+        self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=cfg.flow_lr or cfg.lr)
+        self._neg = None
+        self._it = 0
+
+    def flow_samples(self, n: int):
+        with torch.no_grad():
+            return self.flow.sample(n, self.work)[0]
+
+    def sample(self, x0):
+        return ula(self.energy, x0, self.h, self.n_steps, self.work, noise=False)
+
+    def step(self, x_pos):
+        cfg = self.config
+        x_hat = self.flow_samples(x_pos.shape[0])
+        x_neg = self.sample(x_hat)
+        self._neg = x_neg
+        logs = {}
+        if self._it >= self.warmup:  # step 7: the flow learns from the revised samples
+            ll = self.flow.log_prob(x_neg, self.work).mean()
+            self.flow_opt.zero_grad(set_to_none=True)
+            (-ll).backward()
+            self.flow_opt.step()
+            logs["flow_loglik_neg"] = float(ll.detach())
+            if not torch.isfinite(ll):
+                raise Diverged(self._it + 1, "non-finite flow likelihood")
+        loss, stats = contrastive_update(self.energy, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
+        self._it += 1
+        if not torch.isfinite(loss) or not torch.isfinite(x_neg).all():
+            raise Diverged(self._it, "non-finite loss or negative samples")
+        with torch.no_grad():
+            logs["langevin_shift"] = float((x_neg - x_hat).norm(dim=-1).mean())
+        return {**stats, **logs}
+
+    def negatives(self):
+        return self._neg
+
+    def chain_starts(self, n):
+        return self.flow_samples(n)
+
+    def run_chains(self, x0, n_draws):
+        return ula(self.energy, x0, self.h, n_draws, self.work, noise=False, keep_chain=True)
+
+    def extra_metrics(self, test_x):
+        with torch.no_grad():
+            ll = self.flow.log_prob(test_x).mean()
+        return {"flow_test_loglik": float(ll), "flow_pretrain_loglik": self.pretrain_loglik}

@@ -1,0 +1,249 @@
+"""Calibrated samplers shared by the flow-assisted algorithms: adaptive MALA, adaptive HMC, i-SIR and flowMC.
+
+All target pi = exp(-U) / Z and use the suite's step-size convention (algorithms/samplers.py): MALA's
+proposal is
+
+    y = x - h grad U(x) + sqrt(2 h) xi,   log q(y | x) = -|y - x + h grad U(x)|^2 / (4 h)    (000 Alg. 4)
+
+ULA stays in samplers.py. Each sampler reports its acceptance rates and counts its work through the
+Energy / flow calls it makes (``Work.grad_evals``, ``energy_evals``, ``flow_passes``, all per sample).
+
+Step-size adaptation (000 App. C.1 / flowMC; 001 A.4, after Andrieu & Thoms 2008): after every step the
+mean acceptance over the chains is compared with the target; outside ``target +- tol`` the step is
+multiplied (too many acceptances) or divided (too few) by ``factor``. One step size is shared by all chains.
+An adapted chain is not exactly Markov: the invariance tests run with ``adapt=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from algorithms.energies import Energy
+from algorithms.work import Work
+
+
+@dataclass
+class Adaptation:
+    """Multiplicative step-size control toward a target acceptance rate."""
+
+    target: float
+    factor: float = 1.03
+    tol: float = 0.02
+    enabled: bool = True
+    min_step: float = 1e-8
+    max_step: float = 10.0
+
+    def __post_init__(self):
+        if not 0 < self.target < 1:
+            raise ValueError(f"target acceptance must be in (0, 1), got {self.target}")
+        if self.factor <= 1:
+            raise ValueError(f"adaptation factor must be > 1, got {self.factor}")
+
+    def update(self, step: float, accept_rate: float) -> float:
+        if not self.enabled:
+            return step
+        if accept_rate > self.target + self.tol:
+            step *= self.factor
+        elif accept_rate < self.target - self.tol:
+            step /= self.factor
+        return min(max(step, self.min_step), self.max_step)
+
+
+@dataclass
+class ChainStats:
+    """Acceptance counts accumulated over a run (means over chains and steps)."""
+
+    accepted: float = 0.0
+    proposed: int = 0
+
+    def add(self, acc: Tensor) -> None:
+        self.accepted += float(acc.float().sum())
+        self.proposed += acc.numel()
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else float("nan")
+
+
+def _stack(chain: list[Tensor], x: Tensor) -> Tensor:
+    return torch.stack(chain, 1) if chain else x[:, None, :][:, :0]
+
+
+def _mh_accept(log_ratio: Tensor) -> Tensor:
+    """Accept with probability min(1, exp(log_ratio)); a non-finite ratio (nan / -inf) is a rejection."""
+    log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
+    return torch.rand_like(log_ratio).log() < log_ratio
+
+
+@dataclass
+class MALA:
+    """Metropolis-adjusted Langevin (000 Alg. 4) with step h: x' = x - h grad U + sqrt(2h) xi, then MH.
+
+    One gradient evaluation per chain and step, plus one at the start of each ``run`` (the gradient at the
+    starting states is not carried between runs, because the energy changes between training iterations)."""
+
+    step_size: float = 0.01
+    adaptation: Adaptation = field(default_factory=lambda: Adaptation(0.75))
+
+    def run(self, energy: Energy, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False,
+            stats: ChainStats | None = None) -> Tensor:
+        """n_steps MALA steps from x; returns the end states, or with ``keep_chain`` the (n, n_steps, d)
+        states after each step. Acceptances are added to ``stats``; ``step_size`` adapts in place."""
+        x = x.detach()
+        chain = []
+        if n_steps > 0:
+            u, g = energy.value_and_grad(x, work)
+        for _ in range(n_steps):
+            h = self.step_size
+            y = x - h * g + math.sqrt(2 * h) * torch.randn_like(x)
+            uy, gy = energy.value_and_grad(y, work)
+            log_q_fwd = -((y - x + h * g) ** 2).sum(-1) / (4 * h)
+            log_q_bwd = -((x - y + h * gy) ** 2).sum(-1) / (4 * h)
+            acc = _mh_accept(u - uy + log_q_bwd - log_q_fwd)
+            x = torch.where(acc[:, None], y, x)
+            u = torch.where(acc, uy, u)
+            g = torch.where(acc[:, None], gy, g)
+            if stats is not None:
+                stats.add(acc)
+            self.step_size = self.adaptation.update(h, float(acc.float().mean()))
+            if keep_chain:
+                chain.append(x)
+        return _stack(chain, x) if keep_chain else x
+
+
+@dataclass
+class HMC:
+    """Hamiltonian Monte Carlo (Neal 2011) as 001 A.4 uses it: unit mass, ``n_leapfrog`` leapfrog steps of
+    size ``step_size`` (the leapfrog epsilon, not the suite's h; with one leapfrog step HMC is MALA with
+    h = epsilon^2 / 2), adapted toward acceptance 0.651 (Beskos et al. 2013). ``n_leapfrog`` gradient
+    evaluations per chain and step, plus one at the start of each run."""
+
+    step_size: float = 0.15
+    n_leapfrog: int = 3
+    adaptation: Adaptation = field(default_factory=lambda: Adaptation(0.651))
+
+    def __post_init__(self):
+        if self.n_leapfrog < 1:
+            raise ValueError(f"HMC needs at least one leapfrog step, got {self.n_leapfrog}")
+
+    def run(self, energy: Energy, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False,
+            stats: ChainStats | None = None) -> Tensor:
+        x = x.detach()
+        chain = []
+        if n_steps > 0:
+            u, g = energy.value_and_grad(x, work)
+        for _ in range(n_steps):
+            eps = self.step_size
+            p0 = torch.randn_like(x)
+            y, p, gy = x, p0 - 0.5 * eps * g, g
+            for i in range(self.n_leapfrog):
+                y = y + eps * p
+                uy, gy = energy.value_and_grad(y, work)
+                p = p - (eps if i < self.n_leapfrog - 1 else 0.5 * eps) * gy
+            log_ratio = (u + 0.5 * (p0**2).sum(-1)) - (uy + 0.5 * (p**2).sum(-1))
+            acc = _mh_accept(log_ratio)
+            x = torch.where(acc[:, None], y, x)
+            u = torch.where(acc, uy, u)
+            g = torch.where(acc[:, None], gy, g)
+            if stats is not None:
+                stats.add(acc)
+            self.step_size = self.adaptation.update(eps, float(acc.float().mean()))
+            if keep_chain:
+                chain.append(x)
+        return _stack(chain, x) if keep_chain else x
+
+
+@dataclass
+class ISIR:
+    """Iterated sampling importance resampling (000 Alg. 6; Rubin 1987; Samsonov et al. 2022) with a flow
+    proposal lambda: per chain, the current state takes slot 1 of a pool of ``n_particles``, the other
+    N - 1 slots are fresh flow samples; one index is drawn from the self-normalised weights
+    w_j prop. to pi(y_j) / lambda(y_j), i.e. log w_j = -U(y_j) - log lambda(y_j). "Accepted" = an index
+    other than the current state's was drawn. It leaves pi invariant for any proposal whose support covers
+    pi's.
+
+    Work per chain and step: N - 1 flow samples and one density evaluation of the current state (N flow
+    passes) and N energy evaluations (no gradient)."""
+
+    n_particles: int = 32
+
+    def __post_init__(self):
+        if self.n_particles < 2:
+            raise ValueError(f"i-SIR needs at least 2 particles, got {self.n_particles}")
+
+    @torch.no_grad()
+    def step(self, energy: Energy, flow, x: Tensor, work: Work, stats: ChainStats | None = None) -> Tensor:
+        n, d = x.shape
+        m = self.n_particles - 1
+        y, log_q_y = flow.sample(n * m, work)
+        log_q_x = flow.log_prob(x, work)
+        pool = torch.cat([x[:, None, :], y.reshape(n, m, d)], 1)  # (n, N, d); slot 0 = current state
+        log_q = torch.cat([log_q_x[:, None], log_q_y.reshape(n, m)], 1)
+        u = energy.value(pool.reshape(n * (m + 1), d), work).reshape(n, m + 1)
+        log_w = torch.nan_to_num(-u - log_q, nan=-math.inf, posinf=-math.inf)
+        # a chain whose whole pool has zero weight (non-finite energies) keeps its state
+        dead = ~torch.isfinite(log_w).any(1)
+        log_w[dead, 0] = 0.0
+        idx = torch.distributions.Categorical(logits=log_w).sample()
+        if stats is not None:
+            stats.add(idx != 0)
+        return pool[torch.arange(n, device=x.device), idx]
+
+
+@dataclass
+class FlowMC:
+    """flowMC (000 Alg. 5, Gabrie et al. 2022) with i-SIR (Alg. 6) as its global step, as 000 App. C.1
+    uses it: repeated blocks of ``n_global`` i-SIR steps followed by ``n_local`` MALA steps, ``n_steps`` steps
+    in all (a global and a local step both count as one step). The flow's own training (Alg. 5 step 3) is
+    not done here: the training algorithm trains it (000 Alg. 1 step 5)."""
+
+    mala: MALA
+    isir: ISIR
+    n_global: int = 1
+    n_local: int = 4
+    local: ChainStats = field(default_factory=ChainStats)
+    glob: ChainStats = field(default_factory=ChainStats)
+
+    def __post_init__(self):
+        if self.n_global < 0 or self.n_local < 0 or self.n_global + self.n_local == 0:
+            raise ValueError("flowMC needs n_global + n_local >= 1 (both non-negative)")
+
+    def schedule(self, n_steps: int) -> list[tuple[str, int]]:
+        """The run as segments ('global' | 'local', length)."""
+        out, k = [], 0
+        while k < n_steps:
+            for kind, length in (("global", self.n_global), ("local", self.n_local)):
+                length = min(length, n_steps - k)
+                if length > 0:
+                    out.append((kind, length))
+                    k += length
+        return out
+
+    def run(self, energy: Energy, flow, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False) -> Tensor:
+        """n_steps flowMC steps from x; end states, or the (n, n_steps, d) states after each step.
+        Acceptances accumulate in ``self.local`` / ``self.glob`` (reset them to start a new count)."""
+        x = x.detach()
+        chain = []
+        for kind, length in self.schedule(n_steps):
+            if kind == "global":
+                for _ in range(length):
+                    x = self.isir.step(energy, flow, x, work, self.glob)
+                    if keep_chain:
+                        chain.append(x[:, None])
+            else:
+                out = self.mala.run(energy, x, length, work, keep_chain=keep_chain, stats=self.local)
+                if keep_chain:
+                    chain.append(out)
+                    x = out[:, -1]
+                else:
+                    x = out
+        if keep_chain:
+            return torch.cat(chain, 1) if chain else _stack([], x)
+        return x
+
+    def reset_stats(self) -> None:
+        self.local, self.glob = ChainStats(), ChainStats()

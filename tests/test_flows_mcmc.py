@@ -1,0 +1,325 @@
+"""The shared parts of the flow-assisted algorithms: the RealNVP flow, MALA, HMC, i-SIR and flowMC.
+
+Samplers are checked by invariance: exact samples of a known target stay exact in distribution (mode
+weights, mean, variance within Monte Carlo error), with a control that the same check catches a biased
+sampler."""
+
+import bench  # noqa: F401  (binds our own `datasets` package before anything else can)
+
+# isort: split
+import math
+
+import pytest
+import torch
+
+from algorithms.energies import Energy, QuadraticEnergy
+from algorithms.flows import RealNVP, data_base_scale, fit_flow
+from algorithms.mcmc import HMC, ISIR, MALA, Adaptation, ChainStats, FlowMC
+from algorithms.samplers import ula
+from algorithms.work import Work
+from datasets import GaussianMixture
+
+# ---------------------------------------------------------------- flow
+
+
+def _scramble(flow, scale=0.3):
+    """Random non-zero weights everywhere, so the map is far from the identity."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g))
+    return flow
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_flow_starts_as_the_identity(dim):
+    torch.manual_seed(0)
+    s = 1.7
+    flow = RealNVP(dim, base_scale=s)
+    x = 3 * torch.randn(64, dim)
+    z, ladj = flow.inverse(x)
+    assert torch.equal(z, x) and torch.equal(ladj, torch.zeros(64))
+    y, ladj = flow(x)
+    assert torch.equal(y, x) and torch.equal(ladj, torch.zeros(64))
+    base = torch.distributions.Normal(0.0, s).log_prob(x).sum(-1)
+    torch.testing.assert_close(flow.log_prob(x), base)
+    torch.testing.assert_close(flow.base_log_prob(x), base)
+    # 000 App. C.2 size: ~1k parameters in 2-D
+    if dim == 2:
+        assert sum(p.numel() for p in flow.parameters()) == 1352
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_flow_inverse_and_log_determinants(dim):
+    torch.manual_seed(0)
+    flow = _scramble(RealNVP(dim, base_scale=1.3)).double()
+    z = torch.randn(16, dim, dtype=torch.float64)
+    x, ladj_fwd = flow(z)
+    assert (x - z).abs().max() > 0.1  # really not the identity
+    z2, ladj_inv = flow.inverse(x)
+    torch.testing.assert_close(z2, z)
+    torch.testing.assert_close(ladj_fwd, -ladj_inv)
+    for i in range(4):  # log |det dT/dz| against the autograd Jacobian
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], z[i])
+        assert torch.logdet(jac).item() == pytest.approx(ladj_fwd[i].item(), abs=1e-9)
+    # a wrong log-determinant would be caught: the density must integrate to one
+    if dim == 2:
+        g = torch.linspace(-12, 12, 401, dtype=torch.float64)
+        pts = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+        with torch.no_grad():
+            mass = flow.log_prob(pts).exp().sum() * (g[1] - g[0]) ** 2
+        assert mass.item() == pytest.approx(1.0, abs=2e-3)
+        with torch.no_grad():
+            wrong = (flow.log_prob(pts) + 0.5 * flow.inverse(pts)[1]).exp().sum() * (g[1] - g[0]) ** 2
+        assert abs(wrong.item() - 1.0) > 0.01
+
+
+def test_flow_sample_log_prob_and_work():
+    torch.manual_seed(0)
+    flow = _scramble(RealNVP(2, base_scale=0.8))
+    w = Work()
+    with torch.no_grad():
+        x, lp = flow.sample(100, w)
+        torch.testing.assert_close(lp, flow.log_prob(x, w), atol=1e-4, rtol=1e-4)
+    assert w.flow_passes == 200 and w.grad_evals == 0 and w.energy_evals == 0
+
+
+def test_flow_maximum_likelihood_fits_a_gaussian():
+    torch.manual_seed(0)
+    data = torch.tensor([2.0, -1.0]) + torch.tensor([0.5, 0.2]) * torch.randn(4096, 2)
+    assert data_base_scale(data) == pytest.approx(0.5, rel=0.05)
+    flow = RealNVP(2, base_scale=1.0)
+    w = Work()
+    fit_flow(flow, data, 300, 1e-2, 256, w)
+    assert w.flow_passes == 300 * 256
+    # the data's own Gaussian has mean log-likelihood -log(2 pi 0.5 0.2) - 1 = -0.535; the identity flow -3.1
+    with torch.no_grad():
+        assert flow.log_prob(data).mean().item() == pytest.approx(-0.535, abs=0.1)
+    with torch.no_grad():
+        x, _ = flow.sample(4096)
+    torch.testing.assert_close(x.mean(0), torch.tensor([2.0, -1.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(x.std(0), torch.tensor([0.5, 0.2]), atol=0.05, rtol=0)
+
+
+# ---------------------------------------------------------------- targets for the samplers
+
+
+class MixtureEnergy(Energy):
+    """U = -log p of a fixed Gaussian mixture (exact samples available)."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x):
+        return -self.target.log_prob(x)
+
+
+class ZeroEnergy(Energy):
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return 0.0 * x.sum(-1) + 0.0 * self.dummy
+
+
+def mixture():
+    return GaussianMixture(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.5, 0.7], weights=[0.3, 0.7])
+
+
+def assert_same_law(x, target, n_sigma=4.5):
+    """Mode weights, mean and variance of x against the target's exact samples (Monte Carlo error)."""
+    n = x.shape[0]
+    ref = target.sample(400_000, torch.Generator().manual_seed(99)).double()
+    x = x.double()
+    w = torch.bincount(target.assign(x), minlength=2).double() / n
+    w_ref = torch.bincount(target.assign(ref), minlength=2).double() / ref.shape[0]
+    se_w = (w_ref * (1 - w_ref) / n).sqrt()
+    assert ((w - w_ref).abs() <= n_sigma * se_w).all(), (w, w_ref)
+    se_m = (ref.var(0) / n).sqrt()
+    assert ((x.mean(0) - ref.mean(0)).abs() <= n_sigma * se_m).all(), (x.mean(0), ref.mean(0))
+    se_v = ((ref - ref.mean(0)) ** 2).var(0).div(n).sqrt()
+    assert ((x.var(0) - ref.var(0)).abs() <= n_sigma * se_v).all(), (x.var(0), ref.var(0))
+
+
+# ---------------------------------------------------------------- i-SIR
+
+
+def test_isir_leaves_a_mixture_invariant_with_a_poor_proposal():
+    torch.manual_seed(0)
+    target = mixture()
+    energy = MixtureEnergy(target)
+    x = target.sample(20_000, torch.Generator().manual_seed(1))
+    proposal = RealNVP(2, base_scale=3.0)  # identity map: N(0, 9 I), broad and centred between the modes
+    isir, stats, w = ISIR(n_particles=4), ChainStats(), Work()
+    for _ in range(5):
+        x = isir.step(energy, proposal, x, w, stats)
+    assert 0.2 < stats.rate < 0.8  # the chains moved
+    assert_same_law(x, target)
+    # work: 5 steps x 20000 chains x 4 particles
+    assert w.flow_passes == 5 * 20_000 * 4 and w.energy_evals == 5 * 20_000 * 4 and w.grad_evals == 0
+
+
+def test_isir_check_catches_plain_sir_bias():
+    """Control: drawing among the fresh proposals only (the current state left out of the pool) is
+    sampling-importance-resampling with 3 particles, biased toward the proposal; the same check fails."""
+
+    class PlainSIR(ISIR):
+        @torch.no_grad()
+        def step(self, energy, flow, x, work, stats=None):
+            n, d = x.shape
+            m = self.n_particles - 1
+            y, log_q = flow.sample(n * m, work)
+            log_w = (-energy.value(y, work) - log_q).reshape(n, m)
+            idx = torch.distributions.Categorical(logits=log_w).sample()
+            return y.reshape(n, m, d)[torch.arange(n), idx]
+
+    torch.manual_seed(0)
+    target = mixture()
+    x = target.sample(20_000, torch.Generator().manual_seed(1))
+    proposal = RealNVP(2, base_scale=3.0)
+    for _ in range(5):
+        x = PlainSIR(4).step(MixtureEnergy(target), proposal, x, Work())
+    with pytest.raises(AssertionError):
+        assert_same_law(x, target)
+
+
+def test_isir_acceptance_when_the_proposal_is_the_target():
+    # all weights equal: a new index is drawn with probability (N - 1) / N
+    torch.manual_seed(0)
+    s, n, k = 0.7, 20_000, 8
+    energy = QuadraticEnergy(2, log_std=math.log(s))
+    stats = ChainStats()
+    ISIR(k).step(energy, RealNVP(2, base_scale=s), torch.randn(n, 2) * s, Work(), stats)
+    assert stats.proposed == n
+    assert stats.rate == pytest.approx((k - 1) / k, abs=4 * math.sqrt(k - 1) / k / math.sqrt(n))
+
+
+def test_isir_keeps_chains_whose_whole_pool_is_invalid():
+    class NaNEnergy(Energy):
+        def forward(self, x):
+            return torch.full(x.shape[:1], float("nan"))
+
+    x = torch.randn(10, 2)
+    out = ISIR(4).step(NaNEnergy(), RealNVP(2), x, Work())
+    assert torch.equal(out, x)
+
+
+# ---------------------------------------------------------------- MALA and HMC
+
+
+def _gaussian_energy():
+    return QuadraticEnergy(2, mean=[1.0, -2.0], log_std=math.log(0.5))
+
+
+def _assert_gaussian(x, mean=(1.0, -2.0), std=0.5, n_sigma=4.5):
+    n = x.shape[0]
+    m, v = x.double().mean(0), x.double().var(0)
+    assert ((m - torch.tensor(mean, dtype=torch.float64)).abs() <= n_sigma * std / math.sqrt(n)).all(), m
+    assert ((v - std**2).abs() <= n_sigma * std**2 * math.sqrt(2 / n)).all(), v
+
+
+@pytest.mark.parametrize("kind", ["mala", "hmc"])
+def test_mala_and_hmc_leave_a_gaussian_invariant(kind):
+    torch.manual_seed(0)
+    n = 20_000
+    energy = _gaussian_energy()
+    x0 = torch.tensor([1.0, -2.0]) + 0.5 * torch.randn(n, 2)
+    stats = ChainStats()
+    if kind == "mala":  # h = 0.15 s^2-units: ULA at this step is visibly biased (below)
+        sampler = MALA(0.15, Adaptation(0.75, enabled=False))
+    else:
+        sampler = HMC(0.6, 3, Adaptation(0.651, enabled=False))
+    x = sampler.run(energy, x0, 20, Work(), stats=stats)
+    assert 0.2 < stats.rate < 0.99
+    assert not torch.allclose(x, x0)
+    _assert_gaussian(x)
+    if kind == "mala":  # control: the unadjusted chain with the same step fails the same check
+        with pytest.raises(AssertionError):
+            _assert_gaussian(ula(energy, x0, 0.15, 20, Work()))
+
+
+class AnisotropicGaussian(Energy):
+    """N(0, diag(0.5^2, 1.5^2)). (On an isotropic Gaussian, fixed-length HMC's acceptance has a cliff in the
+    step size that the multiplicative rule straddles.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("s", torch.tensor([0.5, 1.5]))
+
+    def forward(self, x):
+        return 0.5 * ((x / self.s) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("kind,target,tol", [("mala", 0.75, 0.03), ("hmc", 0.651, 0.06)])
+@pytest.mark.parametrize("start", [1e-4, 3.0])
+def test_step_size_adaptation_reaches_the_target_acceptance(kind, target, tol, start):
+    torch.manual_seed(0)
+    energy = AnisotropicGaussian()
+    x = torch.randn(2000, 2) * torch.tensor([0.5, 1.5])
+    sampler = MALA(start) if kind == "mala" else HMC(start, 3)
+    assert sampler.adaptation.target == target
+    x = sampler.run(energy, x, 400, Work())
+    assert 1e-3 < sampler.step_size < 2.0  # it moved from where it started
+    stats = ChainStats()
+    sampler.run(energy, x, 50, Work(), stats=stats)
+    assert stats.rate == pytest.approx(target, abs=tol)
+
+
+def test_adaptation_rule():
+    a = Adaptation(0.75, factor=1.05, tol=0.02)
+    assert a.update(1.0, 0.9) == pytest.approx(1.05)
+    assert a.update(1.0, 0.5) == pytest.approx(1 / 1.05)
+    assert a.update(1.0, 0.76) == 1.0
+    assert Adaptation(0.75, enabled=False).update(1.0, 0.0) == 1.0
+    with pytest.raises(ValueError):
+        Adaptation(1.5)
+
+
+def test_acceptance_and_work_counters():
+    torch.manual_seed(0)
+    n, d = 7, 3
+    x0 = torch.randn(n, d)
+    # on a flat energy MALA and HMC proposals are always accepted
+    for sampler, grads_per_step in ((MALA(0.1), 1), (HMC(0.1, 4), 4)):
+        w, stats = Work(), ChainStats()
+        chain = sampler.run(ZeroEnergy(), x0, 5, w, keep_chain=True, stats=stats)
+        assert chain.shape == (n, 5, d)
+        assert stats.rate == 1.0 and stats.proposed == 5 * n
+        assert w.grad_evals == n * (5 * grads_per_step + 1) and w.flow_passes == 0
+    # flowMC: 10 steps as 2 x (1 i-SIR + 4 MALA)
+    fmc = FlowMC(MALA(0.05), ISIR(6), n_global=1, n_local=4)
+    assert fmc.schedule(10) == [("global", 1), ("local", 4), ("global", 1), ("local", 4)]
+    assert fmc.schedule(7) == [("global", 1), ("local", 4), ("global", 1), ("local", 1)]
+    w = Work()
+    torch.manual_seed(1)
+    chain = fmc.run(_gaussian_energy_nd(d), RealNVP(d, base_scale=0.5), x0, 10, w, keep_chain=True)
+    assert chain.shape == (n, 10, d)
+    assert fmc.glob.proposed == 2 * n and fmc.local.proposed == 8 * n
+    assert 0 <= fmc.glob.rate <= 1 and 0 <= fmc.local.rate <= 1
+    assert w.flow_passes == 2 * n * 6
+    assert w.grad_evals == n * (8 + 2)
+    assert w.energy_evals == n * (8 + 2) + 2 * n * 6
+    torch.manual_seed(1)
+    fmc = FlowMC(MALA(0.05), ISIR(6), n_global=1, n_local=4)  # the step size adapted in place: start afresh
+    end = fmc.run(_gaussian_energy_nd(d), RealNVP(d, base_scale=0.5), x0, 10, Work())
+    torch.testing.assert_close(end, chain[:, -1])
+
+
+def _gaussian_energy_nd(d):
+    return QuadraticEnergy(d, mean=[0.2] * d, log_std=math.log(0.5))
+
+
+def test_flowmc_mixes_between_modes_where_mala_cannot():
+    torch.manual_seed(0)
+    target = GaussianMixture(means=[[-3.0, 0.0], [3.0, 0.0]], stds=0.3, weights=[0.5, 0.5])
+    energy = MixtureEnergy(target)
+    x0 = torch.tensor([-3.0, 0.0]) + 0.3 * torch.randn(2000, 2)  # all chains in the left mode
+    flow = RealNVP(2, base_scale=3.0)
+    fmc = FlowMC(MALA(0.05), ISIR(64), n_global=1, n_local=4)
+    x = fmc.run(energy, flow, x0, 50, Work())
+    right = (target.assign(x) == 1).double().mean().item()
+    assert right == pytest.approx(0.5, abs=0.05)
+    x = MALA(0.05).run(energy, x0, 30, Work())
+    assert (target.assign(x) == 1).double().mean().item() < 0.01
