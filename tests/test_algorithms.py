@@ -34,11 +34,38 @@ def train(cls, n_iters=150, **overrides):
     return energy, alg
 
 
-@pytest.mark.parametrize("name", sorted(algorithms.ALGORITHMS))
+#: per-algorithm settings for this case. flowMC-EBM's model is exp(-E) rho (000 eq. 6): with a base rho wider
+#: than the data the quadratic E can make it N(MU, STD^2) (with rho as narrow as the data E would have to be
+#: linear). Flow algorithms: fewer i-SIR particles, latent steps and pre-training steps, for speed.
+CASE = {"flowmc_ebm": {"base_scale": 2.0, "n_particles": 8}, "nt_ebm": {"pretrain_steps": 200, "n_steps": 8},
+        "nce_ebm": {"pretrain_steps": 200}}
+#: CoopFlow's EBM is a short-run generator's energy, not a density estimate of p* (004 §4.2), and a convex
+#: quadratic energy cannot widen its flow's samples: it is tested in test_flow_algorithms.py instead.
+NOT_A_DENSITY = {"coopflow"}
+#: 002's algorithms train the sampling dynamics as a generator: their EBM's own density is not p* (002 §5.1).
+#: tests/test_noise_free.py checks their closed-form fixed points (generator = p*, EBM elsewhere) instead.
+NOT_A_DENSITY |= {"noise_free_euler", "noise_free_ode", "self_adversarial", "ode_flow_ml"}
+
+
+def model_moments(energy, box=((-2.0, 3.0), (-3.0, 2.0)), n=200):
+    """Mean and standard deviations of the model: the quadratic's parameters, or for a tilted model
+    exp(-E) r (algorithms/tilt.py) its moments on a grid."""
+    if not getattr(energy, "_tilted", False):
+        return energy.mean.detach(), energy.log_std.detach().exp().expand(2)
+    axes = [torch.linspace(lo, hi, n) for lo, hi in box]
+    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        p = torch.softmax(-energy(pts).double(), 0)
+    m = (p[:, None] * pts.double()).sum(0)
+    return m.float(), (p[:, None] * (pts.double() - m) ** 2).sum(0).sqrt().float()
+
+
+@pytest.mark.parametrize("name", sorted(set(algorithms.ALGORITHMS) - NOT_A_DENSITY))
 def test_learns_the_mean_and_scale_of_a_gaussian(name):
-    energy, alg = train(algorithms.ALGORITHMS[name])
-    assert torch.allclose(energy.mean.detach(), MU, atol=0.1), energy.mean
-    assert abs(float(energy.log_std.detach().exp()) - STD) < 0.075
+    energy, alg = train(algorithms.ALGORITHMS[name], **CASE.get(name, {}))
+    mean, std = model_moments(energy)
+    assert torch.allclose(mean, MU, atol=0.1), mean
+    assert (std - STD).abs().max() < 0.075, std
     assert alg.negatives().shape[1] == 2 and alg.negatives().shape[0] >= 256
 
 
