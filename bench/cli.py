@@ -258,7 +258,11 @@ METRICS = {
     "max_rhat": "max over dims of rank-normalised split R-hat (arviz), chains from the final state",
     "max_rhat_classic": "max over dims of classic Gelman-Rubin R-hat (001)",
     "min_ess_bulk / min_ess_tail": "min over dims of arviz bulk / tail ESS of the same chains",
-    "diverged_at": "iteration at which a diverged run stopped",
+    "test_loglik": "mean log-density of the EBM (grid-normalised or exact log Z) on held-out target samples",
+    "kl / kl_estimate": "KL(p* || p_theta) with the model normalised exactly or on the grid / Jarzynski's (003 eq. 12)",
+    "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
+    "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
+    "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",
 }
 
 

@@ -51,8 +51,8 @@ def paired_differences(results: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 #: the headline metrics shown in the key-metrics table, in this order, where present
 KEY_METRICS = ["ebm_weight[0]", "ebm_weight_mse", "kl", "kl_estimate", "log_z_error", "param_error[a]",
-               "param_error[b]", "n_resamples", "ess", "logp_median_sq_error", "test_loglik", "max_rhat",
-               "min_ess_bulk"]
+               "param_error[b]", "n_resamples", "ess", "logp_median_sq_error", "test_loglik", "flow_test_loglik",
+               "flow_kl", "train_nfe_per_iter", "max_rhat", "min_ess_bulk"]
 
 
 def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
