@@ -104,15 +104,24 @@ class MALA:
             log_q_fwd = -((y - x + h * g) ** 2).sum(-1) / (4 * h)
             log_q_bwd = -((x - y + h * gy) ** 2).sum(-1) / (4 * h)
             acc = _mh_accept(u - uy + log_q_bwd - log_q_fwd)
-            x = torch.where(acc[:, None], y, x)
-            u = torch.where(acc, uy, u)
-            g = torch.where(acc[:, None], gy, g)
-            if stats is not None:
-                stats.add(acc)
-            self.step_size = self.adaptation.update(h, float(acc.float().mean()))
-            if keep_chain:
-                chain.append(x)
+            x, u, g = _keep_accepted(acc, (x, u, g), (y, uy, gy))
+            self.step_size = _record(acc, self.adaptation, h, stats, chain if keep_chain else None, x)
         return _stack(chain, x) if keep_chain else x
+
+
+def _keep_accepted(acc: Tensor, current, proposed):
+    """Metropolis-Hastings bookkeeping: per chain, the proposed (state, energy, gradient) where accepted."""
+    return tuple(torch.where(acc.view(-1, *([1] * (c.dim() - 1))), p, c)
+                 for c, p in zip(current, proposed, strict=True))
+
+
+def _record(acc: Tensor, adaptation, step: float, stats, chain: list | None, x: Tensor) -> float:
+    """Count acceptances, keep the state if a chain is recorded, and return the adapted step size."""
+    if stats is not None:
+        stats.add(acc)
+    if chain is not None:
+        chain.append(x)
+    return adaptation.update(step, float(acc.float().mean()))
 
 
 @dataclass
@@ -146,14 +155,8 @@ class HMC:
                 p = p - (eps if i < self.n_leapfrog - 1 else 0.5 * eps) * gy
             log_ratio = (u + 0.5 * (p0**2).sum(-1)) - (uy + 0.5 * (p**2).sum(-1))
             acc = _mh_accept(log_ratio)
-            x = torch.where(acc[:, None], y, x)
-            u = torch.where(acc, uy, u)
-            g = torch.where(acc[:, None], gy, g)
-            if stats is not None:
-                stats.add(acc)
-            self.step_size = self.adaptation.update(eps, float(acc.float().mean()))
-            if keep_chain:
-                chain.append(x)
+            x, u, g = _keep_accepted(acc, (x, u, g), (y, uy, gy))
+            self.step_size = _record(acc, self.adaptation, eps, stats, chain if keep_chain else None, x)
         return _stack(chain, x) if keep_chain else x
 
 
