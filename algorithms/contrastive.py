@@ -36,6 +36,9 @@ class ContrastiveConfig(OptimConfig):
     step_size: float = 0.01
     #: lambda * mean(U(x+)^2 + U(x-)^2), the energy-magnitude regulariser of 000 App. C.6 (0 = off)
     energy_reg: float = 0.0
+    #: multiplies the Langevin noise of the negative chains: < 1 is the reduced-noise heuristic of 002 §5.2
+    #: (the chains then sample exp(-U / s^2)); 1 is ULA proper
+    noise_scale: float = 1.0
 
 
 def make_optimizer(energy, cfg):
@@ -68,7 +71,8 @@ class ContrastiveEBM(TrainingAlgorithm):
 
     # --- shared ----------------------------------------------------------------------------------
     def sample(self, x0: Tensor) -> Tensor:
-        return ula(self.energy, x0, self.config.step_size, self.config.n_steps, self.work)
+        return ula(self.energy, x0, self.config.step_size, self.config.n_steps, self.work,
+                   noise_scale=self.config.noise_scale)
 
     def step(self, x_pos):
         cfg = self.config

@@ -42,13 +42,16 @@ def ula(
     work: Work,
     *,
     noise: bool = True,
+    noise_scale: float = 1.0,
     keep_chain: bool = False,
 ) -> Tensor:
     """Run n_steps of ULA (000 Alg. 2) from x. With ``noise=False`` it is gradient descent on U with step
-    h (the noise-free dynamics of 002 eq. 7 / 004). Returns the final states, or with ``keep_chain`` the
-    whole chain of shape (n, n_steps, d) (the states after each step)."""
+    h (the noise-free dynamics of 002 eq. 7 / 004). ``noise_scale`` s < 1 is the "reduced noise" heuristic
+    of 002 §5.2 / Du & Mordatch 2019: x' = x - h grad U + s sqrt(2h) xi, which samples exp(-U / s^2), not
+    exp(-U). Returns the final states, or with ``keep_chain`` the whole chain of shape (n, n_steps, d)
+    (the states after each step)."""
     x = x.detach()
-    scale = math.sqrt(2 * h)
+    scale = math.sqrt(2 * h) if noise_scale == 1.0 else noise_scale * math.sqrt(2 * h)
     chain = []
     for _ in range(n_steps):
         g = energy.grad(x, work)

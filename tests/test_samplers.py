@@ -196,3 +196,20 @@ def test_initial_states():
         initial_states("data", 5, box=box)
     with pytest.raises(ValueError, match="unknown"):
         initial_states("nope", 5, box=box)
+
+
+def test_reduced_noise_ula_samples_a_colder_density():
+    """noise_scale s (002 §5.2's reduced noise): on U = x^2/2 the discrete chain's stationary variance is
+    s^2 / (1 - h/2), i.e. the chain samples exp(-U / s^2) instead of exp(-U)."""
+    torch.manual_seed(0)
+    energy = QuadraticEnergy(1)
+    h, s = 0.1, 0.3
+    x = ula(energy, torch.zeros(50_000, 1), h, 300, Work(), noise_scale=s)
+    assert float(x.var()) == pytest.approx(s**2 / (1 - h / 2), rel=0.03)
+    torch.manual_seed(1)
+    y0 = torch.randn(10, 1)
+    torch.manual_seed(2)
+    a = ula(energy, y0, h, 5, Work())
+    torch.manual_seed(2)
+    b = ula(energy, y0, h, 5, Work(), noise_scale=1.0)
+    assert torch.equal(a, b)
