@@ -61,7 +61,7 @@ def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Pat
             if j == 0:
                 ax.set_ylabel(label)
     fig.suptitle("Learned EBM densities (first seed) and the true density")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     _save(fig, path)
     return path
 
