@@ -38,7 +38,7 @@ import torch
 
 from algorithms.base import Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
-from algorithms.flows import RealNVP, data_base_scale, fit_flow
+from algorithms.flows import FlowConfig, fit_flow, flow_for
 from algorithms.samplers import h_from_004_delta, ula
 
 #: 004 Table 3 (CIFAR-10): Langevin steps T and training step size delta of each setting
@@ -46,7 +46,7 @@ SETTINGS = {"t30": (30, 0.03), "t200": (200, 0.01), "pre": (30, 0.03)}
 
 
 @dataclass
-class CoopFlowConfig(OptimConfig):
+class CoopFlowConfig(FlowConfig, OptimConfig):
     beta1: float = 0.5  # 004 A.2, the EBM's Adam
     beta2: float = 0.5
     setting: Literal["t30", "t200", "pre"] = "pre"
@@ -62,10 +62,6 @@ class CoopFlowConfig(OptimConfig):
     pretrain_lr: float = 1e-2
     pretrain_batch: int = 256
     warmup_iters: int = 100
-    base_scale: float = 0.0
-    flow_layers: int = 4
-    flow_hidden: int = 16
-    flow_depth: int = 2
     energy_reg: float = 0.0
 
 
@@ -81,9 +77,7 @@ class CoopFlow(TrainingAlgorithm):
         self.n_steps = cfg.n_steps or T
         self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
         data = problem.data
-        sigma = cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
-        self.flow = RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, sigma).to(
-            device=data.device, dtype=data.dtype)
+        self.flow = flow_for(cfg, data)
         pre = cfg.setting == "pre"
         self.pretrain_loglik = (fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
                                          self.work) if pre else float("nan"))

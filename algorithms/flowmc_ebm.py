@@ -45,14 +45,14 @@ from torch import Tensor
 
 from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
-from algorithms.flows import RealNVP, data_base_scale
+from algorithms.flows import FlowConfig, base_sigma, flow_for
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC
 from algorithms.samplers import ChainBank
 from algorithms.tilt import tilt, zero_last_layer
 
 
 @dataclass
-class FlowMCEBMConfig(OptimConfig):
+class FlowMCEBMConfig(FlowConfig, OptimConfig):
     #: flow learning rate (0: the same as ``lr``, as in 000)
     flow_lr: float = 0.0
     #: MCMC steps per iteration (global and local steps both count), and their pattern
@@ -71,11 +71,6 @@ class FlowMCEBMConfig(OptimConfig):
     subsample: int = 1
     n_persistent: int = 1024
     init: Literal["flow", "uniform", "data"] = "flow"
-    #: base / tilt N(0, sigma^2 I); 0 = sigma^2 from the data's largest per-coordinate variance
-    base_scale: float = 0.0
-    flow_layers: int = 4
-    flow_hidden: int = 16
-    flow_depth: int = 2
     #: start at E = 0 by zeroing the energy's last linear layer (000 §3)
     zero_init: bool = True
     #: lambda * mean(E(x+)^2 + E(x-)^2) (000 App. C.6; 0 = off)
@@ -93,12 +88,10 @@ class FlowMCEBM(TrainingAlgorithm):
         if cfg.subsample < 1 or cfg.n_steps < cfg.subsample or cfg.n_steps % cfg.subsample:
             raise ConfigError(f"subsample must divide n_steps ({cfg.n_steps}), got {cfg.subsample}")
         data = problem.data
-        sigma = cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
-        self.flow = RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, sigma).to(
-            device=data.device, dtype=data.dtype)
+        self.flow = flow_for(cfg, data)
         if cfg.zero_init:
             zero_last_layer(energy)
-        s2 = sigma**2
+        s2 = base_sigma(cfg, data) ** 2
         tilt(energy, lambda x: 0.5 * x.pow(2).sum(-1) / s2)  # -log rho(x) up to a constant
         self.optimizer = make_optimizer(energy, cfg)
         self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=cfg.flow_lr or cfg.lr)

@@ -27,6 +27,7 @@ through it, e.g. for a gradient, is not counted separately, as ``grad_evals`` co
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +134,29 @@ class RealNVP(nn.Module):
         z = self.base_sample(n)
         x, ladj = self.forward(z, work)
         return x, self.base_log_prob(z) - ladj
+
+
+@dataclass
+class FlowConfig:
+    """The companion flow's shape and base, shared by the Configs of the flow-assisted algorithms:
+    ``flow_layers`` couplings whose nets have ``flow_depth`` linear layers of ``flow_hidden`` units, base
+    N(0, sigma^2 I) with sigma = ``base_scale``, or from the data when 0 (``data_base_scale``)."""
+
+    base_scale: float = 0.0
+    flow_layers: int = 4
+    flow_hidden: int = 16
+    flow_depth: int = 2
+
+
+def base_sigma(cfg: FlowConfig, data: Tensor) -> float:
+    """The base's standard deviation: ``base_scale`` if set, else from the data (``data_base_scale``)."""
+    return cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
+
+
+def flow_for(cfg: FlowConfig, data: Tensor) -> RealNVP:
+    """The RealNVP a FlowConfig describes, on the data's device and dtype, starting at the identity map."""
+    return RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, base_sigma(cfg, data)).to(
+        device=data.device, dtype=data.dtype)
 
 
 def data_base_scale(data: Tensor) -> float:

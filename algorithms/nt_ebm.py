@@ -46,7 +46,7 @@ from torch import Tensor
 from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.energies import Energy
-from algorithms.flows import RealNVP, data_base_scale, fit_flow
+from algorithms.flows import FlowConfig, RealNVP, fit_flow, flow_for
 from algorithms.mcmc import HMC, MALA, Adaptation, ChainStats
 from algorithms.samplers import ChainBank
 from algorithms.tilt import Raw, tilt, zero_last_layer
@@ -74,16 +74,12 @@ class LatentEnergy(Energy):
 
 
 @dataclass
-class FlowBackboneConfig(OptimConfig):
+class FlowBackboneConfig(FlowConfig, OptimConfig):
     beta1: float = 0.99  # 001 A.4
     #: flow pre-training by maximum likelihood on the data
     pretrain_steps: int = 1024
     pretrain_lr: float = 1e-2
     pretrain_batch: int = 256
-    base_scale: float = 0.0
-    flow_layers: int = 4
-    flow_hidden: int = 16
-    flow_depth: int = 2
     zero_init: bool = False
     #: the latent sampler (NT-EBM's training sampler; NCE-EBM's sampler for chains after training)
     sampler: Literal["mala", "hmc"] = "mala"
@@ -105,9 +101,7 @@ class FlowBackboneEBM(TrainingAlgorithm):
         super().__init__(problem, energy, config)
         cfg = config
         data = problem.data
-        sigma = cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
-        self.flow = RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, sigma).to(
-            device=data.device, dtype=data.dtype)
+        self.flow = flow_for(cfg, data)
         self.pretrain_loglik = fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
                                         self.work)
         self.flow.requires_grad_(False)
