@@ -10,6 +10,7 @@ states, which is what the metrics need.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -46,8 +47,52 @@ class Problem:
         return self.target.box
 
 
+def bounds(lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False, doc: str = "") -> dict:
+    """Field metadata giving a numeric field's valid range, checked by ``check_values`` (and so by
+    ``build_config``): ``x: float = field(default=0.1, metadata=POSITIVE)``. ``doc`` says what 0 means, etc."""
+    return {"bounds": (lo, lo_open, hi, hi_open, doc)}
+
+
+POSITIVE = bounds(0, lo_open=True)
+NONNEG = bounds(0)
+AT_LEAST_1 = bounds(1)
+UNIT = bounds(0, 1)  # [0, 1]
+
+
+def _range_text(lo, lo_open, hi, hi_open) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if lo is None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def check_values(obj, where: str = "") -> None:
+    """The one value check of every config dataclass: numbers are finite (no nan / inf) and inside the range
+    their field's ``bounds`` metadata gives. Raises ConfigError naming the parameter, its value and its range."""
+    prefix = f"{where}: " if where else ""
+    for f in dataclasses.fields(obj):
+        val = getattr(obj, f.name)
+        items = val.items() if isinstance(val, dict) else [(None, val)]
+        for k, v in items:
+            name = f.name if k is None else f"{f.name}[{k!r}]"
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if not math.isfinite(v):
+                raise ConfigError(f"{prefix}parameter {name!r} must be finite, got {v!r}")
+            if "bounds" not in f.metadata:
+                continue
+            lo, lo_open, hi, hi_open, doc = f.metadata["bounds"]
+            bad = ((lo is not None and (v < lo or (lo_open and v == lo)))
+                   or (hi is not None and (v > hi or (hi_open and v == hi))))
+            if bad:
+                raise ConfigError(f"{prefix}parameter {name!r} must be {_range_text(lo, lo_open, hi, hi_open)}"
+                                  f"{f' ({doc})' if doc else ''}, got {v!r}")
+
+
 def build_config(cls, values: dict, where: str):
-    """Instantiate the dataclass ``cls`` from ``values``, checking names and types."""
+    """Instantiate the dataclass ``cls`` from ``values``, checking names, types and value ranges (field
+    ``bounds`` metadata, and whatever the class's ``__post_init__`` checks across fields)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     out = {}
@@ -56,9 +101,12 @@ def build_config(cls, values: dict, where: str):
             raise ConfigError(f"{where}: unknown parameter {key!r}; valid: {', '.join(sorted(fields))}")
         out[key] = _coerce(val, hints[key], f"{where}: parameter {key!r}")
     try:
-        return cls(**out)
+        obj = cls(**out)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    check_values(obj, where)
+    return obj
 
 
 def _coerce(val, hint, where):

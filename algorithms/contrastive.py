@@ -13,18 +13,20 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm, bounds
 from algorithms.samplers import ula
+
+BETA = bounds(0, 1, hi_open=True)  # Adam's moment decay rates
 
 
 @dataclass
 class OptimConfig:
     """The optimiser of the energy's parameters (shared by every maximum-likelihood algorithm)."""
 
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata=POSITIVE)
     optimizer: Literal["adam", "sgd"] = "adam"
-    beta1: float = 0.9
-    beta2: float = 0.999
+    beta1: float = field(default=0.9, metadata=BETA)
+    beta2: float = field(default=0.999, metadata=BETA)
     #: learning rates of named energy parameters that differ from ``lr`` (e.g. 003: {"z": 0.125})
     param_lr: dict[str, float] = field(default_factory=dict)
 
@@ -32,13 +34,13 @@ class OptimConfig:
 @dataclass
 class ContrastiveConfig(OptimConfig):
     #: ULA steps per training iteration and step size h (x' = x - h grad U + sqrt(2h) xi)
-    n_steps: int = 10
-    step_size: float = 0.01
+    n_steps: int = field(default=10, metadata=AT_LEAST_1)
+    step_size: float = field(default=0.01, metadata=POSITIVE)
     #: lambda * mean(U(x+)^2 + U(x-)^2), the energy-magnitude regulariser of 000 App. C.6 (0 = off)
-    energy_reg: float = 0.0
+    energy_reg: float = field(default=0.0, metadata=NONNEG)
     #: multiplies the Langevin noise of the negative chains: < 1 is the reduced-noise heuristic of 002 §5.2
     #: (the chains then sample exp(-U / s^2)); 1 is ULA proper
-    noise_scale: float = 1.0
+    noise_scale: float = field(default=1.0, metadata=NONNEG)
 
 
 def make_optimizer(energy, cfg):

@@ -31,12 +31,12 @@ Choices the papers leave open, and ours:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
-from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, fit_flow, flow_for
 from algorithms.samplers import h_from_004_delta, ula
@@ -52,17 +52,17 @@ class CoopFlowConfig(FlowConfig, OptimConfig):
     setting: Literal["t30", "t200", "pre"] = "pre"
     #: Langevin steps T (0 = the setting's) and step: h = ``step_size`` if > 0, else delta^2 / 2 with
     #: delta = ``delta`` if > 0, else the setting's
-    n_steps: int = 0
-    delta: float = 0.0
-    step_size: float = 0.0
+    n_steps: int = field(default=0, metadata=NONNEG)
+    delta: float = field(default=0.0, metadata=NONNEG)
+    step_size: float = field(default=0.0, metadata=NONNEG)
     #: the flow's learning rate (0 = ``lr``), Adam (0.9, 0.999)
-    flow_lr: float = 0.0
+    flow_lr: float = field(default=0.0, metadata=NONNEG)
     #: setting "pre" only: maximum-likelihood pre-training of the flow, then iterations with it frozen
-    pretrain_steps: int = 1024
-    pretrain_lr: float = 1e-2
-    pretrain_batch: int = 256
-    warmup_iters: int = 100
-    energy_reg: float = 0.0
+    pretrain_steps: int = field(default=1024, metadata=NONNEG)
+    pretrain_lr: float = field(default=1e-2, metadata=POSITIVE)
+    pretrain_batch: int = field(default=256, metadata=AT_LEAST_1)
+    warmup_iters: int = field(default=100, metadata=NONNEG)
+    energy_reg: float = field(default=0.0, metadata=NONNEG)
 
 
 class CoopFlow(TrainingAlgorithm):

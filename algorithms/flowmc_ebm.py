@@ -37,13 +37,13 @@ Choices the paper leaves open, and ours:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm, bounds
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, base_sigma, flow_for
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC
@@ -54,27 +54,31 @@ from algorithms.tilt import tilt, zero_last_layer
 @dataclass
 class FlowMCEBMConfig(FlowConfig, OptimConfig):
     #: flow learning rate (0: the same as ``lr``, as in 000)
-    flow_lr: float = 0.0
+    flow_lr: float = field(default=0.0, metadata=NONNEG)
     #: MCMC steps per iteration (global and local steps both count), and their pattern
-    n_steps: int = 10
-    n_global: int = 1
-    n_local: int = 4
+    n_steps: int = field(default=10, metadata=AT_LEAST_1)
+    n_global: int = field(default=1, metadata=NONNEG)
+    n_local: int = field(default=4, metadata=NONNEG)
     #: i-SIR pool size (the current state takes one slot)
-    n_particles: int = 32
+    n_particles: int = field(default=32, metadata=bounds(2))
     #: initial MALA step h (adapted toward ``target_accept`` by x/÷ ``adapt_factor`` outside ``adapt_tol``)
-    step_size: float = 0.01
-    target_accept: float = 0.75
-    adapt_factor: float = 1.03
-    adapt_tol: float = 0.02
+    step_size: float = field(default=0.01, metadata=POSITIVE)
+    target_accept: float = field(default=0.75, metadata=bounds(0, 1, lo_open=True, hi_open=True))
+    adapt_factor: float = field(default=1.03, metadata=bounds(1, lo_open=True))
+    adapt_tol: float = field(default=0.02, metadata=NONNEG)
     adapt: bool = True
     #: keep k evenly spaced states of each of batch / k chains (1 = only the last step)
-    subsample: int = 1
-    n_persistent: int = 1024
+    subsample: int = field(default=1, metadata=AT_LEAST_1)
+    n_persistent: int = field(default=1024, metadata=AT_LEAST_1)
     init: Literal["flow", "uniform", "data"] = "flow"
     #: start at E = 0 by zeroing the energy's last linear layer (000 §3)
     zero_init: bool = True
     #: lambda * mean(E(x+)^2 + E(x-)^2) (000 App. C.6; 0 = off)
-    energy_reg: float = 0.0
+    energy_reg: float = field(default=0.0, metadata=NONNEG)
+
+    def __post_init__(self):
+        if self.subsample >= 1 and self.n_steps % self.subsample:
+            raise ValueError(f"subsample must divide n_steps ({self.n_steps}), got {self.subsample}")
 
 
 class FlowMCEBM(TrainingAlgorithm):
@@ -85,8 +89,6 @@ class FlowMCEBM(TrainingAlgorithm):
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         cfg = config
-        if cfg.subsample < 1 or cfg.n_steps < cfg.subsample or cfg.n_steps % cfg.subsample:
-            raise ConfigError(f"subsample must divide n_steps ({cfg.n_steps}), got {cfg.subsample}")
         data = problem.data
         self.flow = flow_for(cfg, data)
         if cfg.zero_init:

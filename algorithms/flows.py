@@ -27,11 +27,12 @@ through it, e.g. for a gradient, is not counted separately, as ``grad_evals`` co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from algorithms.base import AT_LEAST_1, NONNEG
 from algorithms.work import Work
 
 
@@ -142,10 +143,10 @@ class FlowConfig:
     ``flow_layers`` couplings whose nets have ``flow_depth`` linear layers of ``flow_hidden`` units, base
     N(0, sigma^2 I) with sigma = ``base_scale``, or from the data when 0 (``data_base_scale``)."""
 
-    base_scale: float = 0.0
-    flow_layers: int = 4
-    flow_hidden: int = 16
-    flow_depth: int = 2
+    base_scale: float = field(default=0.0, metadata=NONNEG)
+    flow_layers: int = field(default=4, metadata=AT_LEAST_1)
+    flow_hidden: int = field(default=16, metadata=AT_LEAST_1)
+    flow_depth: int = field(default=2, metadata=AT_LEAST_1)
 
 
 def base_sigma(cfg: FlowConfig, data: Tensor) -> float:

@@ -38,12 +38,12 @@ initial model, plain ULA), which collapses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
-from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, make_optimizer
 from algorithms.energies import has_exact_log_z
 from algorithms.resampling import ess_fraction, log_mean_exp, normalised_weights, resample_indices
@@ -54,10 +54,10 @@ from algorithms.tilt import tilt, zero_last_layer
 @dataclass
 class JarzynskiConfig(OptimConfig):
     #: number of walkers N and walkers moved per iteration N' (Alg. 2); 0 = all of them (Alg. 1)
-    n_walkers: int = 10_000
+    n_walkers: int = field(default=10_000, metadata=AT_LEAST_1)
     walker_batch: int = 0
     #: ULA step size h (x' = x - h grad U + sqrt(2h) xi)
-    step_size: float = 0.1
+    step_size: float = field(default=0.1, metadata=POSITIVE)
     #: where walkers start; 003: "sampled from rho_theta0" (exact samples of the initial model)
     init: Literal["model", "uniform", "normal", "data"] = "model"
     #: resampling scheme (003 A.4) and trigger: resample when E[w^2]/E[w]^2 - 1 > c, i.e. ESS < 1/(1+c);

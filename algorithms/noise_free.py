@@ -54,14 +54,14 @@ for the ODE generators, ``flow_test_loglik`` (002 §5.1), ``flow_kl`` (targets w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.base import Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, POSITIVE, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.ode import ODEFlow, SolverFailed, grad_input
 from algorithms.samplers import ula
@@ -72,16 +72,16 @@ from metrics.density import grid
 @dataclass
 class EulerDynamicsConfig:
     #: K gradient-descent steps of size h = eta/2 (002 eq. 7), from x_0 ~ N(0, I)
-    n_steps: int = 20
-    step_size: float = 0.01
+    n_steps: int = field(default=20, metadata=AT_LEAST_1)
+    step_size: float = field(default=0.01, metadata=POSITIVE)
 
 
 @dataclass
 class ODEDynamicsConfig:
     #: 002 eq. (5) and A.1: dopri5 over [0, T], T = 0.2, rtol = atol = 1e-5
-    T: float = 0.2
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    T: float = field(default=0.2, metadata=POSITIVE)
+    rtol: float = field(default=1e-5, metadata=POSITIVE)
+    atol: float = field(default=1e-5, metadata=POSITIVE)
     method: Literal["dopri5", "dopri8", "bosh3", "adaptive_heun"] = "dopri5"
     #: Hessian trace in the density (eq. 6) when training through it (ode_flow_ml) and when evaluating it:
     #: exact (d backward passes) or Hutchinson (one Rademacher probe per point and solve)

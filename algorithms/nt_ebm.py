@@ -37,13 +37,13 @@ Choices the papers leave open, and ours:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.energies import Energy
 from algorithms.flows import FlowConfig, RealNVP, fit_flow, flow_for
@@ -83,8 +83,8 @@ class FlowBackboneConfig(FlowConfig, OptimConfig):
     zero_init: bool = False
     #: the latent sampler (NT-EBM's training sampler; NCE-EBM's sampler for chains after training)
     sampler: Literal["mala", "hmc"] = "mala"
-    step_size: float = 0.01
-    n_leapfrog: int = 3
+    step_size: float = field(default=0.01, metadata=POSITIVE)
+    n_leapfrog: int = field(default=3, metadata=AT_LEAST_1)
     #: target acceptance; 0 = the sampler's default (MALA 0.75, 000; HMC 0.651, 001)
     target_accept: float = 0.0
     adapt_factor: float = 1.03

@@ -1,18 +1,23 @@
-"""Command line: ``python -m bench run|list|table|plot``.
+"""Command line: ``python -m bench run|list|table|plot|report|baseline|check``.
 
-Bad input (unknown names, malformed files, invalid values) prints one line, ``bench: error: ...``,
-exits with status 2 and writes nothing.
+Bad input (unknown names, malformed files, invalid values) and faults (a folder that cannot be written, a full
+disk, a corrupt results file, an unreachable scheduler) print one line, ``bench: error: ...``, and exit with
+status 2; bad input is found before any cell runs and nothing is written. Exit status 1: ``check`` found a
+regression; 130: interrupted (finished cells are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 from pathlib import Path
 
-from bench._ownpkg import ROOT
 from bench.errors import BenchError
+
+#: seconds to wait for a Dask scheduler to answer before giving up
+DASK_CONNECT_TIMEOUT_S = 10
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -28,7 +33,8 @@ def _names(values):
 
 
 def default_out(suite: str, fidelity: str) -> Path:
-    return ROOT / "results" / f"{suite}-{fidelity}"
+    """results/<suite>-<fidelity> under the working directory (never inside the installed package)."""
+    return Path("results") / f"{Path(suite).stem}-{fidelity}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     r = sub.add_parser("run", help="train and evaluate every cell of a suite")
-    r.add_argument("--suite", required=True)
+    r.add_argument("--suite", required=True, help="a suite name (python -m bench list) or the path of a suite file")
     r.add_argument("--fidelity", default="quick", help="smoke | quick | paper (default quick)")
     r.add_argument("--algorithms", nargs="+", help="subset of the suite's algorithms")
     r.add_argument("--targets", nargs="+", help="subset of the suite's targets")
     r.add_argument("--seeds", type=int, help="number of seeds (default: the fidelity's)")
-    r.add_argument("--out", type=Path, help="results folder (default results/<suite>-<fidelity>)")
+    r.add_argument("--out", type=Path, help="results folder (default ./results/<suite>-<fidelity>)")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
@@ -49,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", type=int, help="stop each run after this many energy-gradient evaluations")
     r.add_argument("--cell-timeout", type=float, help="record a cell as timeout after this many seconds")
     r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")
-    r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask")
+    r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask; "
+                   f"given up after {DASK_CONNECT_TIMEOUT_S} s without an answer")
 
     sub.add_parser("list", help="suites, algorithms, targets and metrics")
 
@@ -58,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         b = sub.add_parser(name, help=helptext)
         b.add_argument("--suite", required=True)
         b.add_argument("--fidelity", default="quick")
-        b.add_argument("--baseline", type=Path, help="baseline file (default results/baselines/<suite>-<fidelity>.csv)")
+        b.add_argument("--baseline", type=Path,
+                       help="baseline file (default ./results/baselines/<suite>-<fidelity>.csv)")
         b.add_argument("--results", type=Path, help="read this results folder instead of running the sweep")
         b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline; default: the fidelity's)")
         b.add_argument("--seeds", type=int, help="seeds (baseline; default: the fidelity's)")
@@ -94,6 +102,7 @@ def check_device(device: str) -> str:
 
 
 def cmd_run(args) -> int:
+    from bench.store import check_writable
     from bench.suite import load_suite, resolve_cells
     from bench.sweep import run_sweep
 
@@ -105,13 +114,11 @@ def cmd_run(args) -> int:
     for flag, value, field in (("--budget", args.budget, "grad_budget"),
                                ("--cell-timeout", args.cell_timeout, "time_limit_s")):
         if value is not None:
-            if value <= 0:
-                raise BenchError(f"{flag} must be positive, got {value}")
+            if not (math.isfinite(value) and value > 0):
+                raise BenchError(f"{flag} must be a positive number, got {value}")
             for c in cells:
                 setattr(c.train, field, value)
     out = args.out or default_out(args.suite, args.fidelity)
-    if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {out}: exists and is not a folder")
     if args.backend not in ("local", "dask"):
         raise BenchError(f"invalid --backend {args.backend!r}; valid: local, dask")
     if args.backend == "dask":
@@ -121,8 +128,9 @@ def cmd_run(args) -> int:
             import distributed  # noqa: F401
         except ImportError:
             raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
+    check_writable(out, "--out")
     store = run_sweep(cells, out, device=device, jobs=args.jobs, force=args.force, backend=args.backend,
-                      scheduler=args.scheduler)
+                      scheduler=args.scheduler, connect_timeout_s=DASK_CONNECT_TIMEOUT_S)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(store)
@@ -170,7 +178,7 @@ def cmd_plot(args) -> int:
 
 def _sweep_results(args, algorithms=None, seeds=None):
     """The results of a suite's sweep: read from --results, or run (finished cells are reused)."""
-    from bench.store import ResultStore
+    from bench.store import ResultStore, check_writable
     from bench.suite import load_suite, resolve_cells
     from bench.sweep import run_sweep
 
@@ -179,13 +187,16 @@ def _sweep_results(args, algorithms=None, seeds=None):
     suite = load_suite(args.suite)
     cells = resolve_cells(suite, args.fidelity, algorithms, None, seeds)
     out = args.out or default_out(args.suite, args.fidelity)
+    check_writable(out, "--out")
     run_sweep(cells, out, jobs=args.jobs)
     res = ResultStore(out).results()
     return res[res["cell_id"].isin({c.cell_id() for c in cells})]
 
 
 def _baseline_path(args) -> Path:
-    return args.baseline or ROOT / "results" / "baselines" / f"{args.suite}-{args.fidelity}.csv"
+    """--baseline, else results/baselines/<suite>-<fidelity>.csv under the working directory: the committed
+    baselines live in the repository (results/baselines/), not in an installed package."""
+    return args.baseline or Path("results") / "baselines" / f"{Path(args.suite).stem}-{args.fidelity}.csv"
 
 
 def cmd_baseline(args) -> int:
@@ -202,7 +213,8 @@ def cmd_check(args) -> int:
 
     path = _baseline_path(args)
     if not path.exists():
-        raise BenchError(f"{path}: no such baseline (make one with 'python -m bench baseline')")
+        raise BenchError(f"{path}: no such baseline; give one with --baseline PATH (the repository's "
+                         f"results/baselines/{path.name}) or make one with 'python -m bench baseline'")
     base = read_baseline(path)
     base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
     if base.empty:
@@ -267,6 +279,10 @@ METRICS = {
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        build_parser().print_help(sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
@@ -274,6 +290,10 @@ def main(argv=None) -> int:
         return commands[args.command](args)
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a folder that cannot be written, a lost connection: files are intact
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"bench: error: {where}{e.strerror or e} (results written so far are intact)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted (finished cells are saved)", file=sys.stderr)

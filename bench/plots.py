@@ -30,11 +30,9 @@ def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Pat
     runs = runs.sort_values("seed")
     cells = {}
     for r in runs.itertuples():
-        f = store.artifact_path(r._asdict())
-        if f.exists():
-            with np.load(f) as z:
-                if "grid_log_density" in z:
-                    cells[(r.algorithm, r.target)] = (z["grid_log_density"], z["box"])
+        z = store.artifact(r._asdict())
+        if z is not None and "grid_log_density" in z:
+            cells[(r.algorithm, r.target)] = (z["grid_log_density"], z["box"])
     if not cells:
         return None
     algos = sorted({a for a, _ in cells})
@@ -156,12 +154,9 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
     runs = results[results["status"] == "ok"].drop_duplicates(["suite", "fidelity", "target", "algorithm"])
     rows = []
     for r in runs.sort_values(["target", "algorithm", "seed"]).itertuples():
-        f = store.artifact_path(r._asdict())
-        if not f.exists():
-            continue
-        with np.load(f) as z:
-            if "flow_grid_log_density" in z:
-                rows.append((r.target, r.algorithm, {k: z[k] for k in z.files}))
+        z = store.artifact(r._asdict())
+        if z is not None and "flow_grid_log_density" in z:
+            rows.append((r.target, r.algorithm, z))
     if not rows:
         return None
     fig, axes = plt.subplots(len(rows), 4, figsize=(10.4, 2.6 * len(rows)), squeeze=False)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 
 import datasets
 from bench import tables
-from bench.store import ResultStore, atomic_write_bytes, atomic_write_csv
+from bench.store import ResultStore, save_outputs
 
 
 def _reference(suite: str) -> str | None:
@@ -21,7 +23,7 @@ def _reference(suite: str) -> str | None:
 def write_tables(store: ResultStore) -> str:
     res = store.results()
     out = store.out / "tables"
-    parts = []
+    parts, files = [], {}
     truth = {t: datasets.get_target(t).mode_weights.tolist()
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
     specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
@@ -44,9 +46,13 @@ def write_tables(store: ResultStore) -> str:
     ]
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4g}".format):
         for name, title, df in specs:
-            atomic_write_csv(out / f"{name}.csv", df.reset_index() if df.index.name or df.index.nlevels > 1 else df)
+            flat = df.reset_index() if df.index.name or df.index.nlevels > 1 else df
+            files[out / f"{name}.csv"] = flat.to_csv(index=False).encode()
             if name != "summary":
                 parts.append(f"## {title}\n{df.to_string() if len(df) else '(no data)'}\n")
     text = "\n".join(parts)
-    atomic_write_bytes(out / "tables.txt", text.encode())
+    files[out / "tables.txt"] = text.encode()
+    err = save_outputs(files)
+    if err:  # a read-only or full results folder: the tables are still printed
+        print(f"bench: warning: tables not saved in {out} ({err.strerror or err})", file=sys.stderr)
     return text

@@ -7,12 +7,16 @@ fully written to a temporary file in the same folder, so a killed run never leav
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import tempfile
+import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +75,76 @@ def atomic_write_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def check_writable(folder: Path, what: str = "") -> None:
+    """Fail now, before any compute, if ``folder`` cannot be created and written; leaves nothing behind
+    (folders it had to create for the test are removed again)."""
+    folder = Path(folder)
+    name = f"{what} {folder}" if what else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BenchError(f"{name}: exists and is not a folder")
+    created, p = [], folder
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    try:
+        for d in reversed(created):
+            d.mkdir()
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BenchError(f"{name}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt: a cell's artifact and its
+    rows are written together or not at all. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    old = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def save_outputs(files: dict[Path, bytes]) -> OSError | None:
+    """Write derived outputs (tables, figures), each atomically; returns the error instead of raising it, so
+    that a read-only or full results folder still lets the caller show what it computed."""
+    try:
+        for path, data in files.items():
+            atomic_write_bytes(path, data)
+    except OSError as e:
+        return e
+    return None
+
+
+def read_artifact(path: Path) -> dict:
+    """The arrays of a cell's .npz artifact; a truncated or corrupt file is a one-line BenchError naming it."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise BenchError(f"{path}: corrupt cell artifact ({str(e).splitlines()[0] or type(e).__name__}); "
+                         "re-run its cell with --force") from None
+
+
 def read_table(path: Path, required=KEY) -> pd.DataFrame:
     path = Path(path)
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:
         raise BenchError(f"{path}: no such file (run 'python -m bench run' first)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise BenchError(f"{path}: not a readable results table ({str(e).splitlines()[0]})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -102,30 +169,62 @@ class ResultStore:
         atomic_write_csv(path, new)
 
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
-        """Record one finished cell; rows of an earlier run of the same cell are replaced."""
-        if artifacts:
-            atomic_write_npz(self.artifact_path(cell), **artifacts)
-        if traces:
-            self._merge(TRACES, pd.DataFrame(traces))
-        self._merge(RESULTS, pd.DataFrame(rows))
+        """Record one finished cell; rows of an earlier run of the same cell are replaced. Ctrl-C waits until
+        the cell is written; its rows (written last) mark it finished."""
+        with sigint_deferred():
+            if artifacts:
+                atomic_write_npz(self.artifact_path(cell), **artifacts)
+            if traces:
+                self._merge(TRACES, pd.DataFrame(traces))
+            self._merge(RESULTS, pd.DataFrame(rows))
 
     def artifact_path(self, cell: dict) -> Path:
         return self.out / "cells" / "{suite}-{fidelity}-{target}-{algorithm}-seed{seed}.npz".format(**cell)
 
+    def artifact(self, cell: dict) -> dict | None:
+        """The arrays saved with a cell, or None if it has none."""
+        path = self.artifact_path(cell)
+        return read_artifact(path) if path.exists() else None
+
     def results(self) -> pd.DataFrame:
-        return read_table(self.out / RESULTS)
+        """results.csv, checked: the columns every reader needs, numbers in ``value``, targets this code
+        knows; a row repeated for the same run and metric counts once (the last one)."""
+        return check_results(read_table(self.out / RESULTS, required=RESULT_COLUMNS), self.out / RESULTS)
 
     def finished_ids(self) -> set[str]:
         """cell_ids of the cells already recorded (any outcome: ok, diverged, timeout)."""
-        path = self.out / RESULTS
-        if not path.exists():
+        if not (self.out / RESULTS).exists():
             return set()
-        res = read_table(path)
+        res = self.results()
         return set(res["cell_id"].dropna()) if "cell_id" in res.columns else set()
 
     def traces(self) -> pd.DataFrame:
         path = self.out / TRACES
         return read_table(path) if path.exists() else pd.DataFrame(columns=[*KEY, "iteration", "metric", "value"])
+
+
+RESULT_COLUMNS = [*KEY, "metric", "value", "status"]
+
+
+def check_results(res: pd.DataFrame, path: Path) -> pd.DataFrame:
+    import datasets
+
+    value = pd.to_numeric(res["value"], errors="coerce")
+    bad = value.isna() & res["value"].notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise BenchError(f"{path}: line {i + 2}: value {res['value'].iloc[i]!r} is not a number")
+    unknown = sorted(set(res["target"].astype(str)) - set(datasets.TARGETS))
+    if unknown:
+        raise BenchError(f"{path}: unknown target {unknown[0]!r} (results of another version of the code?); "
+                         f"known: {', '.join(sorted(datasets.TARGETS))}")
+    seed = pd.to_numeric(res["seed"], errors="coerce")
+    bad = seed.isna() | (seed != seed.round())
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise BenchError(f"{path}: line {i + 2}: seed {res['seed'].iloc[i]!r} is not an integer")
+    res = res.assign(value=value, seed=seed.astype(int))
+    return res.drop_duplicates([*KEY, "metric"], keep="last").reset_index(drop=True)
 
 
 def config_json(config: dict) -> str:

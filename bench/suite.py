@@ -14,13 +14,13 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import algorithms
 import datasets
-from algorithms.base import ConfigError, build_config
+from algorithms.base import AT_LEAST_1, NONNEG, ConfigError, bounds, build_config
 from bench.errors import BenchError
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -28,33 +28,42 @@ SUITES_DIR = Path(__file__).parent / "suites"
 
 @dataclass
 class TrainConfig:
-    """Training loop and evaluation settings shared by every algorithm."""
+    """Training loop and evaluation settings shared by every algorithm. Each field's valid range is its
+    ``bounds`` metadata, checked with every other config by ``algorithms.base.build_config``."""
 
     energy: str = "toy_mlp"
     dtype: Literal["float32", "float64"] = "float32"
-    n_data: int = 60_000
-    batch_size: int = 256
+    n_data: int = field(default=60_000, metadata=AT_LEAST_1)
+    batch_size: int = field(default=256, metadata=AT_LEAST_1)
     #: training length: ``n_iters``, or ``epochs`` over n_data (n_iters = ceil(epochs * n_data / batch))
-    n_iters: int = 0
-    epochs: float = 0.0
+    n_iters: int = field(default=0, metadata=NONNEG)
+    epochs: float = field(default=0.0, metadata=NONNEG)
     #: iterations between trace points (mode weights over training); 0: only at the end
-    eval_every: int = 0
+    eval_every: int = field(default=0, metadata=NONNEG)
     #: evaluation grid resolution per axis, and the coarser grid used for traces
-    eval_grid: int = 200
-    trace_grid: int = 100
+    eval_grid: int = field(default=200, metadata=bounds(2))
+    trace_grid: int = field(default=100, metadata=bounds(2))
     #: held-out target samples for the log-density error
-    n_eval_samples: int = 10_000
-    #: independent chains and draws for R-hat / ESS after training (000 Table 2: 128 chains)
-    n_chains: int = 128
-    n_draws: int = 500
+    n_eval_samples: int = field(default=10_000, metadata=AT_LEAST_1)
+    #: independent chains and draws for R-hat / ESS after training (000 Table 2: 128 chains); split R-hat
+    #: needs at least 2 chains of 4 draws; n_chains = 0: no R-hat / ESS
+    n_chains: int = field(default=128, metadata=NONNEG)
+    n_draws: int = field(default=500, metadata=NONNEG)
     #: negative samples used to estimate their mode weights after training
-    n_negatives: int = 8192
+    n_negatives: int = field(default=8192, metadata=AT_LEAST_1)
     #: exact model samples for the model's mode weights where no grid is used (energies with sample_exact)
-    n_model_samples: int = 100_000
+    n_model_samples: int = field(default=100_000, metadata=AT_LEAST_1)
     #: stop after this many energy-gradient evaluations (0: no budget), to compare algorithms at equal work
-    grad_budget: int = 0
+    grad_budget: int = field(default=0, metadata=NONNEG)
     #: record the cell as "timeout" past this many seconds of training (0: no limit)
-    time_limit_s: float = 0.0
+    time_limit_s: float = field(default=0.0, metadata=NONNEG)
+
+    def __post_init__(self):
+        if self.batch_size > self.n_data:
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_data ({self.n_data})")
+        if self.n_chains == 1 or (self.n_chains and self.n_draws < 4):
+            raise ValueError(f"R-hat needs n_chains >= 2 and n_draws >= 4 (n_chains = 0: none), got n_chains = "
+                             f"{self.n_chains}, n_draws = {self.n_draws}")
 
     def iterations(self) -> int:
         if self.n_iters > 0:
@@ -102,18 +111,64 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
-def load_suite(name: str) -> dict:
+def suite_path(name: str) -> Path:
+    """A suite given by name (a file bench/suites/NAME.toml) or by the path of a TOML file (a user's own)."""
+    if name.endswith(".toml") or "/" in name or "\\" in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise BenchError(f"--suite {name}: no such suite file")
+        return path
     path = SUITES_DIR / f"{name}.toml"
     if not path.exists():
-        raise BenchError(f"unknown suite {name!r}; valid: {', '.join(available_suites())}")
+        raise BenchError(f"unknown suite {name!r}; valid: {', '.join(available_suites())}, or the path of a "
+                         "suite file (NAME.toml)")
+    return path
+
+
+def _names_list(path, data, key) -> list[str]:
+    names = data.get(key)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise BenchError(f"{path}: '{key}' must be a non-empty list of names")
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise BenchError(f"{path}: '{key}' lists {dup!r} twice")
+    return names
+
+
+def load_suite(name: str) -> dict:
+    """Read and check the shape of a suite file (names and values are checked by ``resolve_cells``)."""
+    path = suite_path(name)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise BenchError(f"{path}: malformed suite file ({e})") from None
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read the suite file ({e.strerror})") from None
     for key in ("targets", "algorithms", "fidelity"):
         if key not in data:
             raise BenchError(f"{path}: missing '{key}'")
-    data["name"] = name
+        if key != "fidelity":
+            _names_list(path, data, key)
+    fids = data["fidelity"]
+    if not isinstance(fids, dict) or not fids or not all(isinstance(v, dict) for v in fids.values()):
+        raise BenchError(f"{path}: 'fidelity' must be tables [fidelity.NAME] (e.g. [fidelity.quick]), "
+                         f"got {fids!r}")
+    for fname, fid in fids.items():
+        for sec in ("defaults", "algorithms", "targets", "cells"):
+            val = fid.get(sec, {})
+            nested = sec != "defaults"
+            if not isinstance(val, dict) or (nested and not all(isinstance(v, dict) for v in val.values())):
+                what = f"[fidelity.{fname}.{sec}.NAME] tables" if nested else f"a table [fidelity.{fname}.{sec}]"
+                raise BenchError(f"{path}: fidelity.{fname}.{sec} must be {what}")
+        seeds = fid.get("seeds", 1)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise BenchError(f"{path}: fidelity.{fname}.seeds must be an integer >= 1, got {seeds!r}")
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise BenchError(f"{path}: 'variants' must be tables [variants.NAME]")
+    data["name"] = path.stem
     data["path"] = str(path)
     return data
 
@@ -122,6 +177,18 @@ def _check_names(kind: str, names, valid) -> None:
     bad = [n for n in names if n not in valid]
     if bad:
         raise BenchError(f"unknown {kind} {bad[0]!r}; valid: {', '.join(sorted(valid))}")
+
+
+def _selection(kind: str, names, suite: dict) -> list[str]:
+    """Names picked on the command line: each one of the suite's own, and none twice."""
+    valid = suite[f"{kind}s"]
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise BenchError(f"unknown {kind} {bad[0]!r} for suite {suite['name']}; valid: {', '.join(valid)}")
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise BenchError(f"{kind} {dup!r} given twice")
+    return list(names)
 
 
 def _variants(suite: dict) -> dict[str, tuple[str, dict]]:
@@ -149,11 +216,9 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     _check_names("algorithm", suite["algorithms"], base_of)
     fid = fids[fidelity]
     # a fidelity may run a subset of the suite's algorithms unless others are named on the command line
-    algos = list(algorithm_names or fid.get("default_algorithms") or suite["algorithms"])
-    _check_names("algorithm", fid.get("default_algorithms", []), base_of)
-    targets = list(target_names or suite["targets"])
-    _check_names("algorithm", algos, base_of)
-    _check_names("target", targets, datasets.TARGETS)
+    _check_names("algorithm", fid.get("default_algorithms", []), suite["algorithms"])
+    algos = _selection("algorithm", algorithm_names or fid.get("default_algorithms") or suite["algorithms"], suite)
+    targets = _selection("target", target_names or suite["targets"], suite)
     n_seeds = int(seeds if seeds is not None else fid.get("seeds", 1))
     if n_seeds < 1:
         raise BenchError(f"--seeds must be at least 1, got {n_seeds}")
@@ -205,4 +270,25 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                 raise BenchError(msg if msg.startswith(str(suite["path"])) else f"{where}: {msg}") from None
             for s in range(n_seeds):
                 cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base))
+    dry_run(cells)
     return cells
+
+
+def dry_run(cells: list[Cell]) -> None:
+    """Build what each cell needs before any cell runs (its target, its energy, its optimiser's parameter
+    groups), so that a bad name or a constraint between settings fails now, not after hours of compute. The
+    constraints inside one config are checked when it is built (``build_config``)."""
+    from algorithms.contrastive import OptimConfig, make_optimizer
+    from algorithms.energies import make_energy
+
+    energies = {}
+    for c in cells:
+        where = f"{c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
+        key = (c.target, c.train.energy)
+        try:
+            if key not in energies:
+                energies[key] = make_energy(c.train.energy, datasets.get_target(c.target).dim)
+            if isinstance(c.algo, OptimConfig):
+                make_optimizer(energies[key], c.algo)
+        except (ValueError, TypeError) as e:
+            raise BenchError(f"{where}: {e}") from None

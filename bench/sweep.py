@@ -4,20 +4,48 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
+from bench.errors import BenchError
 from bench.runner import run_cell
 from bench.store import ResultStore, code_version
 
 
-def _run(cell, device, progress, threads):
+def _run(cell, device, progress, threads, worker=False):
+    if worker and threading.current_thread() is threading.main_thread():
+        # Ctrl-C reaches every process of the terminal's group: a worker leaves it to the sweep, which stops
+        # the pool and keeps the cells that came back, instead of dying mid-cell (and leaking its semaphores)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # tqdm's default lock is a multiprocessing semaphore, leaked (with a warning) when the pool is stopped
+        tqdm.set_lock(threading.RLock())
     return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
 
 
+def _stop_local_workers() -> None:
+    """Shut joblib's process pool down now (on Ctrl-C or an error), so that no worker outlives the sweep and
+    the pool's semaphores are released."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
+def connect(scheduler: str, timeout_s: float):
+    """A client of the Dask scheduler at ``scheduler``; a one-line BenchError if it does not answer in time."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=timeout_s)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise BenchError(f"--scheduler {scheduler}: no Dask scheduler answered within {timeout_s:g} s "
+                         f"({type(e).__name__})") from None
+
+
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
-              scheduler: str | None = None) -> ResultStore:
+              scheduler: str | None = None, connect_timeout_s: float = 10) -> ResultStore:
     """Run the cells not yet finished in ``out`` (all of them with ``force``); each finished cell is written
     to the store by this process as soon as it comes back, so a killed sweep, or a lost worker, loses no
     finished cell and a re-run resumes where it stopped.
@@ -43,20 +71,23 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     bar = tqdm(total=len(cells), desc="cells", unit="cell")
     with contextlib.ExitStack() as stack:
         if backend == "dask":
-            from distributed import Client
-
-            stack.enter_context(Client(scheduler))
+            stack.enter_context(connect(scheduler, connect_timeout_s))
             stack.enter_context(parallel_config(backend="dask"))
             n_jobs, threads = -1, 1
         if n_jobs == 1:
             results = (_run(c, device, True, threads) for c in cells)
         else:
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_run)(c, device, False, threads) for c in cells)
-        for key, (rows, traces, art) in results:
-            store.add(rows, traces, art, key)
-            status = rows[0]["status"] if rows else "?"
-            bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
-            bar.update()
+                delayed(_run)(c, device, False, threads, True) for c in cells)
+        try:
+            for key, (rows, traces, art) in results:
+                store.add(rows, traces, art, key)
+                status = rows[0]["status"] if rows else "?"
+                bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
+                bar.update()
+        except BaseException:
+            if n_jobs != 1 and backend == "local":
+                _stop_local_workers()
+            raise
     bar.close()
     return store

@@ -26,8 +26,10 @@ def one_line_error(capsys, argv, match):
     "argv, match",
     [
         (["run", "--suite", "toy3d"], "unknown suite 'toy3d'; valid: gmm50d, "),
-        (["run", "--suite", "toy2d", "--algorithms", "ula_ebm,nope"], "unknown algorithm 'nope'; valid: cd,"),
-        (["run", "--suite", "toy2d", "--targets", "moons"], "unknown target 'moons'; valid: "),
+        (["run", "--suite", "toy2d", "--algorithms", "ula_ebm,nope"],
+         "unknown algorithm 'nope' for suite toy2d; valid: ula_ebm, cd,"),
+        (["run", "--suite", "toy2d", "--targets", "moons"],
+         "unknown target 'moons' for suite toy2d; valid: two_mode, "),
         (["run", "--suite", "toy2d", "--fidelity", "huge"], "unknown fidelity 'huge'"),
         (["run", "--suite", "toy2d", "--seeds", "0"], "--seeds must be at least 1"),
         (["run", "--suite", "toy2d", "--seeds", "two"], "invalid int value"),
@@ -156,7 +158,7 @@ def test_gmm50d_smoke_with_variants(tmp_path, capsys):
 
 def test_bad_variants(capsys, tmp_path, monkeypatch):
     one_line_error(capsys, ["run", "--suite", "gmm50d", "--algorithms", "jarzynski[c=9]"],
-                   "unknown algorithm 'jarzynski[c=9]'; valid: ")
+                   "unknown algorithm 'jarzynski[c=9]' for suite gmm50d; valid: jarzynski, ")
     monkeypatch.setattr(suite_mod, "SUITES_DIR", tmp_path)
     (tmp_path / "v.toml").write_text('targets = ["two_mode"]\nalgorithms = ["x"]\n[variants.x]\nalgorithm = "nope"\n'
                                      '[fidelity.quick.defaults]\nn_iters = 3\n')

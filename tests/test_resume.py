@@ -108,8 +108,9 @@ def test_time_limit_and_budget(tmp_path):
     assert row["status"] == "ok" and row["n_iters"] == 2 and row["grad_evals"] == 256
 
 
-@pytest.mark.parametrize("flag", ["--budget", "--cell-timeout"])
-def test_bad_budget_and_timeout(flag, capsys, tmp_path):
-    assert main([*SMOKE, flag, "0", "--out", str(tmp_path / "x")]) == 2
-    assert "must be positive" in capsys.readouterr().err
+@pytest.mark.parametrize("flag, value", [("--budget", "0"), ("--budget", "-5"), ("--cell-timeout", "0"),
+                                         ("--cell-timeout", "nan"), ("--cell-timeout", "inf")])
+def test_bad_budget_and_timeout(flag, value, capsys, tmp_path):
+    assert main([*SMOKE, flag, value, "--out", str(tmp_path / "x")]) == 2
+    assert f"{flag} must be a positive number" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

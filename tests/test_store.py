@@ -10,7 +10,7 @@ from bench.store import ResultStore, atomic_write_csv
 
 
 def rows(seed, value):
-    key = {"suite": "s", "target": "t", "algorithm": "a", "fidelity": "quick", "seed": seed}
+    key = {"suite": "s", "target": "two_mode", "algorithm": "a", "fidelity": "quick", "seed": seed}
     return [{**key, "metric": "m", "value": value, "status": "ok"}], key
 
 

@@ -1,0 +1,135 @@
+"""Everything is validated before the first cell runs: names against the suite's own lists, every cell's
+config and value ranges, the energy of every cell; bad input is one line, exit 2, and nothing written."""
+
+import dataclasses
+
+import pytest
+
+import algorithms
+from algorithms.base import ConfigError, build_config, check_values
+from bench import suite as suite_mod
+from bench import sweep as sweep_mod
+from bench.cli import main
+from bench.suite import TrainConfig, load_suite, resolve_cells
+
+HEAD = 'targets = ["two_mode", "rings"]\nalgorithms = ["cd", "flowmc_ebm"]\n'
+SMOKE = "[fidelity.quick.defaults]\nn_iters = 2\nn_data = 64\nbatch_size = 8\n"
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Any cell that starts running fails the test: validation must happen before compute."""
+    def boom(*a, **k):
+        raise AssertionError("a cell ran before validation finished")
+
+    monkeypatch.setattr(sweep_mod, "run_cell", boom)
+
+
+def one_line(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: "), err
+    assert match in err[0], err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("extra, match", [
+    ('energy = "toy_mpl"\n', "unknown energy 'toy_mpl'; valid: "),
+    ("lr = nan\n", "parameter 'lr' must be finite, got nan"),
+    ("lr = inf\n", "parameter 'lr' must be finite, got inf"),
+    ("lr = 0\n", "parameter 'lr' must be > 0, got 0.0"),
+    ("step_size = -1\n", "parameter 'step_size' must be > 0, got -1.0"),
+    ("eval_grid = 0\n", "parameter 'eval_grid' must be >= 2, got 0"),
+    ("batch_size = 0\n", "parameter 'batch_size' must be >= 1, got 0"),
+    ("batch_size = 128\n", "batch_size (128) must not exceed n_data (64)"),
+    ("n_chains = 1\n", "R-hat needs n_chains >= 2 and n_draws >= 4 (n_chains = 0: none), got n_chains = 1"),
+    ("beta1 = 1.0\n", "parameter 'beta1' must be in [0, 1), got 1.0"),
+    ("n_steps = 6\nsubsample = 4\n", "flowmc_ebm/two_mode: subsample must divide n_steps (6), got 4"),
+    ("target_accept = 1.5\n", "parameter 'target_accept' must be in (0, 1), got 1.5"),
+    ('param_lr = { nope = 0.1 }\n', "param_lr names unknown energy parameters ['nope']"),
+])
+def test_bad_values_fail_before_any_cell(extra, match, capsys, tmp_path, monkeypatch, no_compute):
+    """Each of these once ran a cell (or several) first, or was recorded as 'diverged', or was a traceback."""
+    path = tmp_path / "mine.toml"
+    path.write_text(HEAD + SMOKE + "[fidelity.quick.targets.two_mode]\n" + extra)
+    out = tmp_path / "out"
+    line = one_line(capsys, ["run", "--suite", str(path), "--out", str(out)], match)
+    assert str(path) in line or "mine [fidelity.quick]" in line  # says where
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, match", [
+    (HEAD + "fidelity = 3\n", "'fidelity' must be tables [fidelity.NAME]"),
+    (HEAD + "[fidelity]\nquick = 3\n", "'fidelity' must be tables [fidelity.NAME]"),
+    (HEAD + "[fidelity.quick]\nseeds = 0\n", "fidelity.quick.seeds must be an integer >= 1, got 0"),
+    (HEAD + "[fidelity.quick]\ndefaults = 1\n", "fidelity.quick.defaults must be a table"),
+    (HEAD + "[fidelity.quick.algorithms]\ncd = 1\n", "fidelity.quick.algorithms must be [fidelity.quick.algorithms"),
+    ('targets = "two_mode"\nalgorithms = ["cd"]\n' + SMOKE, "'targets' must be a non-empty list of names"),
+    ('targets = ["two_mode", "two_mode"]\nalgorithms = ["cd"]\n' + SMOKE, "'targets' lists 'two_mode' twice"),
+    ('targets = ["two_mode"]\nalgorithms = []\n' + SMOKE, "'algorithms' must be a non-empty list of names"),
+])
+def test_malformed_suite_structure(text, match, capsys, tmp_path, no_compute):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    one_line(capsys, ["run", "--suite", str(path), "--out", str(tmp_path / "o")], match)
+    assert not (tmp_path / "o").exists()
+
+
+def test_non_utf8_and_missing_suite_files(capsys, tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(HEAD.encode() + b'description = "caf\xe9"\n' + SMOKE.encode())
+    one_line(capsys, ["run", "--suite", str(path)], "latin1.toml: not a UTF-8 text file")
+    one_line(capsys, ["run", "--suite", str(tmp_path / "none.toml")], "none.toml: no such suite file")
+
+
+def test_a_suite_file_outside_the_package_runs(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(HEAD + SMOKE)
+    suite = load_suite(str(path))
+    assert suite["name"] == "mine"
+    cells = resolve_cells(suite, "quick")
+    assert {(c.algorithm, c.target) for c in cells} == {(a, t) for a in ["cd", "flowmc_ebm"]
+                                                          for t in ["two_mode", "rings"]}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--suite", "toy2d", "--algorithms", "noise_free_ode"], "unknown algorithm 'noise_free_ode' for suite toy2d"),
+    (["--suite", "gmm50d", "--targets", "two_mode"], "unknown target 'two_mode' for suite gmm50d; valid: gmm50d"),
+    (["--suite", "toy2d", "--algorithms", "cd", "cd"], "algorithm 'cd' given twice"),
+    (["--suite", "toy2d", "--targets", "rings,rings"], "target 'rings' given twice"),
+])
+def test_names_are_checked_against_the_suites_own_lists(argv, match, capsys, tmp_path, no_compute):
+    """A registered algorithm or target that the suite does not list would run on untuned defaults."""
+    one_line(capsys, ["run", *argv, "--out", str(tmp_path / "o")], match)
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_command_prints_usage(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m bench") and "run" in err and "check" in err
+
+
+def test_every_shipped_cell_validates():
+    """The dry run (configs, ranges, energies, optimiser groups) passes for every cell the suites ship."""
+    for name in suite_mod.available_suites():
+        suite = load_suite(name)
+        for fid in suite["fidelity"]:
+            assert resolve_cells(suite, fid, algorithm_names=suite["algorithms"])
+
+
+def test_range_check_catches_each_violation():
+    """The shared check: nan anywhere, and each bound kind (closed, open, upper) on its edge."""
+    with pytest.raises(ConfigError, match="'time_limit_s' must be finite"):
+        build_config(TrainConfig, {"time_limit_s": float("nan")}, "w")
+    assert build_config(TrainConfig, {"time_limit_s": 0.0, "n_chains": 2, "n_draws": 4}, "w").n_chains == 2
+    cfg = algorithms.ALGORITHMS["flowmc_ebm"].Config
+    with pytest.raises(ConfigError, match=r"'target_accept' must be in \(0, 1\)"):
+        build_config(cfg, {"target_accept": 0.0}, "w")
+    with pytest.raises(ConfigError, match="'adapt_factor' must be > 1"):
+        build_config(cfg, {"adapt_factor": 1.0}, "w")
+    with pytest.raises(ConfigError, match=r"param_lr\['z'\].* must be finite"):
+        build_config(algorithms.ALGORITHMS["pcd"].Config, {"param_lr": {"z": float("inf")}}, "w")
+    ok = build_config(cfg, {"n_steps": 8, "subsample": 4, "target_accept": 0.5}, "w")
+    check_values(ok)
+    check_values(dataclasses.replace(ok, step_size=1e-9))
