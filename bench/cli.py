@@ -155,6 +155,16 @@ def _store(args):
     return ResultStore(out)
 
 
+def _writable_store(args):
+    """The results folder of a command that must write into it (figures, report): checked before any work."""
+    from bench.store import check_writable
+
+    store = _store(args)
+    store.results()
+    check_writable(store.out, "--results")
+    return store
+
+
 def cmd_table(args) -> int:
     from bench.report import write_tables
 
@@ -167,7 +177,7 @@ def cmd_plot(args) -> int:
 
     if args.x not in ("iteration", "work"):
         raise BenchError(f"invalid --x {args.x!r}; valid: iteration, work")
-    made = plots.make_all(_store(args), x="grad_evals" if args.x == "work" else "iteration")
+    made = plots.make_all(_writable_store(args), x="grad_evals" if args.x == "work" else "iteration")
     if not made:
         what = "no work counts in traces.csv (older results)" if args.x == "work" else "no finished cells"
         raise BenchError(f"{args.results}: nothing to plot ({what})")
@@ -229,7 +239,7 @@ def cmd_check(args) -> int:
 def cmd_report(args) -> int:
     from bench.html import write_report
 
-    print(f"report: {write_report(_store(args))}")
+    print(f"report: {write_report(_writable_store(args))}")
     return 0
 
 

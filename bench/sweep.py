@@ -68,8 +68,9 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     n_jobs = jobs or (1 if device != "cpu" else min(cores, len(cells)))
     n_jobs = max(1, min(n_jobs, len(cells)))
     threads = max(1, cores // n_jobs)
-    bar = tqdm(total=len(cells), desc="cells", unit="cell")
     with contextlib.ExitStack() as stack:
+        # closed (ending its line) before any error or interruption message is printed
+        bar = stack.enter_context(tqdm(total=len(cells), desc="cells", unit="cell"))
         if backend == "dask":
             stack.enter_context(connect(scheduler, connect_timeout_s))
             stack.enter_context(parallel_config(backend="dask"))
@@ -89,5 +90,4 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             if n_jobs != 1 and backend == "local":
                 _stop_local_workers()
             raise
-    bar.close()
     return store
