@@ -32,8 +32,11 @@ KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 def code_version() -> str:
     """git commit of this checkout; with uncommitted changes to tracked files, '-dirty.' and a hash of the
-    diff (so a cached cell is recomputed when the code changes); outside git, the package version."""
+    diff (so a cached cell is recomputed when the code changes); outside a git checkout of this project (an
+    installed package), the package version."""
     try:
+        if not (ROOT / ".git").exists():  # not the commit of whatever repository holds site-packages
+            raise OSError("not a git checkout")
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, timeout=30).stdout
