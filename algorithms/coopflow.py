@@ -21,7 +21,7 @@ Tables 4-5 give h: "ula with 5e-4 step size", 256 steps).
 Choices the papers leave open, and ours:
 * The flow starts at the identity with base N(0, sigma^2 I), sigma^2 the data's largest per-coordinate
   variance (as the other flow algorithms), instead of 004's data-dependent initialisation of its image flow.
-* The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (CALIBRATION) are
+* The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (004's public code) are
   image-specific code details not in the paper: not applied. The test-time step increase (x 4/3, 004 A.3)
   is not applied either: evaluation chains use the training step.
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
