@@ -77,6 +77,8 @@ class FlowMCEBMConfig(FlowConfig, OptimConfig):
     energy_reg: float = field(default=0.0, metadata=NONNEG)
 
     def __post_init__(self):
+        if self.n_global + self.n_local < 1:
+            raise ValueError("n_global + n_local must be at least 1")
         if self.subsample >= 1 and self.n_steps % self.subsample:
             raise ValueError(f"subsample must divide n_steps ({self.n_steps}), got {self.subsample}")
 

@@ -10,6 +10,7 @@ import threading
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
+from algorithms.base import ConfigError
 from bench.errors import BenchError
 from bench.runner import run_cell
 from bench.store import ResultStore, code_version
@@ -22,7 +23,10 @@ def _run(cell, device, progress, threads, worker=False):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # tqdm's default lock is a multiprocessing semaphore, leaked (with a warning) when the pool is stopped
         tqdm.set_lock(threading.RLock())
-    return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
+    try:
+        return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
+    except ConfigError as e:  # a constraint only the algorithm's construction can check
+        raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
 
 
 def _stop_local_workers() -> None:

@@ -133,3 +133,20 @@ def test_range_check_catches_each_violation():
     ok = build_config(cfg, {"n_steps": 8, "subsample": 4, "target_accept": 0.5}, "w")
     check_values(ok)
     check_values(dataclasses.replace(ok, step_size=1e-9))
+
+
+def test_a_constraint_found_when_building_the_algorithm_is_one_line(capsys, tmp_path, monkeypatch):
+    """The last line of defence: a constraint only the algorithm's constructor can check (e.g. Jarzynski's
+    reference_std on an energy without a final linear layer; simulated here) ends in one line, not a
+    traceback."""
+    class Picky(algorithms.ALGORITHMS["cd"]):
+        def __init__(self, *a, **k):
+            raise ConfigError("needs something the config cannot say")
+
+    monkeypatch.setitem(algorithms.ALGORITHMS, "cd", Picky)
+    assert main(["run", "--suite", "toy2d", "--fidelity", "smoke", "--algorithms", "cd", "--targets", "two_mode",
+                 "-j", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [ln for ln in err if ln.strip() and "cells:" not in ln] == [  # beside the progress bar: one line
+        "bench: error: toy2d [fidelity.smoke] cd/two_mode: needs something the config cannot say"]
+    assert not (tmp_path / "o" / "results.csv").exists()
