@@ -174,12 +174,19 @@ class ResultStore:
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
         """Record one finished cell; rows of an earlier run of the same cell are replaced. Ctrl-C waits until
         the cell is written; its rows (written last) mark it finished."""
+        npz = self.artifact_path(cell)
+        new_npz = bool(artifacts) and not npz.exists()
         with sigint_deferred():
-            if artifacts:
-                atomic_write_npz(self.artifact_path(cell), **artifacts)
-            if traces:
-                self._merge(TRACES, pd.DataFrame(traces))
-            self._merge(RESULTS, pd.DataFrame(rows))
+            try:
+                if artifacts:
+                    atomic_write_npz(npz, **artifacts)
+                if traces:
+                    self._merge(TRACES, pd.DataFrame(traces))
+                self._merge(RESULTS, pd.DataFrame(rows))
+            except OSError:  # e.g. the disk filled up: no artifact of a cell that has no rows
+                if new_npz:
+                    npz.unlink(missing_ok=True)
+                raise
 
     def artifact_path(self, cell: dict) -> Path:
         return self.out / "cells" / "{suite}-{fidelity}-{target}-{algorithm}-seed{seed}.npz".format(**cell)

@@ -270,11 +270,11 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                 raise BenchError(msg if msg.startswith(str(suite["path"])) else f"{where}: {msg}") from None
             for s in range(n_seeds):
                 cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base))
-    dry_run(cells)
+    dry_run(cells, suite["path"])
     return cells
 
 
-def dry_run(cells: list[Cell]) -> None:
+def dry_run(cells: list[Cell], suite_path: str = "") -> None:
     """Build what each cell needs before any cell runs (its target, its energy, its optimiser's parameter
     groups), so that a bad name or a constraint between settings fails now, not after hours of compute. The
     constraints inside one config are checked when it is built (``build_config``)."""
@@ -283,7 +283,7 @@ def dry_run(cells: list[Cell]) -> None:
 
     energies = {}
     for c in cells:
-        where = f"{c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
+        where = f"{suite_path or c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
         key = (c.target, c.train.energy)
         try:
             if key not in energies:

@@ -109,15 +109,17 @@ def test_table_on_a_read_only_folder_still_prints(finished, capsys, monkeypatch)
     assert snapshot(finished) == before
 
 
-def test_full_disk_mid_sweep_is_one_line_and_keeps_finished_cells(capsys, tmp_path, monkeypatch):
-    """The disk fills up while the second cell is being written (the 4th file written: npz, traces and results
-    of the first cell came before): one line, the first cell's files intact, no temporary file left."""
+@pytest.mark.parametrize("fail_at", [4, 6])
+def test_full_disk_mid_sweep_is_one_line_and_keeps_finished_cells(capsys, tmp_path, monkeypatch, fail_at):
+    """The disk fills up while the second cell is being written (files 1-3 are the first cell's npz, traces and
+    results; 4 is the second cell's npz, 6 its results): one line, the first cell's files intact, no artifact
+    of the unfinished cell, no temporary file left."""
     out = tmp_path / "r"
     real, calls = store_mod.os.fsync, []
 
     def fsync(fd):
         calls.append(fd)
-        if len(calls) >= 4:
+        if len(calls) >= fail_at:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
 
