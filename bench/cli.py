@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|list|table|plot|report|baseline|check``.
+"""Command line: python -m bench run|list|table|plot|report|baseline|check.
 
 Bad input (unknown names, malformed files, invalid values) and faults (a folder that cannot be written, a full
 disk, a corrupt results file, an unreachable scheduler) print one line, ``bench: error: ...``, and exit with
@@ -196,6 +196,8 @@ def _sweep_results(args, algorithms=None, seeds=None):
         return _store(args).results()
     suite = load_suite(args.suite)
     cells = resolve_cells(suite, args.fidelity, algorithms, None, seeds)
+    if args.jobs < 0:
+        raise BenchError(f"-j must be >= 0, got {args.jobs}")
     out = args.out or default_out(args.suite, args.fidelity)
     check_writable(out, "--out")
     run_sweep(cells, out, jobs=args.jobs)
