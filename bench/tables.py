@@ -193,8 +193,9 @@ def status_counts(results: pd.DataFrame) -> pd.DataFrame:
 def work_table(results: pd.DataFrame) -> pd.DataFrame:
     """Time and work per run: seconds per iteration, gradient evaluations, as means over seeds."""
     runs = ok_rows(results).drop_duplicates(KEY)
-    cols = ["n_iters", "time_per_iter_s", "train_time_s", "grad_evals", "energy_evals"]
-    return runs.groupby(["target", "algorithm"])[cols].mean()
+    cols = [c for c in ("n_iters", "time_per_iter_s", "train_time_s", "grad_evals", "energy_evals")
+            if c in runs.columns]
+    return runs.groupby(["target", "algorithm"])[cols].mean() if cols else pd.DataFrame()
 
 
 def _fmt_published(v) -> str:
