@@ -236,7 +236,8 @@ def render(cmp: pd.DataFrame) -> str:
             "metric's units).")
     with pd.option_context("display.width", 120, "display.max_rows", 500, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):
-        body = bad.drop(columns=["suite", "fidelity", "reason"]).to_string(index=False) if len(bad) else "(none)"
+        body = bad.drop(columns=["suite", "fidelity", "reason"]).to_string(index=False, line_width=120) \
+            if len(bad) else "(none)"
     lines = [head, body]
     for how, title in (("range", "checked by range"), ("none", "not checked")):
         part = cmp[cmp["check"] == how]
