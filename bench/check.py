@@ -231,9 +231,9 @@ def render(cmp: pd.DataFrame) -> str:
     bad = regressions(cmp)
     n = cmp["check"].value_counts()
     head = (f"{len(cmp) - n.get('none', 0)} metrics checked against the baseline ({n.get('mean', 0)} by their mean, "
-            f"{n.get('range', 0)} by the range of the baseline's seeds): {len(bad)} regression(s). worse_by and "
-            "tolerance are on each metric's scale (log: log-ratio, log(3) = 1.1 is 3 times worse; linear: the "
-            "metric's units).")
+            f"{n.get('range', 0)} by the range of the baseline's seeds): {len(bad)} regression(s).\n"
+            "worse_by and tolerance are on each metric's scale (log: log-ratio, log(3) = 1.1 is 3 times worse; "
+            "linear: the metric's units).")
     with pd.option_context("display.width", 120, "display.max_rows", 500, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):
         body = bad.drop(columns=["suite", "fidelity", "reason"]).to_string(index=False, line_width=120) \
