@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="baseline file (default ./results/baselines/<suite>-<fidelity>.csv)")
         b.add_argument("--results", type=Path, help="read this results folder instead of running the sweep")
         b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline; default: the fidelity's)")
-        b.add_argument("--seeds", type=int, help="seeds (baseline; default: the fidelity's)")
+        b.add_argument("--seeds", type=int, help="seeds (baseline; default 4, at least 3)")
         b.add_argument("--out", type=Path, help="where the sweep runs (default results/<suite>-<fidelity>)")
         b.add_argument("-j", "--jobs", type=int, default=0)
+        if name == "baseline":
+            b.add_argument("--force", action="store_true", help="replace an existing baseline file")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
@@ -186,7 +188,7 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _sweep_results(args, algorithms=None, seeds=None):
+def _sweep_results(args, algorithms=None, seeds=None, targets=None):
     """The results of a suite's sweep: read from --results, or run (finished cells are reused)."""
     from bench.store import ResultStore, check_writable
     from bench.suite import load_suite, resolve_cells
@@ -195,7 +197,7 @@ def _sweep_results(args, algorithms=None, seeds=None):
     if args.results:
         return _store(args).results()
     suite = load_suite(args.suite)
-    cells = resolve_cells(suite, args.fidelity, algorithms, None, seeds)
+    cells = resolve_cells(suite, args.fidelity, algorithms, targets, seeds)
     if args.jobs < 0:
         raise BenchError(f"-j must be >= 0, got {args.jobs}")
     out = args.out or default_out(args.suite, args.fidelity)
@@ -212,16 +214,24 @@ def _baseline_path(args) -> Path:
 
 
 def cmd_baseline(args) -> int:
-    from bench.check import write_baseline
+    from bench.check import BASELINE_SEEDS, MIN_SEEDS, check_rows, write_baseline
 
-    res = _sweep_results(args, _names(args.algorithms), args.seeds)
-    base = write_baseline(res, _baseline_path(args))
-    print(f"baseline: {_baseline_path(args)} ({len(base)} metrics of {base['algorithm'].nunique()} algorithms)")
+    path = _baseline_path(args)
+    if path.exists() and not args.force:
+        raise BenchError(f"{path}: a baseline exists; pass --force to replace it")
+    seeds = BASELINE_SEEDS if args.seeds is None else args.seeds
+    if seeds < MIN_SEEDS and not args.results:
+        raise BenchError(f"--seeds {seeds}: a baseline needs at least {MIN_SEEDS} seeds to estimate the seed spread")
+    res = check_rows(_sweep_results(args, _names(args.algorithms), seeds), args.suite, args.fidelity,
+                     str(args.results or "the sweep"))
+    base = write_baseline(res, path)
+    print(f"baseline: {path} ({len(base)} metrics of {base['algorithm'].nunique()} algorithms, "
+          f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())})")
     return 0
 
 
 def cmd_check(args) -> int:
-    from bench.check import compare, read_baseline, render
+    from bench.check import check_rows, compare, read_baseline, regressions, render
 
     path = _baseline_path(args)
     if not path.exists():
@@ -232,10 +242,12 @@ def cmd_check(args) -> int:
     if base.empty:
         raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
     seeds = int(base["n_runs"].max())
-    res = _sweep_results(args, sorted(base["algorithm"].unique()), seeds)
+    res = _sweep_results(args, sorted(base["algorithm"].unique()), seeds, sorted(base["target"].unique()))
+    if args.results:
+        res = check_rows(res, args.suite, args.fidelity, str(args.results))
     cmp = compare(res, base)
     print(render(cmp), end="")
-    return 1 if (cmp["verdict"] != "ok").any() else 0
+    return 1 if len(regressions(cmp)) else 0
 
 
 def cmd_report(args) -> int:

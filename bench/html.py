@@ -7,38 +7,31 @@ import base64
 import html
 from datetime import UTC, datetime
 
-import pandas as pd
-
-import datasets
 from bench import plots, tables
-from bench.report import write_tables
+from bench.report import sections, write_tables
 from bench.store import ResultStore, atomic_write_bytes
 
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}h2{margin-top:1.5em}"""
+th{background:#f3f3f3}.note{font-size:12px;color:#a33;margin:-1em 0 1em}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}h2{margin-top:1.5em}"""
 
 
 def write_report(store: ResultStore):
     res = store.results()
     write_tables(store)
     figures = plots.make_all(store)
-    truth = {t: datasets.get_target(t).mode_weights.tolist()
-             for t in res["target"].unique() if datasets.get_target(t).has_modes}
-    parts = [f"<h1>ebm-bench report: {html.escape(str(store.out.name))}</h1>",
+    parts = [f"<h1>ebm-bench report: {html.escape(str(store.out.name))} ({html.escape(tables.describe(res))})</h1>",
              f"<p>{len(res.drop_duplicates(['suite', 'target', 'algorithm', 'fidelity', 'seed']))} runs; "
              f"suites {', '.join(sorted(res['suite'].unique()))}; "
              f"code {', '.join(sorted(res['code_version'].unique()))}; "
              f"generated {datetime.now(UTC).isoformat(timespec='seconds')}</p>"]
-    sections = [(spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
-    sections += [("Headline metrics (mean ± 95 % CI over seeds)", tables.key_metrics(res)),
-                 ("Final mode weights", tables.weights_table(res, truth)),
-                 ("Time and work per run", tables.work_table(res)),
-                 ("Runs by status", tables.status_counts(res))]
-    with pd.option_context("display.float_format", "{:.4g}".format):
-        for title, df in sections:
-            parts.append(f"<h2>{html.escape(title)}</h2>")
-            parts.append(df.to_html(float_format="{:.4g}".format) if len(df) else "<p>(no data)</p>")
+    for name, title, df in sections(res):
+        if name == "summary":
+            continue
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(df.to_html(float_format="{:.4g}".format) if len(df) else "<p>(no data)</p>")
+        parts += [f"<p class='note'>{html.escape(n)}</p>" for n in df.attrs.get("notes", [])]
     for f in figures:
         data = base64.b64encode(f.read_bytes()).decode()
         parts.append(f"<h2>{html.escape(f.stem.replace('_', ' '))}</h2><img alt='{f.stem}' "

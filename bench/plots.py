@@ -1,10 +1,16 @@
-"""Figures from a results folder (seaborn / matplotlib, written as PNG).
+"""Figures from a results folder (seaborn / matplotlib, written as PNG). Every figure's title states the suite,
+fidelity and seed count; models that leak mass out of the evaluation box (``improper``) are marked.
 
-- densities.png: the learned EBM density per algorithm x target beside the true density (000 Fig. 2/3).
+- densities.png: the learned EBM log-density per algorithm x target beside the true one (000 Fig. 2/3), one
+  colour scale (and colour bar) per target column.
 - weights_over_training.png: the EBM weight of the heaviest mode over training and the mode-weight MSE
   over training, one column per target (000 Fig. 1 right for the two-mode target).
+- training_curves.png: one row per target, one panel per metric of CURVES (003 Fig. 1), one line per algorithm.
 - flow_panels.png: 002 Fig. 1 per target and algorithm: data, generator samples, -E and the ODE flow's
   log-density (eq. 6), for cells that saved ``flow_grid_log_density`` (002's ODE-flow algorithms).
+
+Curves are the mean over seeds with a min-max band over seeds (``curve_frame``), never pooled over targets.
+Legends sit below the panels so that a single-target figure keeps its shape.
 """
 
 from __future__ import annotations
@@ -21,82 +27,150 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 import datasets  # noqa: E402
+from bench import tables  # noqa: E402
 from bench.store import ResultStore, atomic_write_bytes  # noqa: E402
 from metrics.density import grid  # noqa: E402
 
+#: log-densities are drawn from the maximum down to this many nats below it
+FLOOR_NATS = 12.0
+IMPROPER_COLOUR = "#c0392b"
+
+
+def curve_frame(long: pd.DataFrame, x: str = "iteration", value: str = "value") -> pd.DataFrame:
+    """The data behind a curve: per (target, algorithm, x) the mean, min and max over seeds and the number
+    of seeds. One line per (target, algorithm); the band spans seeds only."""
+    g = long.groupby(["target", "algorithm", x])[value]
+    return g.agg(mean="mean", lo="min", hi="max", n_seeds="count").reset_index()
+
+
+def _draw(ax, frame: pd.DataFrame, x: str, palette: dict, **line) -> None:
+    for algo, d in frame.groupby("algorithm"):
+        d = d.sort_values(x)
+        ax.plot(d[x], d["mean"], color=palette[algo], label=algo, **line)
+        if line.get("ls", "-") == "-":
+            ax.fill_between(d[x], d["lo"], d["hi"], color=palette[algo], alpha=0.2, lw=0)
+
+
+def _improper_cells(results: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """(target, algorithm) -> 'k/n' where k of n seeds' models are improper."""
+    if results is None:
+        return {}
+    imp = tables.improper_seeds(results)
+    if imp.empty:
+        return {}
+    g = imp.groupby(level=["target", "algorithm"]).agg(["sum", "size"])
+    return {k: f"{int(r['sum'])}/{int(r['size'])}" for k, r in g.iterrows() if r["sum"] > 0}
+
+
+def _mark_improper(ax, target: str, improper: dict) -> None:
+    bad = [f"{a} {k}" for (t, a), k in sorted(improper.items()) if t == target]
+    if bad:
+        ax.text(0.01, 0.01, "improper: " + ", ".join(bad), transform=ax.transAxes, fontsize=7,
+                color=IMPROPER_COLOUR, va="bottom")
+
+
+def _legend_below(fig, palette: dict, extra: list | None = None) -> None:
+    handles = [plt.Line2D([], [], color=c, label=a) for a, c in palette.items()] + (extra or [])
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False,
+               fontsize=8)
+
+
+def _palette(algorithms) -> dict:
+    order = sorted(set(algorithms))
+    return dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+
 
 def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Path | None:
-    runs = results[results["status"] == "ok"].drop_duplicates(["suite", "fidelity", "target", "algorithm"])
-    runs = runs.sort_values("seed")
+    """Learned log-densities (first finished seed) below the true one, per target column. All panels of a
+    column share one colour scale, from the true log-density's maximum down to FLOOR_NATS below it, with its
+    colour bar; improper models are labelled and framed in red."""
+    runs = results[results["status"] == "ok"].sort_values("seed").drop_duplicates(
+        ["suite", "fidelity", "target", "algorithm"])
+    imp = tables.improper_seeds(results)
     cells = {}
     for r in runs.itertuples():
         z = store.artifact(r._asdict())
         if z is not None and "grid_log_density" in z:
-            cells[(r.algorithm, r.target)] = (z["grid_log_density"], z["box"])
+            key = (r.suite, r.fidelity, r.target, r.algorithm, r.seed)
+            cells[(r.algorithm, r.target)] = (z["grid_log_density"], bool(imp.get(key, False)), r.seed)
     if not cells:
         return None
     algos = sorted({a for a, _ in cells})
     targets = sorted({t for _, t in cells})
-    fig, axes = plt.subplots(len(algos) + 1, len(targets), figsize=(2.6 * len(targets), 2.6 * (len(algos) + 1)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(algos) + 1, len(targets), figsize=(2.9 * len(targets) + 0.6, 2.5 * (len(algos) + 1)),
+                             squeeze=False, layout="constrained")
     for j, t in enumerate(targets):
         target = datasets.get_target(t)
         n = next(v[0].shape[0] for (a, tt), v in cells.items() if tt == t)
         pts, _ = grid(target.box, n)
-        rows = [("p* (true)", target.log_prob(pts.double()).reshape(n, n).numpy() if target.has_density else None)]
-        rows += [(a, cells[(a, t)][0] if (a, t) in cells else None) for a in algos]
+        truth = target.log_prob(pts.double()).reshape(n, n).numpy() if target.has_density else None
+        rows = [("p* (true)", truth, False)] + [
+            (a, *cells[(a, t)][:2]) if (a, t) in cells else (a, None, False) for a in algos]
+        # the column's scale: from the true log-density's maximum (else the models') down FLOOR_NATS
+        top = float(np.nanmax(truth)) if truth is not None else max(float(np.nanmax(v)) for _, v, _ in rows
+                                                                    if v is not None)
         extent = [*target.box[0], *target.box[1]]
-        for i, (label, logp) in enumerate(rows):
+        im = None
+        for i, (label, logp, bad) in enumerate(rows):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
             if logp is not None:
-                ax.imshow(np.exp(logp), origin="lower", extent=extent, cmap="viridis", aspect="auto")
+                im = ax.imshow(np.clip(logp, top - FLOOR_NATS, top), origin="lower", extent=extent, cmap="viridis",
+                               vmin=top - FLOOR_NATS, vmax=top, aspect="auto")
             else:
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            if bad:
+                ax.text(0.5, 0.92, "IMPROPER", ha="center", va="top", transform=ax.transAxes, fontsize=8,
+                        color=IMPROPER_COLOUR, weight="bold")
+                for sp in ax.spines.values():
+                    sp.set(color=IMPROPER_COLOUR, lw=2)
             if i == 0:
-                ax.set_title(t)
+                ax.set_title(t, fontsize=10)
             if j == 0:
-                ax.set_ylabel(label)
-    fig.suptitle("Learned EBM densities (first seed) and the true density")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+                ax.set_ylabel(label, fontsize=9)
+        if im is not None:
+            fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.8, aspect=25, label="log-density (nats)")
+    fig.suptitle(f"Learned EBM log-densities (first seed) and the true one: {tables.describe(results)}\n"
+                 f"one colour scale per column: {FLOOR_NATS:g} nats below the true maximum", fontsize=10)
     _save(fig, path)
     return path
 
 
-def weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Path | None:
+def weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration",
+                          results: pd.DataFrame | None = None) -> Path | None:
     """Top row: the EBM weight of each target's heaviest mode over training (000 Fig. 1 right follows the
-    top-right mode of the 2:1 mixture), mean and min-max band over seeds, true weight dashed. Bottom row:
-    the EBM's mode-weight MSE over training (log scale)."""
+    top-right mode of the 2:1 mixture), true weight dashed. Bottom row: the EBM's mode-weight MSE over
+    training (log scale). Lines: mean over seeds; bands: min-max over seeds."""
     tr = traces[traces["metric"].astype(str).str.match(r"ebm_weight\[\d+\]")]
     if tr.empty:
         return None
     tr = tr.assign(mode=tr["metric"].str.extract(r"\[(\d+)\]")[0].astype(int))
     targets = sorted(tr["target"].unique())
-    order = sorted(tr["algorithm"].unique())
+    palette = _palette(tr["algorithm"])
+    improper = _improper_cells(results)
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(2, len(targets), figsize=(4.0 * len(targets), 6.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(targets), figsize=(max(3.6 * len(targets) + 0.8, 6.5), 6.4), squeeze=False,
+                             layout="constrained")
     for j, t in enumerate(targets):
         truth = datasets.get_target(t).mode_weights.numpy()
         heavy = int(np.argmax(truth))
         d = tr[tr["target"] == t]
-        top = d[d["mode"] == heavy]
-        sns.lineplot(data=top, x=x, y="value", hue="algorithm", hue_order=order,
-                     errorbar=("pi", 100), ax=axes[0, j], legend=j == len(targets) - 1)
+        _draw(axes[0, j], curve_frame(d[d["mode"] == heavy], x), x, palette)
         axes[0, j].axhline(truth[heavy], color="k", lw=1, ls="--")
         axes[0, j].set(title=t, ylabel=f"EBM weight of mode {heavy}", ylim=(-0.02, 1.02))
         err = d.assign(sq=(d["value"] - truth[d["mode"].to_numpy()]) ** 2)
-        mse = err.groupby(["algorithm", "seed", x], as_index=False)["sq"].mean()
-        sns.lineplot(data=mse, x=x, y="sq", hue="algorithm", hue_order=order,
-                     errorbar=("pi", 100), ax=axes[1, j],
-                     legend=False)
+        mse = err.groupby(["target", "algorithm", "seed", x], as_index=False)["sq"].mean()
+        _draw(axes[1, j], curve_frame(mse, x, "sq"), x, palette)
         axes[1, j].set(yscale="log", ylabel="EBM mode-weight MSE")
-        if x == "grad_evals":
-            for ax in axes[:, j]:
-                ax.set(xscale="log", xlabel="energy-gradient evaluations")
-    if axes[0, -1].get_legend() is not None:
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
+        _mark_improper(axes[0, j], t, improper)
+        for ax in axes[:, j]:
+            ax.set_xlabel("energy-gradient evaluations" if x == "grad_evals" else x)
+            if x == "grad_evals":
+                ax.set_xscale("log")
+    _legend_below(fig, palette, [plt.Line2D([], [], color="k", ls="--", label="true weight")])
+    fig.suptitle(f"Mode weights over training: {tables.describe(traces)}; mean and min-max band over seeds",
+                 fontsize=10)
     _save(fig, path)
     return path
 
@@ -112,45 +186,50 @@ CURVES = [
 ]
 
 
-def training_curves(traces: pd.DataFrame, path: Path, truth: dict[str, float] | None = None,
-                    x: str = "iteration") -> Path | None:
-    """One panel per metric of CURVES present in the traces, one line per algorithm (mean and min-max band
-    over seeds); the Jarzynski KL estimate (003 eq. 12) is drawn dashed over the exact KL."""
+def training_curves(traces: pd.DataFrame, path: Path, x: str = "iteration",
+                    results: pd.DataFrame | None = None) -> Path | None:
+    """One row per target, one panel per metric of CURVES present in the traces, one line per algorithm (mean
+    and min-max band over seeds: ``curve_frame``); the Jarzynski KL estimate (003 eq. 12) is drawn dashed
+    over the exact KL; the true weight of mode 0 dashed black."""
     present = [c for c in CURVES if (traces["metric"] == c[0]).any()]
     if not present:
         return None
-    order = sorted(traces["algorithm"].unique())
-    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    targets = sorted(traces[traces["metric"].isin([c[0] for c in present])]["target"].unique())
+    palette = _palette(traces["algorithm"])
+    improper = _improper_cells(results)
     sns.set_theme(style="whitegrid")
-    ncol = min(3, len(present))
-    nrow = -(-len(present) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.4 * nrow), squeeze=False)
-    for ax in axes.flat[len(present):]:
-        ax.remove()
-    for ax, (metric, label, scale) in zip(axes.flat, present, strict=False):
-        d = traces[traces["metric"] == metric]
-        sns.lineplot(data=d, x=x, y="value", hue="algorithm", hue_order=order, palette=palette,
-                     errorbar=("pi", 100), ax=ax, legend=metric == present[0][0])
-        if metric == "kl":
-            est = traces[traces["metric"] == "kl_estimate"]
-            if len(est):
-                sns.lineplot(data=est, x=x, y="value", hue="algorithm", palette=palette,
-                             errorbar=None, ax=ax, legend=False, linestyle="--")
-        if truth and metric in truth:
-            ax.axhline(truth[metric], color="k", lw=1, ls="--")
-        ax.set(ylabel=label, yscale=scale, xlabel="energy-gradient evaluations" if x == "grad_evals" else x)
-        if x == "grad_evals":
-            ax.set_xscale("log")
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(targets), len(present), figsize=(3.6 * len(present) + 0.8, 2.9 * len(targets) + 1.0),
+                             squeeze=False, layout="constrained")
+    for i, t in enumerate(targets):
+        tt = traces[traces["target"] == t]
+        target = datasets.get_target(t)
+        for j, (metric, label, scale) in enumerate(present):
+            ax = axes[i, j]
+            _draw(ax, curve_frame(tt[tt["metric"] == metric], x), x, palette)
+            if metric == "kl":
+                est = tt[tt["metric"] == "kl_estimate"]
+                if len(est):
+                    _draw(ax, curve_frame(est, x), x, palette, ls="--")
+            if metric == "ebm_weight[0]" and target.has_modes:
+                ax.axhline(float(target.mode_weights[0]), color="k", lw=1, ls="--")
+            ax.set(ylabel=label, yscale=scale, xlabel="energy-gradient evaluations" if x == "grad_evals" else x)
+            if x == "grad_evals":
+                ax.set_xscale("log")
+            if j == 0:
+                ax.set_title(t, loc="left", fontsize=10, weight="bold")
+                _mark_improper(ax, t, improper)
+    _legend_below(fig, palette)
+    fig.suptitle(f"Training curves: {tables.describe(traces)}; mean and min-max band over seeds", fontsize=10)
     _save(fig, path)
     return path
 
 
-def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: float = 12.0) -> Path | None:
+def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: float = FLOOR_NATS) -> Path | None:
     """002 Fig. 1, one row per (target, algorithm) with a saved ODE-flow density (first seed): column 1 samples
     of p*, column 2 the generator's samples (the cell's ``negatives``), column 3 -E (the EBM's unnormalised
     log-density; the runner saves it normalised on the grid, which shifts it by log Z only), column 4 the
-    flow's log-density (eq. 6). Log-densities are shown from their maximum down to ``floor`` nats below it."""
+    flow's log-density (eq. 6). The two log-densities of a row share one colour scale (and bar), from their
+    maximum down to ``floor`` nats below it."""
     runs = results[results["status"] == "ok"].drop_duplicates(["suite", "fidelity", "target", "algorithm"])
     rows = []
     for r in runs.sort_values(["target", "algorithm", "seed"]).itertuples():
@@ -159,7 +238,7 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
             rows.append((r.target, r.algorithm, z))
     if not rows:
         return None
-    fig, axes = plt.subplots(len(rows), 4, figsize=(10.4, 2.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(11.2, 2.6 * len(rows) + 0.6), squeeze=False, layout="constrained")
     titles = ["data", "generator samples", "-E (EBM)", "ODE-flow log-density"]
     for i, (t, a, art) in enumerate(rows):
         target = datasets.get_target(t)
@@ -168,6 +247,8 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
         neg = art.get("negatives")
         panels = [("scatter", data), ("scatter", neg), ("image", art.get("grid_log_density")),
                   ("image", art["flow_grid_log_density"])]
+        top = max(float(np.nanmax(v)) for kind, v in panels if kind == "image" and v is not None)
+        im = None
         for j, (kind, v) in enumerate(panels):
             ax = axes[i, j]
             ax.set_xticks([])
@@ -179,21 +260,22 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
                 ax.set_xlim(*target.box[0])
                 ax.set_ylim(*target.box[1])
             else:
-                top = float(np.nanmax(v))
-                ax.imshow(np.clip(v, top - floor, top), origin="lower", extent=extent, cmap="viridis",
-                          aspect="auto")
+                im = ax.imshow(np.clip(v, top - floor, top), origin="lower", extent=extent, cmap="viridis",
+                               vmin=top - floor, vmax=top, aspect="auto")
             if i == 0:
                 ax.set_title(titles[j])
         axes[i, 0].set_ylabel(f"{t}\n{a}", fontsize=8)
-    fig.suptitle("002 Fig. 1: data, generator samples, -E and the ODE flow's log-density (first seed)")
-    fig.tight_layout()
+        if im is not None:
+            fig.colorbar(im, ax=axes[i, 2:], shrink=0.9, label="nats")
+    fig.suptitle(f"002 Fig. 1: data, generator samples, -E and the ODE flow's log-density (first seed): "
+                 f"{tables.describe(results)}", fontsize=10)
     _save(fig, path)
     return path
 
 
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=110, format="png")
+    fig.savefig(buf, dpi=110, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
@@ -205,19 +287,15 @@ def make_all(store: ResultStore, x: str = "iteration") -> list[Path]:
     figs = store.out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     traces = store.traces()
-    truth = {}
-    targets = results["target"].unique()
-    if len(targets) == 1 and datasets.get_target(targets[0]).has_modes:
-        truth["ebm_weight[0]"] = float(datasets.get_target(targets[0]).mode_weights[0])
     if x == "grad_evals":  # the same curves against work
         if "grad_evals" not in traces.columns:
             return []
-        made = [weights_over_training(traces, figs / "weights_over_training_vs_work.png", x=x),
-                training_curves(traces, figs / "training_curves_vs_work.png", truth, x=x)]
+        made = [weights_over_training(traces, figs / "weights_over_training_vs_work.png", x, results),
+                training_curves(traces, figs / "training_curves_vs_work.png", x, results)]
         return [p for p in made if p is not None]
     made = [density_panels(store, results, figs / "densities.png"),
-            weights_over_training(traces, figs / "weights_over_training.png"),
-            training_curves(traces, figs / "training_curves.png", truth),
+            weights_over_training(traces, figs / "weights_over_training.png", "iteration", results),
+            training_curves(traces, figs / "training_curves.png", "iteration", results),
             flow_panels(store, results, figs / "flow_panels.png")]
     return [p for p in made if p is not None]
 

@@ -1,14 +1,19 @@
-"""Write the tables of a results folder to <out>/tables/ (CSV + a text rendering) and return the text."""
+"""The tables of a results folder: built once (``sections``), written to <out>/tables/ as CSV and as a text
+rendering that fits a terminal (``write_tables``), and reused by the HTML report."""
 
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import pandas as pd
 
 import datasets
 from bench import tables
 from bench.store import ResultStore, save_outputs
+
+#: text tables wrap their columns at this width
+WIDTH = 110
 
 
 def _reference(suite: str) -> str | None:
@@ -20,36 +25,60 @@ def _reference(suite: str) -> str | None:
         return None
 
 
+def sections(res: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(file name, title, table) of every table of a results frame. Titles state the suite, fidelity and seed
+    count; notes (warnings, footnotes) travel in ``table.attrs["notes"]``."""
+    out = []
+    truth = {t: datasets.get_target(t).mode_weights.tolist()
+             for t in res["target"].unique() if datasets.get_target(t).has_modes}
+    for fid in sorted(res["fidelity"].unique()):
+        part = res[res["fidelity"] == fid]
+        what = tables.describe(part)
+        for spec in tables.applicable_tables(part):
+            suffix = "" if res["fidelity"].nunique() == 1 else f"_{fid}"
+            out.append((spec["name"] + suffix, f"{spec['title']}. Measured: {what}; mean ± 95 % CI over seeds",
+                        tables.paper_table(part, spec)))
+    what = tables.describe(res)
+    for suite in sorted(res["suite"].unique()):
+        ref = _reference(suite)
+        sub = res[res["suite"] == suite]
+        if ref and ref in set(sub["algorithm"]) and sub["fidelity"].nunique() == 1:
+            d = tables.paired_differences(sub, ref)
+            d = d[d["metric"].isin(tables.KEY_METRICS)]
+            if len(d) and d["n_pairs"].max() >= 2:
+                out.append((f"paired_{suite}", f"{tables.describe(sub)}: difference to {ref}, paired by seed, "
+                            "mean and 95 % CI (n.s.: the CI contains 0)",
+                            d.drop(columns=["significant", "reference"]).set_index(["target", "metric",
+                                                                                     "algorithm"])))
+    out += [
+        ("key_metrics", f"Headline metrics ({what}): mean ± 95 % CI over seeds", tables.key_metrics(res)),
+        ("mode_weights", f"Final EBM mode weights ({what}; mean over seeds) and the true weights",
+         tables.weights_table(res, truth)),
+        ("work", f"Time and work per run ({what}; means over seeds)", tables.work_table(res)),
+        ("status", f"Runs by status ({what})", tables.status_counts(res)),
+        ("summary", f"All metrics ({what}): mean, std over seeds", tables.summary(res)),
+    ]
+    return out
+
+
+def render(title: str, df: pd.DataFrame, width: int = WIDTH) -> str:
+    """A table as text no wider than ``width`` (columns wrap into blocks), its notes below it."""
+    with pd.option_context("display.float_format", "{:.4g}".format, "display.max_colwidth", 40):
+        body = df.to_string(line_width=width) if len(df) else "(no data)"
+    notes = "".join(textwrap.fill(n, width, initial_indent="  ", subsequent_indent="    ") + "\n"
+                    for n in df.attrs.get("notes", []))
+    return f"{textwrap.fill('## ' + title, width, subsequent_indent='   ')}\n{body}\n{notes}"
+
+
 def write_tables(store: ResultStore) -> str:
     res = store.results()
     out = store.out / "tables"
     parts, files = [], {}
-    truth = {t: datasets.get_target(t).mode_weights.tolist()
-             for t in res["target"].unique() if datasets.get_target(t).has_modes}
-    specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
-    for suite in sorted(res["suite"].unique()):
-        ref = _reference(suite)
-        if ref and ref in set(res["algorithm"]):
-            d = tables.paired_differences(res[res["suite"] == suite], ref)
-            d = d[d["metric"].isin(tables.KEY_METRICS)]
-            if len(d) and d["n_pairs"].max() >= 2:
-                d = d.assign(flag=d["significant"].map({True: "", False: "n.s."}))
-                specs.append((f"paired_{suite}", f"{suite}: difference to {ref}, paired by seed, mean and 95 % CI "
-                              "(n.s.: the CI contains 0)", d.set_index(["target", "metric", "algorithm"])))
-    specs += [
-        ("key_metrics", "Headline metrics: mean ± 95 % CI over seeds", tables.key_metrics(res)),
-        ("mode_weights", "Final EBM mode weights (mean over seeds) and the true weights",
-         tables.weights_table(res, truth)),
-        ("work", "Time and work per run (means over seeds)", tables.work_table(res)),
-        ("status", "Runs by status", tables.status_counts(res)),
-        ("summary", "All metrics: mean, std over seeds", tables.summary(res)),
-    ]
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4g}".format):
-        for name, title, df in specs:
-            flat = df.reset_index() if df.index.name or df.index.nlevels > 1 else df
-            files[out / f"{name}.csv"] = flat.to_csv(index=False).encode()
-            if name != "summary":
-                parts.append(f"## {title}\n{df.to_string() if len(df) else '(no data)'}\n")
+    for name, title, df in sections(res):
+        flat = df.reset_index() if df.index.name or df.index.nlevels > 1 else df
+        files[out / f"{name}.csv"] = flat.to_csv(index=False).encode()
+        if name != "summary":  # the CSV only: one row per metric is no reading matter
+            parts.append(render(title, df))
     text = "\n".join(parts)
     files[out / "tables.txt"] = text.encode()
     err = save_outputs(files)

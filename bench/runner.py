@@ -94,6 +94,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         **cell.key(),
         "cell_id": cell.cell_id(),
         "target_version": target.version,
+        "settings": cell.settings,
         "status": status,
         "reason": reason,
         "n_iters": it,

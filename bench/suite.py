@@ -4,7 +4,9 @@ fidelity, the settings of every cell.
 Settings of a cell (algorithm a, target t) at fidelity f are merged in this order, later wins:
 ``[f.defaults]``, ``[f.algorithms.a]``, ``[f.targets.t]``, ``[f.cells."a/t"]``. Keys that belong to
 ``TrainConfig`` drive the training loop and evaluation; every other key must be a parameter of the
-algorithm's ``Config``. Everything is validated before anything runs.
+algorithm's ``Config``, except ``settings``: where the cell's settings come from (``SETTINGS``), merged the same
+way and written into every result row so that tables can say which numbers ran at a paper's own settings.
+Everything is validated before anything runs.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ class TrainConfig:
 
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
+#: where a cell's settings come from: "paper" (the paper ran this algorithm on this target with these
+#: settings), "extrapolated" (paper-scale settings the suite chose where the paper did not run the cell),
+#: "quick" / "smoke" (the suite's shortened settings). Without a ``settings`` key a cell of the quick or smoke
+#: fidelity is "quick" / "smoke" and any other cell "extrapolated": "paper" is only ever claimed explicitly.
+SETTINGS = ("paper", "extrapolated", "quick", "smoke")
+
 
 @dataclass
 class Cell:
@@ -87,6 +95,7 @@ class Cell:
     algo: object  # the algorithm's Config dataclass
     base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
     code_version: str = ""
+    settings: str = ""  # where the settings come from (SETTINGS); a label, not part of cell_id
 
     def __post_init__(self):
         self.base = self.base or self.algorithm
@@ -233,7 +242,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
 
     # Shared sections ([defaults], [targets.t]) apply each key to the algorithms that have it; a key that
     # no algorithm of the suite has is a typo. [algorithms.a] and [cells."a/t"] are checked strictly.
-    every = set().union(*(params(a) for a in suite["algorithms"]))
+    every = set().union(*(params(a) for a in suite["algorithms"])) | {"settings"}
     shared = [("defaults", fid.get("defaults", {}))] + [
         (f"targets.{t}", v) for t, v in fid.get("targets", {}).items()]
     for sec, values in shared:
@@ -244,7 +253,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     cells = []
     sec = fid.get("algorithms", {})
     for a in algos:
-        own = params(a)
+        own = params(a) | {"settings"}
         base, fixed = base_of[a]
         for t in targets:
             # defaults < [algorithms.base] < [algorithms.variant] < [targets.t] < cells base/t < cells
@@ -256,6 +265,9 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                       **(fid.get("cells", {}).get(f"{a}/{t}", {}) if a != base else {}),
                       **fixed}
             where = f"{suite['path']} [fidelity.{fidelity}] {a}/{t}"
+            settings = values.pop("settings", fidelity if fidelity in ("quick", "smoke") else "extrapolated")
+            if settings not in SETTINGS:
+                raise BenchError(f"{where}: settings must be one of {', '.join(SETTINGS)}, got {settings!r}")
             train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
             algo_values = {k: v for k, v in values.items() if k not in TRAIN_KEYS}
             cls = algorithms.ALGORITHMS[base]
@@ -269,7 +281,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                     msg = msg.split("; valid:")[0] + "; valid: " + ", ".join(sorted(own))
                 raise BenchError(msg if msg.startswith(str(suite["path"])) else f"{where}: {msg}") from None
             for s in range(n_seeds):
-                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base))
+                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base, settings=settings))
     dry_run(cells, suite["path"])
     return cells
 
