@@ -233,7 +233,7 @@ def one_line_error(capsys, argv, match):
 
 
 def test_baseline_refuses_rows_of_another_suite_or_fidelity(tmp_path, capsys):
-    smoke = folder(tmp_path, results({"kl": KL}, suite="toy2d", fidelity="smoke"))
+    smoke = folder(tmp_path, results({"kl": KL}, suite="toy2d", fidelity="smoke", target="two_mode"))
     base = tmp_path / "b.csv"
     argv = ["baseline", "--suite", "toy2d", "--fidelity", "quick", "--results", str(smoke), "--baseline", str(base)]
     one_line_error(capsys, argv, "holds rows of toy2d/smoke, not only toy2d/quick")
