@@ -92,3 +92,34 @@ def test_student_initialisation_003():
     assert 0.003 < float(s.a[1:].detach().std()) < 0.02
     u, g = s.value_and_grad(torch.zeros(3, 50), Work())
     assert u.shape == (3,) and g.shape == (3, 50)
+
+
+class _NoEstimate:
+    def log_z_estimate(self):
+        return None
+
+
+def _measure(energy):
+    from bench.evaluation import Probe
+    from bench.suite import TrainConfig
+    cfg = TrainConfig(energy="gmm_student", dtype="float64", n_eval_samples=2000, n_model_samples=20_000)
+    torch.manual_seed(4)
+    out, _ = Probe(datasets.get_target("gmm50d"), energy, cfg, torch.device("cpu")).measure(_NoEstimate(), 0)
+    return out
+
+
+def test_student_p_k_is_sigma_z_and_the_sample_share_is_a_separate_metric():
+    """003's p_k = 1 / (1 + e^-z) (Fig. 1, 6 left). At initialisation z = 0, so p_k = 0.5 exactly, while the
+    share of exact samples nearest the teacher's -10 mode is P(N(0, 1) < -2) ~ 0.023; at the teacher's
+    parameters both are 0.25 and the KL is zero."""
+    torch.manual_seed(0)
+    init = _measure(GMMStudent(50).double())
+    assert init["ebm_weight[0]"] == 0.5 and init["ebm_weight[1]"] == 0.5
+    assert init["ebm_sample_share[0]"] == pytest.approx(0.0228, abs=0.004)
+    t = datasets.get_target("gmm50d")
+    teacher = _measure(student(50, -10.0, 6.0, t.z_star))
+    assert teacher["ebm_weight[0]"] == pytest.approx(0.25, abs=1e-12)
+    assert teacher["ebm_weight_mse"] == pytest.approx(0.0, abs=1e-24)
+    assert teacher["ebm_sample_share[0]"] == pytest.approx(0.25, abs=5 * math.sqrt(0.25 * 0.75 / 20_000))
+    assert teacher["kl"] == pytest.approx(0.0, abs=1e-10)
+    assert teacher["param_error[z]"] == pytest.approx(0.0, abs=1e-12)
