@@ -16,12 +16,14 @@ any h and however slowly ULA mixes. One iteration (Alg. 1, lines 4-11):
 
 Mini-batch (Alg. 2, ``walker_batch`` = N' < N): only N' random walkers move; the others keep their
 position and get A <- A - U_(k+1)(X) + U_k(X). The identity is exact only when the ULA noise variance is
-exactly 2h (CALIBRATION.md: the public notebooks break this); a temperature belongs in U, not in the noise.
+exactly 2h (003's public MNIST / CIFAR notebooks break this); a temperature belongs in U, not in the noise.
 
 Estimates (eq. 12): log Z~_k = log Z_0 + (log-mean-exp of A accumulated over resamplings), the
-cross-entropy H~_k = log Z~_k + mean_j U_k(x*_j). log Z_0 is known when the energy has an exact ``log_z``
-(the 003 student) and the walkers start from the model (``init = "model"``); otherwise only the change
-of log Z since the start is estimated (logged as ``log_z_change``).
+cross-entropy H~_k = log Z~_k + mean_j U_k(x*_j), both terms at the same theta_k: the cross-entropy logged
+by iteration k is taken before its optimiser step (U_k(x*) is the data energy the gradient uses).
+log Z_0 is known when the energy has an exact ``log_z`` (the 003 student) and the walkers start from the
+model (``init = "model"``); otherwise only the change of log Z since the start is estimated (logged as
+``log_z_change``).
 
 Finite N (measured by this suite, not stated in 003): the gradient step and the weights use the same
 walkers, so theta_(k+1) is correlated with the walkers' noise. To first order the log Z increment estimate
@@ -120,6 +122,7 @@ class Jarzynski(TrainingAlgorithm):
 
     def step(self, x_pos):
         cfg, h, n = self.config, self.config.step_size, self.x.shape[0]
+        log_z_k = self.log_z_estimate()  # log Z~ at theta_k, from the weights A_k, before theta moves
         p = self.weights()
         mini = 0 < cfg.walker_batch < n
         batch = torch.randperm(n, device=self.device)[: cfg.walker_batch] if mini else None
@@ -164,8 +167,9 @@ class Jarzynski(TrainingAlgorithm):
             self.resample()
         logs = {"loss": float(loss.detach()), "ess": ess, "n_resamples": float(self.n_resamples),
                 "log_z_change": self.log_z_change()}
-        if self.log_z_estimate() is not None:
-            logs["cross_entropy_estimate"] = self.log_z_estimate() + float(u_pos.detach().mean())
+        if log_z_k is not None:
+            # eq. (12) at theta_k: log Z~_k from A_k and the data energy U_k(x*), both before the optimiser step
+            logs["cross_entropy_estimate"] = log_z_k + float(u_pos.detach().mean())
         return logs
 
     def resample(self):
