@@ -275,6 +275,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                 train = build_config(TrainConfig, train_values, where)
                 train.iterations()
                 algo = build_config(cls.Config, algo_values, where)
+                cls.check_target(algo, datasets.get_target(t))
             except ConfigError as e:
                 msg = str(e)
                 if "unknown parameter" in msg:
