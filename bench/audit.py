@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC
+from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC, frozen
 from algorithms.work import Work
 from metrics.mixing import rhat
 from metrics.modes import sample_mode_weights, weight_mse
@@ -75,18 +75,16 @@ def audit_weights(energy, target, n_chains: int = 128, n_draws: int = 200, burn_
     with torch.no_grad():
         x = proposal.sample(n_chains)[0]
     x = sampler.run(energy, proposal, x, burn_in, work)
-    sampler.mala.adaptation.enabled = False  # a fixed Markov kernel for the kept draws
-    sampler.reset_stats()
-    chains = sampler.run(energy, proposal, x, n_draws, work, keep_chain=True).detach().cpu().double()
+    with frozen(sampler) as s:  # a fixed Markov kernel for the kept draws; acceptance counted from here
+        chains = s.run(energy, proposal, x, n_draws, work, keep_chain=True).detach().cpu().double()
+        accept = {"audit_global_accept": s.glob.rate, "audit_local_accept": s.local.rate}
     if not torch.isfinite(chains).all():
         return {"audit_max_rhat": float("nan")}, chains.numpy()
     w = sample_mode_weights(target.assign(chains.reshape(-1, chains.shape[-1])), target.n_modes)
     out = {f"audit_weight[{k}]": float(wk) for k, wk in enumerate(w)}
     out["audit_weight_mse"] = weight_mse(w, target.mode_weights.numpy())
     out["audit_max_rhat"] = float(rhat(chains.numpy()).max())
-    out["audit_global_accept"] = sampler.glob.rate
-    out["audit_local_accept"] = sampler.local.rate
-    return out, chains.numpy()
+    return {**out, **accept}, chains.numpy()
 
 
 def audit_metrics(probe, cfg, metrics: dict[str, float]) -> dict[str, float]:

@@ -120,6 +120,21 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
     return out
 
 
+def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
+    """Mixing of the algorithm's own sampler during training (000 Fig. 6: R-hat along training): the
+    evaluation-chain diagnostics of ``evaluate`` (n_chains chains from ``chain_starts``, n_draws draws) at every
+    ``rhat_every``-th trace point and at the last one; empty elsewhere (it costs n_chains x n_draws steps)."""
+    cfg = probe.cfg
+    k = cfg.rhat_every
+    if not k or cfg.n_chains < 2 or cfg.n_draws < 4 or not (last or (it // cfg.eval_every) % k == 0):
+        return {}
+    chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
+    if not np.isfinite(chains).all():
+        raise Diverged(-1, "non-finite states in the evaluation chains")
+    return {"max_rhat": float(rhat(chains).max()), "max_rhat_classic": float(classic_rhat(chains).max()),
+            "min_ess_bulk": float(ess_bulk(chains).min()), "min_ess_tail": float(ess_tail(chains).min())}
+
+
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics the target's ground truth allows, and arrays for the plots."""
     target, cfg, device = probe.target, probe.cfg, probe.device

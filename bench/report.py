@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 import datasets
-from bench import tables
+from bench import tables, tables_highdim
 from bench.store import ResultStore, atomic_write_bytes, atomic_write_csv
 
 
@@ -34,6 +34,7 @@ def write_tables(store: ResultStore) -> str:
                 d = d.assign(flag=d["significant"].map({True: "", False: "n.s."}))
                 specs.append((f"paired_{suite}", f"{suite}: difference to {ref}, paired by seed, mean and 95 % CI "
                               "(n.s.: the CI contains 0)", d.set_index(["target", "metric", "algorithm"])))
+    specs += tables_highdim.sections(res)
     specs += [
         ("key_metrics", "Headline metrics: mean ± 95 % CI over seeds", tables.key_metrics(res)),
         ("mode_weights", "Final EBM mode weights (mean over seeds) and the true weights",

@@ -55,6 +55,14 @@ class TrainConfig:
     grad_budget: int = 0
     #: record the cell as "timeout" past this many seconds of training (0: no limit)
     time_limit_s: float = 0.0
+    #: R-hat / ESS of fresh evaluation chains (n_chains x n_draws) at every k-th trace point and the last one
+    #: (000 Fig. 6); 0: only after training
+    rhat_every: int = 0
+    #: the independent audit of the EBM's mode weights after training (bench/audit.py): chains (0: off), kept
+    #: draws and burn-in steps of its flowMC with a mixture proposal; mixture targets only
+    audit_chains: int = 0
+    audit_draws: int = 400
+    audit_burn_in: int = 100
 
     def iterations(self) -> int:
         if self.n_iters > 0:
@@ -197,6 +205,9 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
             try:
                 train = build_config(TrainConfig, train_values, where)
                 train.iterations()
+                if train.audit_chains and not isinstance(datasets.get_target(t), datasets.GaussianMixture):
+                    raise ConfigError(f"audit_chains needs a Gaussian-mixture target (the audit's proposal sits "
+                                      f"at its means); {t!r} is not one")
                 algo = build_config(cls.Config, algo_values, where)
             except ConfigError as e:
                 msg = str(e)
