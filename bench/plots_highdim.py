@@ -36,7 +36,7 @@ def rhat_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -
     order = sorted(tr["algorithm"].unique())
     palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.4 * len(targets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.4 * len(targets) + 2.0, 3.8), squeeze=False)
     for j, t in enumerate(targets):
         ax = axes[0, j]
         for metric, style in (("max_rhat", "-"), ("max_rhat_deterministic", ":")):
@@ -47,7 +47,10 @@ def rhat_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -
                              and metric == "max_rhat")
         ax.axhline(1.1, color="k", lw=1, ls="--")
         ax.set(title=f"{t} (d = {datasets.get_target(t).dim})", yscale="log", ylabel="max R-hat")
-    fig.suptitle("000 Fig. 6: max R-hat of 128 evaluation chains along training (dotted: noise-free sampler)")
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("000 Fig. 6: max R-hat of the evaluation chains along training\n(dotted: noise-free sampler, "
+                 "not a mixing figure; dashed: 1.1)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return path
