@@ -100,6 +100,13 @@ class TrainingAlgorithm(ABC):
     paper: str = ""
     Config: type = object
 
+    @classmethod
+    def check_target(cls, config, target) -> None:
+        """Raise ConfigError if ``config`` cannot run on ``target`` (e.g. it needs an exact density the target
+        does not have). Called when a suite is resolved, before anything is trained. Most algorithms run
+        on any target: nothing to check."""
+        return None
+
     def __init__(self, problem: Problem, energy: Energy, config):
         self.problem = problem
         self.energy = energy

@@ -14,7 +14,8 @@ class Energy(nn.Module):
     """Base class: ``forward(x)`` returns U(x) with shape (n,).
 
     Optional capabilities, used where present: ``log_z()`` (exact log normaliser, a tensor differentiable in
-    theta) and ``sample_exact(n)`` (exact samples of exp(-U)/Z)."""
+    theta), ``sample_exact(n)`` (exact samples of exp(-U)/Z) and ``mode_weights()`` (the model's own weight
+    of each of its mixture components, in the order of the target's modes)."""
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]
@@ -54,6 +55,11 @@ class TargetEnergy(Energy):
 
     def forward(self, x):
         return -self.target.log_prob(x.double())
+
+
+def states_mode_weights(energy) -> bool:
+    """The energy states its own mode weights (a parametric mixture, not tilted by a reference density)."""
+    return hasattr(energy, "mode_weights") and not getattr(energy, "_tilted", False)
 
 
 class MLPEnergy(Energy):
@@ -122,6 +128,11 @@ class GMMStudent(Energy):
     Initialisation (003 App. B.1): a, b ~ 0.01 N(0, I) with first coordinates -0.1 and +0.1, z = 0, so
     rho_theta0 is close to N(0, I). The model samples itself exactly (``sample_exact``), which is how 003
     starts its Jarzynski walkers ("sampled from rho_theta0").
+
+    Its mode weights are its parameters (``mode_weights``): sigma(z) = 1 / (1 + e^-z) for the component at a
+    (003's p_k, Fig. 1 and 6 left panels) and 1 - sigma(z) for b, in the teacher's order (a* first). This is
+    not the share of its samples nearest each teacher mode: before a and b separate both components sit
+    near 0 and that share is ~0.023 for the -10 mode while p_k = 0.5.
     """
 
     def __init__(self, dim: int, init_scale: float = 0.01, first: float = 0.1):
@@ -146,6 +157,11 @@ class GMMStudent(Energy):
     def p(self) -> float:
         """Weight of the mode at a: 1 / (1 + e^-z)."""
         return float(torch.sigmoid(self.z.detach()))
+
+    def mode_weights(self) -> Tensor:
+        """(sigma(z), 1 - sigma(z)): the weights of the components at a and b (003 eq. 15; p_k of Fig. 1)."""
+        p = torch.sigmoid(self.z.detach())
+        return torch.stack([p, 1 - p])
 
     def sample_exact(self, n: int) -> Tensor:
         with torch.no_grad():

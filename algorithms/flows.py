@@ -11,8 +11,8 @@ half a of the coordinates and maps the other half b as
 
 with (s_raw, t) from one MLP of ``depth`` hidden layers of ``hidden`` units (ReLU). log |det| = sum s.
 
-Choices from 000 and CALIBRATION: the base is N(0, sigma^2 I) with a chosen sigma (000 App. C.5: sigma^2 = the
-target's largest variance); the last linear layer of every coupling net is zeroed, so the flow starts
+Choices from 000 and the Gabrie group's code: the base is N(0, sigma^2 I) with a chosen sigma (000 App. C.5: sigma^2 =
+the target's largest variance); the last linear layer of every coupling net is zeroed, so the flow starts
 *exactly* at the identity map (000 §3 needs T_alpha0 = Id; its gradient is not zero, so learning starts at
 once); the scale is tanh-bounded as in the Gabrie group's RealNVP.
 

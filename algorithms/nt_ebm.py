@@ -21,10 +21,15 @@ Choices the papers leave open, and ours:
   0.75, 128 steps, last step only), ``"hmc"`` is 001 A.4 (20 steps of 3 leapfrog steps, initial leapfrog step
   0.15, adapted toward acceptance 0.651). ``step_size`` is MALA's h or HMC's leapfrog epsilon; 000 gives no
   initial MALA step: 0.01 by default, adapted. The step size persists across iterations.
-* Pre-training: 000 C.3-C.4 say "pretrained for 1024 steps at a 1e-2 learning rate with the reverse KL
-  objective"; reverse KL needs the target's density, which a training algorithm does not have, so we
-  pre-train by maximum likelihood on the training data as 001 §3.3 says ("q_alpha can be pre-trained by
-  MLE"), ``pretrain_steps`` Adam steps of ``pretrain_lr`` on batches of ``pretrain_batch``; counted in Work.
+* Pre-training (``pretrain``): ``"reverse_kl"`` is 000's (C.3-C.4: "pretrained for 1024 steps at a 1e-2
+  learning rate with the reverse KL objective"), KL(q_alpha || p*) with the target's exact log-density,
+  possible only for targets that state one (``has_density``; otherwise a config error when the suite is
+  resolved); ``"max_likelihood"`` is 001 §3.3's ("q_alpha can be pre-trained by MLE") on the training data,
+  the default since it needs nothing but data. Either way ``pretrain_steps`` Adam steps of ``pretrain_lr`` on
+  batches of ``pretrain_batch`` (data points or base draws), counted in Work (flow passes). The result names
+  the objective: the config's ``pretrain`` and the metric ``flow_pretrain_reverse_kl`` or
+  ``flow_pretrain_loglik``. Reverse KL is mode-seeking: on 000's 2:1 mixture a small flow can settle on the
+  heavy mode alone (KL = log 3/2), which the EBM then has to correct.
 * The flow is fixed after pre-training (001 Alg. 1 outputs theta only).
 * The flow: as flowMC-EBM's (000 "the same as in Appendix C.2"), base N(0, sigma^2 I) with sigma^2 the data's
   largest per-coordinate variance (000 App. C.5's rule) unless ``base_scale`` > 0.
@@ -46,7 +51,7 @@ from torch import Tensor
 from algorithms.base import ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.energies import Energy
-from algorithms.flows import FlowConfig, RealNVP, fit_flow, flow_for
+from algorithms.flows import FlowConfig, RealNVP, check_pretrain, flow_for, pretrain_flow
 from algorithms.mcmc import HMC, MALA, Adaptation, ChainStats, frozen
 from algorithms.samplers import ChainBank
 from algorithms.tilt import Raw, tilt, zero_last_layer
@@ -76,7 +81,8 @@ class LatentEnergy(Energy):
 @dataclass
 class FlowBackboneConfig(FlowConfig, OptimConfig):
     beta1: float = 0.99  # 001 A.4
-    #: flow pre-training by maximum likelihood on the data
+    #: flow pre-training: maximum likelihood on the data (001 §3.3) or reverse KL to the target's density (000)
+    pretrain: Literal["max_likelihood", "reverse_kl"] = "max_likelihood"
     pretrain_steps: int = 1024
     pretrain_lr: float = 1e-2
     pretrain_batch: int = 256
@@ -97,13 +103,21 @@ class FlowBackboneEBM(TrainingAlgorithm):
     """What NT-EBM and NCE-EBM share: the pre-trained, fixed flow backbone q_alpha, the tilt of the energy by
     it, and latent-space MCMC on p(z) (001 eq. 9) for sampling the model."""
 
+    @classmethod
+    def check_target(cls, config, target):
+        try:
+            check_pretrain(config.pretrain, target)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         cfg = config
         data = problem.data
+        self.check_target(cfg, problem.target)
         self.flow = flow_for(cfg, data)
-        self.pretrain_loglik = fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
-                                        self.work)
+        self.pretrain_metrics = pretrain_flow(self.flow, cfg.pretrain, problem.target, data, cfg.pretrain_steps,
+                                              cfg.pretrain_lr, cfg.pretrain_batch, self.work)
         self.flow.requires_grad_(False)
         if cfg.zero_init:
             zero_last_layer(energy)
@@ -144,7 +158,7 @@ class FlowBackboneEBM(TrainingAlgorithm):
     def extra_metrics(self, test_x):
         with torch.no_grad():
             ll = self.flow.log_prob(test_x).mean()
-        return {"flow_test_loglik": float(ll), "flow_pretrain_loglik": self.pretrain_loglik}
+        return {"flow_test_loglik": float(ll), **self.pretrain_metrics}
 
 
 @dataclass

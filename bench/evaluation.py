@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from algorithms.base import Diverged
-from algorithms.energies import has_exact_log_z, samples_exactly
+from algorithms.energies import has_exact_log_z, samples_exactly, states_mode_weights
 from metrics.density import grid, grid_log_normalizer, median_sq_log_density_error
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
 from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
@@ -58,17 +58,28 @@ class Probe:
             return grid_log_normalizer(logu, area), (pts, area, logu)
         return None, None
 
-    def model_weights(self, grid_pts):
+    def model_weights(self, grid_pts, share):
+        """The model's mode weights: the mass of each mode's region on the grid, else the weights a parametric
+        energy states (the 003 student's sigma(z)), else the share of exact samples (``share``)."""
         t = self.target
         if not t.has_modes:
             return None
         if grid_pts is not None:
             pts, _, logu = grid_pts
             return grid_mode_weights(logu, t.assign(pts), t.n_modes)
-        if samples_exactly(self.energy):
-            x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
-            return sample_mode_weights(t.assign(x), t.n_modes)
-        return None
+        if states_mode_weights(self.energy):
+            w = self.energy.mode_weights().double().cpu().numpy()
+            if w.shape == (t.n_modes,):
+                return w
+        return share
+
+    def sample_share(self):
+        """Share of ``n_model_samples`` exact model samples in each mode's region (nearest teacher mode)."""
+        t = self.target
+        if not (t.has_modes and samples_exactly(self.energy)):
+            return None
+        x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
+        return sample_mode_weights(t.assign(x), t.n_modes)
 
     def true_grid_log_z(self, n_grid: int, grid_pts) -> float:
         """log Z of p* on the evaluation grid (000 Table 1 normalises both densities on the same grid); it
@@ -82,7 +93,11 @@ class Probe:
         """Mode weights, test log-likelihood, KL(p* || p_theta) and its estimate, teacher-parameter errors."""
         out: dict[str, float] = {}
         log_z, grid_pts = self.model_log_z(n_grid)
-        w = self.model_weights(grid_pts)
+        share = self.sample_share()
+        w = self.model_weights(grid_pts, share)
+        if share is not None:
+            for k, sk in enumerate(share):
+                out[f"ebm_sample_share[{k}]"] = float(sk)
         if w is not None:
             for k, wk in enumerate(w):
                 out[f"ebm_weight[{k}]"] = float(wk)

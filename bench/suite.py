@@ -209,6 +209,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                     raise ConfigError(f"audit_chains needs a Gaussian-mixture target (the audit's proposal sits "
                                       f"at its means); {t!r} is not one")
                 algo = build_config(cls.Config, algo_values, where)
+                cls.check_target(algo, datasets.get_target(t))
             except ConfigError as e:
                 msg = str(e)
                 if "unknown parameter" in msg:

@@ -1,4 +1,4 @@
-"""Mode-weight metrics (000 App. C.3, Table 3; 000 Fig. 1 right; 003 Fig. 1 p_k).
+"""Mode-weight metrics (000 App. C.3, Table 3; 000 Fig. 1 right; the sample share of 003's student).
 
 A target partitions space into one region per mode (``Target.assign``). The weight of a mode is the
 fraction of samples in its region, or, for a density known up to its normalisation on a grid, the mass of

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import algorithms
+import datasets
 from algorithms.base import Problem, build_config
 from algorithms.energies import MLPEnergy, QuadraticEnergy
-from algorithms.flows import data_base_scale
+from algorithms.flows import RealNVP, data_base_scale, reverse_kl
 from algorithms.samplers import h_from_004_delta
 from algorithms.tilt import Raw, TiltedModelError
 from algorithms.work import Work
@@ -255,3 +256,46 @@ def test_coopflow_generator_learns_a_gaussian_and_its_flow_learns_from_revised_s
     alg, data = make("coopflow", gaussian(), energy, setting="pre", pretrain_steps=0, warmup_iters=10**9, **common)
     train(alg, data, 100)
     assert alg.chain_starts(4000).mean(0).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------- NT-EBM's flow pre-training
+
+
+def test_nt_ebm_pretrains_its_flow_by_reverse_kl_or_max_likelihood_and_says_which():
+    """000's pre-training (reverse KL to p*'s exact density) moves the flow onto the target; the result names
+    the objective. Maximum likelihood (001 §3.3) reports its own metric instead."""
+    target = two_mode()
+    torch.manual_seed(0)
+    identity = RealNVP(2, base_scale=1.0)
+    with torch.no_grad():
+        kl_identity = float(reverse_kl(identity, target.log_prob, 20_000))
+    alg, _ = make("nt_ebm", target, lambda: MLPEnergy(2, (16,)), pretrain="reverse_kl", pretrain_steps=200,
+                  base_scale=1.0, n_persistent=64)
+    with torch.no_grad():
+        kl = float(reverse_kl(alg.flow, target.log_prob, 20_000))
+    assert kl < 0.2 * kl_identity
+    assert alg.work.flow_passes >= 200 * 256
+    extra = alg.extra_metrics(target.test_set(100))
+    assert "flow_pretrain_reverse_kl" in extra and "flow_pretrain_loglik" not in extra
+    assert extra["flow_pretrain_reverse_kl"] < 0.2 * kl_identity
+    ml, _ = make("nt_ebm", target, lambda: MLPEnergy(2, (16,)), pretrain_steps=5, n_persistent=64)
+    assert ml.config.pretrain == "max_likelihood"
+    assert set(ml.extra_metrics(target.test_set(100))) >= {"flow_pretrain_loglik"}
+
+
+def test_reverse_kl_pretraining_on_a_target_without_density_is_refused_before_training(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from bench import suite as suite_mod
+    from bench.cli import main
+    monkeypatch.setattr(suite_mod, "SUITES_DIR", tmp_path)
+    (tmp_path / "s.toml").write_text(
+        'targets = ["two_mode", "swiss_roll"]\nalgorithms = ["nt_ebm"]\n[fidelity.quick.defaults]\nn_iters = 3\n'
+        '[fidelity.quick.algorithms.nt_ebm]\npretrain = "reverse_kl"\n')
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "s", "--out", str(out), "-j", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: ") and "nt_ebm/swiss_roll" in err[0]
+    assert "needs the target's exact density" in err[0]
+    assert not (out / "results.csv").exists()
+    with pytest.raises(algorithms.ConfigError, match="exact density"):
+        make("nt_ebm", datasets.get_target("swiss_roll"), lambda: MLPEnergy(2, (16,)), pretrain="reverse_kl")

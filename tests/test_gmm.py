@@ -92,3 +92,64 @@ def test_student_initialisation_003():
     assert 0.003 < float(s.a[1:].detach().std()) < 0.02
     u, g = s.value_and_grad(torch.zeros(3, 50), Work())
     assert u.shape == (3,) and g.shape == (3, 50)
+
+
+class _NoEstimate:
+    def log_z_estimate(self):
+        return None
+
+
+def _measure(energy):
+    from bench.evaluation import Probe
+    from bench.suite import TrainConfig
+    cfg = TrainConfig(energy="gmm_student", dtype="float64", n_eval_samples=2000, n_model_samples=20_000)
+    torch.manual_seed(4)
+    out, _ = Probe(datasets.get_target("gmm50d"), energy, cfg, torch.device("cpu")).measure(_NoEstimate(), 0)
+    return out
+
+
+def test_student_p_k_is_sigma_z_and_the_sample_share_is_a_separate_metric():
+    """003's p_k = 1 / (1 + e^-z) (Fig. 1, 6 left). At initialisation z = 0, so p_k = 0.5 exactly, while the
+    share of exact samples nearest the teacher's -10 mode is P(N(0, 1) < -2) ~ 0.023; at the teacher's
+    parameters both are 0.25 and the KL is zero."""
+    torch.manual_seed(0)
+    init = _measure(GMMStudent(50).double())
+    assert init["ebm_weight[0]"] == 0.5 and init["ebm_weight[1]"] == 0.5
+    assert init["ebm_sample_share[0]"] == pytest.approx(0.0228, abs=0.004)
+    t = datasets.get_target("gmm50d")
+    teacher = _measure(student(50, -10.0, 6.0, t.z_star))
+    assert teacher["ebm_weight[0]"] == pytest.approx(0.25, abs=1e-12)
+    assert teacher["ebm_weight_mse"] == pytest.approx(0.0, abs=1e-24)
+    assert teacher["ebm_sample_share[0]"] == pytest.approx(0.25, abs=5 * math.sqrt(0.25 * 0.75 / 20_000))
+    assert teacher["kl"] == pytest.approx(0.0, abs=1e-10)
+    assert teacher["param_error[z]"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _paper_cell(name):
+    from bench.suite import load_suite, resolve_cells
+    return resolve_cells(load_suite("gmm50d"), "paper", [name], ["gmm50d"], seeds=1)[0]
+
+
+def test_gmm50d_variants_named_after_a_figure_carry_its_settings_at_paper_fidelity():
+    """A variant named [figN] claims 003's settings for that figure at paper fidelity; B.1's gammas are read
+    as the public code steps (gamma h, h = 0.1), the reading under which the KL estimate can overlap the exact
+    KL as in Fig. 6."""
+    j = _paper_cell("jarzynski")
+    assert (j.algo.lr, j.algo.param_lr, j.algo.n_walkers, j.train.n_data, j.train.n_iters) == (
+        pytest.approx(0.025 * 0.1), {"z": pytest.approx(0.125 * 0.1)}, 10_000, 10_000, 8000)
+    f1 = _paper_cell("jarzynski[fig1]")  # Alg. 2, N = 1e5, N' = 1e4, n = 1e5, gamma 0.2 / 1, 1/c = 1.05
+    assert (f1.algo.n_walkers, f1.algo.walker_batch, f1.train.n_data, f1.train.batch_size) == (
+        100_000, 10_000, 100_000, 100_000)
+    assert (f1.algo.lr, f1.algo.param_lr["z"], f1.algo.step_size) == (
+        pytest.approx(0.2 * 0.1), pytest.approx(1.0 * 0.1), 0.1)
+    assert 1 + f1.algo.resample_c == pytest.approx(1.05) and f1.algo.resampling == "systematic"
+    cd1 = _paper_cell("cd[fig1]")  # the rates x 10, restarts every 4 ULA steps
+    assert (cd1.algo.lr, cd1.algo.param_lr["z"], cd1.algo.restart_every) == (
+        pytest.approx(2 * 0.1), pytest.approx(10 * 0.1), 4)
+    f8 = _paper_cell("pcd[fig8]")  # gamma_z = 5, gamma_ab = 0.2 gamma_z, h = 0.2, K = 1e4, N = 1e4
+    assert (f8.algo.lr, f8.algo.param_lr["z"], f8.algo.step_size) == (
+        pytest.approx(1.0 * 0.2), pytest.approx(5.0 * 0.2), 0.2)
+    assert (f8.train.n_iters, f8.algo.n_persistent, f8.algo.init) == (10_000, 10_000, "data")
+    lag = _paper_cell("jarzynski[stratified-lag=100]")
+    assert (lag.algo.resample_every, lag.algo.resampling, lag.algo.n_walkers, lag.train.n_iters) == (
+        100, "stratified", 100_000, 480_000)

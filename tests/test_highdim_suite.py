@@ -86,6 +86,7 @@ def test_suite_paper_settings_follow_000_table_7():
     u, n, co, f = (cells[a].algo for a in ("ula_ebm", "nt_ebm", "coopflow", "flowmc_ebm"))
     assert (u.step_size, u.n_steps, u.init, u.lr) == (1e-3, 512, "normal", 1e-2)
     assert (n.sampler, n.n_steps, n.lr, n.pretrain_steps, n.pretrain_lr) == ("mala", 128, 1e-2, 512, 1e-2)
+    assert n.pretrain == "reverse_kl"  # 000 C.5
     assert (co.step_size, co.n_steps, co.lr) == (1e-4, 256, 1e-3)
     assert (f.n_steps, f.n_global, f.n_local, f.n_particles, f.subsample, f.lr) == (144, 1, 8, 128, 16, 1e-3)
     assert (f.flow_hidden, f.flow_depth, f.flow_layers) == (39, 3, 4)  # Table 6, d = 32
