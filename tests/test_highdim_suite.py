@@ -31,7 +31,7 @@ class _Chains:
 
     def run_chains(self, x0, n_draws):
         self.calls += 1
-        return self.chains[: x0.shape[0], -n_draws:]
+        return self.chains[: x0.shape[0], :n_draws]
 
 
 class _Probe:
@@ -40,7 +40,7 @@ class _Probe:
 
 
 def _cfg(**kw):
-    base = dict(n_iters=100, eval_every=10, rhat_every=3, n_chains=64, n_draws=200)
+    base = dict(n_iters=100, eval_every=10, rhat_every=3, n_chains=64, n_draws=150, burn_in=50)
     return TrainConfig(**{**base, **kw})
 
 
@@ -58,10 +58,23 @@ def test_rhat_point_known_answers():
     mixed = rng.normal(size=(64, 200, 3))
     out = rhat_point(_Probe(_cfg()), _Chains(mixed), 30, last=False)
     assert out["max_rhat"] < 1.05 and out["max_rhat_classic"] < 1.05
-    assert out["min_ess_bulk"] > 0.5 * 64 * 200
+    assert out["min_ess_bulk"] > 0.5 * 64 * 150  # burn-in dropped: 150 draws per chain
     stuck = mixed * 0.1 + rng.choice([-3.0, 3.0], size=(64, 1, 1))
     out = rhat_point(_Probe(_cfg()), _Chains(stuck), 30, last=False)
     assert out["max_rhat"] > 1.5 and out["max_rhat_classic"] > 1.5
+    # a noise-free sampler's chains are reported as such, not as a mixing figure
+    alg = _Chains(stuck)
+    alg.stochastic_chains = False
+    assert set(rhat_point(_Probe(_cfg()), alg, 30, last=False)) == {"max_rhat_deterministic"}
+
+
+def test_rhat_point_drops_the_burn_in():
+    """Chains that start far apart and mix after 50 steps: R-hat ~ 1 once the burn-in of 50 is dropped."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 200, 2))
+    x[:, :50] += rng.choice([-20.0, 20.0], size=(64, 1, 1))
+    assert rhat_point(_Probe(_cfg()), _Chains(x), 30, last=False)["max_rhat"] < 1.05
+    assert rhat_point(_Probe(_cfg(burn_in=0)), _Chains(x), 30, last=False)["max_rhat"] > 1.1
 
 
 def test_audit_needs_a_mixture_target(capsys, tmp_path, monkeypatch):
