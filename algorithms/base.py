@@ -147,6 +147,10 @@ class TrainingAlgorithm(ABC):
     name: str = ""
     paper: str = ""
     Config: type = object
+    #: whether ``run_chains`` is a stochastic Markov chain. False for noise-free dynamics (gradient descent,
+    #: an ODE): their chains collapse to fixed points, so R-hat / ESS say nothing about mixing and the
+    #: evaluation reports ``max_rhat_deterministic`` instead (bench/evaluation.py)
+    stochastic_chains: bool = True
 
     @classmethod
     def check_target(cls, config, target) -> None:
@@ -183,7 +187,9 @@ class TrainingAlgorithm(ABC):
 
     @abstractmethod
     def run_chains(self, x0: Tensor, n_draws: int) -> Tensor:
-        """Run this algorithm's own sampler from x0 for n_draws steps; returns (chain, draw, dim)."""
+        """Run this algorithm's own sampler from x0 for n_draws steps; returns (chain, draw, dim). An adaptive
+        sampler runs with its adaptation frozen (``algorithms.mcmc.frozen``), so the chains are Markov and
+        training's sampler state is left as it was. The caller drops its burn-in from the returned draws."""
 
     def extra_metrics(self, test_x: Tensor) -> dict[str, float]:
         """Metrics only this algorithm has (e.g. a companion flow's test log-likelihood, acceptance rates),

@@ -23,7 +23,9 @@ Choices the papers leave open, and ours:
   variance (as the other flow algorithms), instead of 004's data-dependent initialisation of its image flow.
 * The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (004's public code) are
   image-specific code details not in the paper: not applied. The test-time step increase (x 4/3, 004 A.3)
-  is not applied either: evaluation chains use the training step.
+  is not applied either: evaluation chains use the training step. They are noise-free, hence deterministic
+  (``stochastic_chains = False``): their R-hat is reported as ``max_rhat_deterministic``, which measures
+  collapse to fixed points, not mixing.
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
   from the suite (000: 1e-3 for both).
 * Not persistent: the chains start from fresh flow samples every iteration; ``chain_starts`` are flow samples.
@@ -69,6 +71,8 @@ class CoopFlow(TrainingAlgorithm):
     name = "coopflow"
     paper = "004 Alg. 1 (settings T=30, T=200, Pre of 004 A.2)"
     Config = CoopFlowConfig
+    #: the evaluation chains are the noise-free Langevin of step 6 (gradient descent on E): deterministic
+    stochastic_chains = False
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)

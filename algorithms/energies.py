@@ -45,6 +45,18 @@ def samples_exactly(energy) -> bool:
     return hasattr(energy, "sample_exact") and not getattr(energy, "_tilted", False)
 
 
+class TargetEnergy(Energy):
+    """U = -log p* of a target with an exact density: the EBM equal to the truth (known-answer tests of the
+    evaluation and the audit). No parameters; float64."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x):
+        return -self.target.log_prob(x.double())
+
+
 def states_mode_weights(energy) -> bool:
     """The energy states its own mode weights (a parametric mixture, not tilted by a reference density)."""
     return hasattr(energy, "mode_weights") and not getattr(energy, "_tilted", False)
@@ -77,7 +89,11 @@ class MLPEnergy(Energy):
 class ToyMLP(MLPEnergy):
     """The ~10k-parameter toy EBM of Nijkamp et al. 2020 ("anatomy") used by 000 App. C.2-C.4:
     MLP 2 -> 32 -> 64 -> 64 -> 64 -> 1 with LeakyReLU(0.05), 10,593 parameters. Built from Linear layers
-    (the anatomy code's 1x1 convolutions compute the same map, ~3.5x slower)."""
+    (the anatomy code's 1x1 convolutions compute the same map, ~3.5x slower).
+
+    In d dimensions (000 App. C.5: "the same as described in (Nijkamp et al., 2020a)") only the input layer
+    grows: d -> 32 -> 64 -> 64 -> 64 -> 1, 10,529 + 32 d parameters (11,041 at d = 16, 12,577 at d = 64);
+    000 gives no other sizing for d."""
 
     def __init__(self, dim: int = 2):
         super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05)

@@ -46,7 +46,7 @@ from torch import Tensor
 from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm, bounds
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, base_sigma, flow_for
-from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC
+from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC, frozen
 from algorithms.samplers import ChainBank
 from algorithms.tilt import tilt, zero_last_layer
 
@@ -152,16 +152,14 @@ class FlowMCEBM(TrainingAlgorithm):
     def chain_starts(self, n):
         return self.bank.draw(min(n, len(self.bank)))[1]
 
-    def _frozen_sampler(self) -> FlowMC:
-        """A copy of the sampler that does not touch the training sampler's step size or counts."""
-        s = self.sampler
-        return FlowMC(MALA(s.mala.step_size, s.mala.adaptation), s.isir, s.n_global, s.n_local)
-
     def sample(self, x0):
-        return self._flowmc(x0, self._frozen_sampler())[1]
+        """Negatives as training draws them, with the MALA step frozen at its trained value (mcmc.frozen)."""
+        with frozen(self.sampler) as s:
+            return self._flowmc(x0, s)[1]
 
     def run_chains(self, x0, n_draws):
-        return self._frozen_sampler().run(self.energy, self.flow, x0, n_draws, self.work, keep_chain=True)
+        with frozen(self.sampler) as s:
+            return s.run(self.energy, self.flow, x0, n_draws, self.work, keep_chain=True)
 
     def extra_metrics(self, test_x):
         """The companion flow's test log-likelihood and the sampler's state at the end of training."""

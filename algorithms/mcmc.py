@@ -11,12 +11,16 @@ Energy / flow calls it makes (``Work.grad_evals``, ``energy_evals``, ``flow_pass
 Step-size adaptation (000 App. C.1 / flowMC; 001 A.4, after Andrieu & Thoms 2008): after every step the
 mean acceptance over the chains is compared with the target; outside ``target +- tol`` the step is
 multiplied (too many acceptances) or divided (too few) by ``factor``. One step size is shared by all chains.
-An adapted chain is not exactly Markov: the invariance tests run with ``adapt=False``.
+An adapted chain is not exactly Markov: the invariance tests run with ``adapt=False``, and chains run after
+training (R-hat / ESS, negatives for the metrics) run inside ``frozen(sampler)``, which switches adaptation off
+and restores the sampler's training state (step sizes, acceptance counts) afterwards.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -250,3 +254,36 @@ class FlowMC:
 
     def reset_stats(self) -> None:
         self.local, self.glob = ChainStats(), ChainStats()
+
+
+def _adaptive_parts(sampler) -> list:
+    """The step-size-adapting pieces of a sampler: itself (MALA, HMC) or its local sampler (flowMC)."""
+    if isinstance(sampler, FlowMC):
+        return [sampler.mala]
+    return [sampler] if isinstance(getattr(sampler, "adaptation", None), Adaptation) else []
+
+
+@contextmanager
+def frozen(sampler) -> Iterator:
+    """Run ``sampler`` (MALA, HMC or FlowMC) as a fixed Markov kernel: inside the block its step size does not
+    adapt; on leaving it (normally or by an exception) the training state is restored exactly: step sizes,
+    adaptation switches and flowMC's acceptance counts (which start from zero inside the block). Evaluation
+    chains therefore never change training. Samplers without adaptation (ULA, i-SIR) pass through unchanged.
+
+        with frozen(self.sampler) as s:
+            chain = s.run(energy, x0, n_draws, work, keep_chain=True)
+    """
+    parts = _adaptive_parts(sampler)
+    saved = [(p.step_size, p.adaptation.enabled) for p in parts]
+    stats = (sampler.local, sampler.glob) if isinstance(sampler, FlowMC) else None
+    try:
+        for p in parts:
+            p.adaptation.enabled = False
+        if stats is not None:
+            sampler.reset_stats()
+        yield sampler
+    finally:
+        for p, (step, enabled) in zip(parts, saved, strict=True):
+            p.step_size, p.adaptation.enabled = step, enabled
+        if stats is not None:
+            sampler.local, sampler.glob = stats

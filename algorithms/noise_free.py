@@ -39,7 +39,9 @@ Choices 002 leaves open, and ours:
   ``eval_chunk`` points (see algorithms/ode.py); training of ``ode_flow_ml`` uses ``trace``: exact by
   default, Hutchinson (unbiased, cheaper; FFJORD's choice) for higher dimensions or cheaper runs.
 * ``run_chains`` (R-hat / ESS after training) has little meaning for deterministic dynamics: Euler
-  continues gradient descent for n_draws steps, the ODE returns its path at n_draws times in (0, T].
+  continues gradient descent for n_draws steps, the ODE returns its path at n_draws times in (0, T]. The
+  algorithms declare ``stochastic_chains = False``, and the evaluation reports ``max_rhat_deterministic``
+  (collapse to fixed points) instead of R-hat / ESS.
 * The noisy baseline of the toy comparison (§5.1 "valid MCMC sampling with noise term", App. B) is
   ``short_run`` with ``init = "normal"`` (configured in bench/suites/selfadv2d.toml); 002's reduced-noise
   Langevin of §5.2 (noise scale below sqrt(2h)) is not implemented.
@@ -149,6 +151,8 @@ class _GeneratorEBM(TrainingAlgorithm):
     generator is the ODE, metrics and plot arrays."""
 
     dynamics: str = "ode"
+    #: Euler gradient descent and the ODE are deterministic: the evaluation reports max_rhat_deterministic
+    stochastic_chains = False
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)

@@ -52,7 +52,7 @@ from algorithms.base import AT_LEAST_1, POSITIVE, ConfigError, Diverged, Trainin
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.energies import Energy
 from algorithms.flows import FlowConfig, RealNVP, check_pretrain, flow_for, pretrain_flow
-from algorithms.mcmc import HMC, MALA, Adaptation, ChainStats
+from algorithms.mcmc import HMC, MALA, Adaptation, ChainStats, frozen
 from algorithms.samplers import ChainBank
 from algorithms.tilt import Raw, tilt, zero_last_layer
 
@@ -148,9 +148,10 @@ class FlowBackboneEBM(TrainingAlgorithm):
             return self.flow.inverse(x, self.work)[0]
 
     def run_chains(self, x0, n_draws):
-        """Latent chains from g^-1(x0) with a copy of the sampler, pushed forward: (chain, draw, dim)."""
-        z = self.make_sampler(self.sampler.step_size).run(self.latent, self.pull(x0), n_draws, self.work,
-                                                          keep_chain=True)
+        """Latent chains from g^-1(x0) with the sampler's step frozen (mcmc.frozen), pushed forward:
+        (chain, draw, dim)."""
+        with frozen(self.sampler) as s:
+            z = s.run(self.latent, self.pull(x0), n_draws, self.work, keep_chain=True)
         n, k, d = z.shape
         return self.push(z.reshape(n * k, d)).reshape(n, k, d)
 
@@ -200,8 +201,8 @@ class NTEBM(FlowBackboneEBM):
         return self.push(self.bank.draw(min(n, len(self.bank)))[1])
 
     def sample(self, x0):
-        sampler = self.make_sampler(self.sampler.step_size)
-        return self.push(sampler.run(self.latent, self.pull(x0), self.config.n_steps, self.work))
+        with frozen(self.sampler) as s:
+            return self.push(s.run(self.latent, self.pull(x0), self.config.n_steps, self.work))
 
     def extra_metrics(self, test_x):
         return {**super().extra_metrics(test_x), "local_accept": self.stats.rate, "step_size": self.sampler.step_size}

@@ -291,11 +291,17 @@ METRICS = {
     "neg_weight_mse_vs_ebm": "negative samples' weights vs the EBM's (000 Table 3, col. 3)",
     "init_weight_mse_vs_ebm": "chain initialisations' weights vs the EBM's (000 Table 3, col. 2)",
     "logp_median_sq_error": "median over x ~ p* of (log p_theta - log p*)^2, grid-normalised (000 Table 1)",
-    "max_rhat": "max over dims of rank-normalised split R-hat (arviz), chains from the final state",
+    "max_rhat": "max over dims of rank-normalised split R-hat (arviz), chains from the final state, adaptation "
+                "frozen, burn_in draws dropped",
+    "max_rhat_deterministic": "the same R-hat for noise-free evaluation chains (CoopFlow, 002): collapse to fixed "
+                              "points, not mixing",
     "max_rhat_classic": "max over dims of classic Gelman-Rubin R-hat (001)",
     "min_ess_bulk / min_ess_tail": "min over dims of arviz bulk / tail ESS of the same chains",
     "test_loglik": "mean log-density of the EBM (grid-normalised or exact log Z) on held-out target samples",
     "kl / kl_estimate": "KL(p* || p_theta) with the model normalised exactly or on the grid / Jarzynski's (003 eq. 12)",
+    "mass_outside_box": "fraction of the model's mass on a 3x wider box (same centre) outside the evaluation box",
+    "border_density_ratio": "max model density on the evaluation box's border / max on the box",
+    "improper": "1 if mass_outside_box > 0.01 (bench.evaluation.LEAK_TOL): grid metrics are of the box's restriction",
     "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
     "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
     "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",

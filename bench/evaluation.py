@@ -4,6 +4,25 @@ Everything measured of a model on a target lives here, decided from their capabi
 target is integrated on a grid; an energy with an exact ``log_z`` or ``sample_exact`` is used directly; a
 teacher-student target compares parameters. ``trace_point`` is what is logged during training,
 ``evaluate`` what is measured after it. The metrics themselves are pure functions in ``metrics/``.
+
+Models that are not densities on the box. A 2-D model is normalised on the target's box (000 Table 1), so mass
+it puts outside the box is dropped from every grid metric, and an untilted EBM (ULA-EBM, CD, short-run,
+CoopFlow) can be improper. Every run normalised on a grid therefore also reports
+
+* ``mass_outside_box``: the fraction of the model's mass on a box ``LEAK_FACTOR`` = 3 times as wide per axis
+  (same centre) that lies outside the evaluation box (a coarser grid, ``LEAK_COARSENING``). For an improper
+  model it grows with the enlarged box: it is a lower bound on the leak, not a property of the model alone;
+* ``border_density_ratio``: the model's largest density on the outermost ring of evaluation-grid cells over
+  its largest density on the grid (1: the density peaks on the border);
+* ``improper``: 1.0 when ``mass_outside_box`` > ``LEAK_TOL`` (or cannot be computed), else 0.0. The mode
+  weights, log-density error, KL and test log-likelihood of such a model are those of its restriction to the
+  box, not of a density: tables and figures mark them.
+
+Evaluation chains (R-hat / ESS after training) run ``burn_in + n_draws`` steps of the algorithm's own sampler
+with its step-size adaptation frozen and drop the first ``burn_in`` draws. Algorithms whose chains are
+deterministic (``stochastic_chains = False``: CoopFlow's noise-free Langevin, 002's gradient descent and ODE)
+get ``max_rhat_deterministic`` instead of ``max_rhat`` / ``max_rhat_classic`` / ``min_ess_bulk`` /
+``min_ess_tail``.
 """
 
 from __future__ import annotations
@@ -13,9 +32,27 @@ import torch
 
 from algorithms.base import Diverged
 from algorithms.energies import has_exact_log_z, samples_exactly, states_mode_weights
-from metrics.density import grid, grid_log_normalizer, median_sq_log_density_error
+from metrics.density import (
+    border_density_ratio,
+    enlarged_box,
+    grid,
+    grid_log_normalizer,
+    inside_box,
+    mass_outside,
+    median_sq_log_density_error,
+)
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
 from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
+
+#: a model with more than this fraction of its mass (on the 3x box) outside the evaluation box is ``improper``:
+#: its grid metrics describe its restriction to the box (ours: 1 %, well above what the 2-D targets themselves
+#: put outside their boxes, at most 1.4e-6 for two_mode, and far below the 96 % seen of CoopFlow's quick setting)
+LEAK_TOL = 0.01
+#: the enlarged box is this many times as wide per axis as the evaluation box (same centre)
+LEAK_FACTOR = 3
+#: its cells are this many times as wide as the evaluation grid's (at least LEAK_MIN_CELLS per box width)
+LEAK_COARSENING = 4
+LEAK_MIN_CELLS = 8
 
 
 def dtype_of(energy) -> torch.dtype:
@@ -81,6 +118,18 @@ class Probe:
         x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
         return sample_mode_weights(t.assign(x), t.n_modes)
 
+    def leak(self, n_grid: int, grid_pts) -> dict[str, float]:
+        """``mass_outside_box``, ``border_density_ratio`` and ``improper`` (module docstring) of a model
+        normalised on the n_grid x n_grid evaluation grid ``grid_pts``. The enlarged grid has LEAK_FACTOR * m
+        cells per axis, m = max(n_grid // LEAK_COARSENING, LEAK_MIN_CELLS), so the evaluation box is exactly
+        its middle m x m cells."""
+        box = self.target.box
+        m = max(n_grid // LEAK_COARSENING, LEAK_MIN_CELLS)
+        pts, _, logu_outer = _ebm_grid(self.energy, enlarged_box(box, LEAK_FACTOR), LEAK_FACTOR * m, self.device)
+        frac = mass_outside(logu_outer, inside_box(pts, box))
+        ratio = border_density_ratio(grid_pts[2].reshape(n_grid, n_grid))
+        return {"mass_outside_box": frac, "border_density_ratio": ratio, "improper": float(not frac <= LEAK_TOL)}
+
     def true_grid_log_z(self, n_grid: int, grid_pts) -> float:
         """log Z of p* on the evaluation grid (000 Table 1 normalises both densities on the same grid); it
         depends on the grid alone, so it is computed once per resolution."""
@@ -93,6 +142,8 @@ class Probe:
         """Mode weights, test log-likelihood, KL(p* || p_theta) and its estimate, teacher-parameter errors."""
         out: dict[str, float] = {}
         log_z, grid_pts = self.model_log_z(n_grid)
+        if grid_pts is not None:
+            out.update(self.leak(n_grid, grid_pts))
         share = self.sample_share()
         w = self.model_weights(grid_pts, share)
         if share is not None:
@@ -135,6 +186,21 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
     return out
 
 
+def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
+    """Mixing of the algorithm's own sampler during training (000 Fig. 6: R-hat along training): the
+    diagnostics of ``evaluate``'s evaluation chains (``evaluation_chains``, ``mixing``: n_chains chains from
+    ``chain_starts``, burn_in + n_draws steps, adaptation frozen) at every ``rhat_every``-th trace point and at
+    the last one; empty elsewhere (it costs n_chains x (burn_in + n_draws) sampler steps)."""
+    cfg = probe.cfg
+    k = cfg.rhat_every
+    if not k or cfg.n_chains < 2 or cfg.n_draws < 4 or not (last or (it // cfg.eval_every) % k == 0):
+        return {}
+    chains = evaluation_chains(alg, cfg.n_chains, cfg.n_draws, cfg.burn_in)
+    if not np.isfinite(chains).all():
+        raise Diverged(-1, "non-finite states in the evaluation chains")
+    return mixing(chains, alg.stochastic_chains)
+
+
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics the target's ground truth allows, and arrays for the plots."""
     target, cfg, device = probe.target, probe.cfg, probe.device
@@ -164,11 +230,33 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     if cfg.n_chains > 1 and cfg.n_draws >= 4:
-        chains = alg.run_chains(alg.chain_starts(cfg.n_chains), cfg.n_draws).cpu().double().numpy()
+        chains = evaluation_chains(alg, cfg.n_chains, cfg.n_draws, cfg.burn_in)
         if not np.isfinite(chains).all():
             raise Diverged(-1, "non-finite states in the evaluation chains")
-        m["max_rhat"] = float(rhat(chains).max())
-        m["max_rhat_classic"] = float(classic_rhat(chains).max())
-        m["min_ess_bulk"] = float(ess_bulk(chains).min())
-        m["min_ess_tail"] = float(ess_tail(chains).min())
+        m.update(mixing(chains, alg.stochastic_chains))
     return m, art
+
+
+def evaluation_chains(alg, n_chains: int, n_draws: int, burn_in: int) -> np.ndarray:
+    """(chain, draw, dim) draws of the algorithm's own sampler from its chain starts (000 Table 2: 128 chains
+    from the persistent state, or from the flow for CoopFlow): ``burn_in + n_draws`` steps, adaptation frozen
+    (``TrainingAlgorithm.run_chains``), the first ``burn_in`` dropped."""
+    chains = alg.run_chains(alg.chain_starts(n_chains), burn_in + n_draws)
+    if chains.shape[1] != burn_in + n_draws:
+        raise ValueError(f"{alg.name}.run_chains returned {chains.shape[1]} draws, asked for {burn_in + n_draws}")
+    return chains[:, burn_in:].cpu().double().numpy()
+
+
+def mixing(chains: np.ndarray, stochastic: bool) -> dict[str, float]:
+    """R-hat and ESS of evaluation chains (000 Table 2, 001 Fig. 2; metrics/mixing.py).
+
+    Deterministic chains (noise-free dynamics) give only ``max_rhat_deterministic``, the largest split R-hat
+    over dimensions: it measures how the chains collapse to fixed points (inf when they stop at different
+    points, NaN when all stop at one), not mixing; it is not comparable with ``max_rhat``."""
+    if not stochastic:
+        r = rhat(chains)
+        return {"max_rhat_deterministic": float(np.nanmax(r)) if not np.isnan(r).all() else float("nan")}
+    return {"max_rhat": float(rhat(chains).max()),
+            "max_rhat_classic": float(classic_rhat(chains).max()),
+            "min_ess_bulk": float(ess_bulk(chains).min()),
+            "min_ess_tail": float(ess_tail(chains).min())}

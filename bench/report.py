@@ -9,7 +9,7 @@ import textwrap
 import pandas as pd
 
 import datasets
-from bench import tables
+from bench import tables, tables_highdim
 from bench.store import ResultStore, save_outputs
 
 #: text tables wrap their columns at this width
@@ -50,6 +50,7 @@ def sections(res: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
                             "mean and 95 % CI (n.s.: the CI contains 0)",
                             d.drop(columns=["significant", "reference"]).set_index(["target", "metric",
                                                                                      "algorithm"])))
+    out += [(name, f"{title} ({what})", df) for name, title, df in tables_highdim.sections(res)]
     out += [
         ("key_metrics", f"Headline metrics ({what}): mean ± 95 % CI over seeds", tables.key_metrics(res)),
         ("mode_weights", f"Final EBM mode weights ({what}; mean over seeds) and the true weights",

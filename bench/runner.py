@@ -20,9 +20,16 @@ import datasets
 from algorithms.base import Diverged, Problem
 from algorithms.energies import make_energy
 from algorithms.work import Work
-from bench.evaluation import Probe, evaluate, trace_point
+from bench.audit import audit_metrics
+from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
+
+
+def measuring(dev: torch.device):
+    """A context in which measurements may draw random numbers without moving the training's random stream,
+    so that how often (and whether) a run is measured never changes the run itself."""
+    return torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])
 
 
 class TimeLimit(RuntimeError):
@@ -70,7 +77,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 raise Diverged(it, f"loss {loss:.3g}")
             last = it == n_iters or (cfg.grad_budget and work.grad_evals >= cfg.grad_budget)
             if cfg.eval_every and (it % cfg.eval_every == 0 or last):
-                point = {**logs, **trace_point(probe, alg)}
+                with measuring(dev):  # trace-time measurements leave the training's random stream as it was
+                    point = {**logs, **trace_point(probe, alg), **rhat_point(probe, alg, it, last)}
                 traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
                            for k, v in point.items()]
                 bar.set_postfix(loss=f"{loss:.3g}")
@@ -81,6 +89,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
         metrics, art = evaluate(probe, alg)
+        metrics.update(audit_metrics(probe, cfg, metrics))
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

@@ -51,6 +51,9 @@ class TrainConfig:
     #: needs at least 2 chains of 4 draws; n_chains = 0: no R-hat / ESS
     n_chains: int = field(default=128, metadata=NONNEG)
     n_draws: int = field(default=500, metadata=NONNEG)
+    #: draws run and discarded before those n_draws (ours: a fifth of the default n_draws; 001 §4 discards
+    #: 400 of 2,000 steps); the sampler's step-size adaptation is frozen for the whole evaluation chain
+    burn_in: int = field(default=100, metadata=NONNEG)
     #: negative samples used to estimate their mode weights after training
     n_negatives: int = field(default=8192, metadata=AT_LEAST_1)
     #: exact model samples for the model's mode weights where no grid is used (energies with sample_exact)
@@ -59,6 +62,14 @@ class TrainConfig:
     grad_budget: int = field(default=0, metadata=NONNEG)
     #: record the cell as "timeout" past this many seconds of training (0: no limit)
     time_limit_s: float = field(default=0.0, metadata=NONNEG)
+    #: R-hat / ESS of fresh evaluation chains (n_chains x n_draws) at every k-th trace point and the last one
+    #: (000 Fig. 6); 0: only after training
+    rhat_every: int = field(default=0, metadata=NONNEG)
+    #: the independent audit of the EBM's mode weights after training (bench/audit.py): chains (0: off), kept
+    #: draws and burn-in steps of its flowMC with a mixture proposal; mixture targets only
+    audit_chains: int = field(default=0, metadata=NONNEG)
+    audit_draws: int = field(default=400, metadata=AT_LEAST_1)
+    audit_burn_in: int = field(default=100, metadata=NONNEG)
 
     def __post_init__(self):
         if self.batch_size > self.n_data:
@@ -274,6 +285,9 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
             try:
                 train = build_config(TrainConfig, train_values, where)
                 train.iterations()
+                if train.audit_chains and not isinstance(datasets.get_target(t), datasets.GaussianMixture):
+                    raise ConfigError(f"audit_chains needs a Gaussian-mixture target (the audit's proposal sits "
+                                      f"at its means); {t!r} is not one")
                 algo = build_config(cls.Config, algo_values, where)
                 cls.check_target(algo, datasets.get_target(t))
             except ConfigError as e:

@@ -37,3 +37,57 @@ def median_sq_log_density_error(log_p_model: Tensor, log_p_true: Tensor) -> floa
         raise ValueError(f"{a.shape} vs {b.shape} points")
     # numpy's median: the mean of the two middle values for an even count (torch.median takes the lower one)
     return float(np.median(((a - b) ** 2).cpu().numpy()))
+
+
+# ---------------------------------------------------------------- models that are not densities on the box
+# A model normalised on the evaluation box drops whatever mass it puts outside it; an untilted EBM can even be
+# improper (exp(-U) not integrable). These measure what the box normalisation hides.
+
+
+def enlarged_box(box, factor: float) -> tuple[tuple[float, float], ...]:
+    """The box with the same centre, ``factor`` times as wide along every axis."""
+    out = []
+    for lo, hi in box:
+        c, half = (lo + hi) / 2, factor * (hi - lo) / 2
+        out.append((c - half, c + half))
+    return tuple(out)
+
+
+def inside_box(x: Tensor, box) -> Tensor:
+    """Boolean mask of the points of x (n, d) that lie inside box (closed)."""
+    x = torch.as_tensor(x)
+    lo = torch.tensor([b[0] for b in box], dtype=x.dtype)
+    hi = torch.tensor([b[1] for b in box], dtype=x.dtype)
+    return ((x >= lo) & (x <= hi)).all(-1)
+
+
+def mass_outside(log_unnormalized: Tensor, inside: Tensor) -> float:
+    """Fraction of a density's mass on a uniform grid that lies at the nodes not marked ``inside``.
+
+    Riemann sum with equal cells: the area cancels. NaN if any value is NaN; if some values are +inf the
+    mass is shared equally by those nodes (the limit of an ever larger density there)."""
+    lu = torch.as_tensor(log_unnormalized).reshape(-1).double().cpu()
+    inside = torch.as_tensor(inside).reshape(-1).bool().cpu()
+    if lu.shape != inside.shape:
+        raise ValueError(f"{lu.numel()} values vs {inside.numel()} inside flags")
+    if torch.isnan(lu).any():
+        return float("nan")
+    top = torch.isposinf(lu)
+    p = top.double() / top.sum() if top.any() else torch.softmax(lu, 0)
+    return float(p[~inside].sum())
+
+
+def border_density_ratio(log_unnormalized_image: Tensor) -> float:
+    """max of the density on the outermost ring of cells of an (n, n) grid over the box / its max over the whole
+    grid, in [0, 1]: 1 when the density peaks on the box's border (mass is likely to lie beyond it), about 0
+    for a density that has decayed at the border. NaN if any value is NaN."""
+    lu = torch.as_tensor(log_unnormalized_image).double()
+    if lu.dim() != 2 or min(lu.shape) < 2:
+        raise ValueError(f"expected an (n, n) image with n >= 2, got shape {tuple(lu.shape)}")
+    if torch.isnan(lu).any():
+        return float("nan")
+    ring = torch.cat([lu[0], lu[-1], lu[1:-1, 0], lu[1:-1, -1]])
+    top, ring_top = lu.max(), ring.max()
+    if torch.isposinf(top):
+        return 1.0 if torch.isposinf(ring_top) else 0.0
+    return float(torch.exp(ring_top - top))

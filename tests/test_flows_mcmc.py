@@ -15,7 +15,7 @@ import torch
 import datasets
 from algorithms.energies import Energy, QuadraticEnergy
 from algorithms.flows import RealNVP, check_pretrain, data_base_scale, fit_flow, pretrain_reverse_kl, reverse_kl
-from algorithms.mcmc import HMC, ISIR, MALA, Adaptation, ChainStats, FlowMC
+from algorithms.mcmc import HMC, ISIR, MALA, Adaptation, ChainStats, FlowMC, frozen
 from algorithms.samplers import ula
 from algorithms.work import Work
 from datasets import GaussianMixture
@@ -356,3 +356,48 @@ def test_reverse_kl_pretraining_is_refused_for_a_target_without_density():
         check_pretrain("reverse_kl", datasets.get_target("swiss_roll"))
     with pytest.raises(ValueError, match="pretrain must be one of"):
         check_pretrain("forward_kl", datasets.get_target("two_mode"))
+
+
+@pytest.mark.parametrize("kind", ["mala", "hmc"])
+def test_frozen_sampler_keeps_its_step_and_restores_the_training_state(kind):
+    """A step far too large (acceptance ~ 0) would shrink at every adapted step: frozen, it stays put
+    during the run, and adaptation is back on afterwards."""
+    torch.manual_seed(0)
+    sampler = MALA(5.0) if kind == "mala" else HMC(5.0, 3)
+    x = torch.randn(500, 2)
+    with frozen(sampler) as s:
+        assert s is sampler and not sampler.adaptation.enabled
+        stats = ChainStats()
+        sampler.run(AnisotropicGaussian(), x, 30, Work(), stats=stats)
+        assert stats.rate < 0.2  # adaptation would have acted on this
+        assert sampler.step_size == 5.0
+    assert sampler.step_size == 5.0 and sampler.adaptation.enabled
+    sampler.run(AnisotropicGaussian(), x, 30, Work())  # outside the block it adapts again
+    assert sampler.step_size < 5.0 / 1.03**20
+
+
+def test_frozen_restores_flowmc_state_even_after_an_error():
+    """flowMC: the MALA step, its adaptation switch and the acceptance counts of training come back,
+    also when the block raises; inside, counts start from zero."""
+    torch.manual_seed(0)
+    fmc = FlowMC(MALA(0.05), ISIR(6), n_global=1, n_local=4)
+    energy, flow = _gaussian_energy_nd(2), RealNVP(2, base_scale=0.5)
+    fmc.run(energy, flow, torch.randn(50, 2), 10, Work())
+    step, local, glob = fmc.mala.step_size, fmc.local, fmc.glob
+    assert step != 0.05 and local.proposed == 400 and glob.proposed == 100  # training state to keep
+    with pytest.raises(RuntimeError), frozen(fmc):
+        assert fmc.local.proposed == 0 and fmc.glob.proposed == 0
+        fmc.mala.step_size = 99.0  # whatever happens inside
+        raise RuntimeError
+    assert fmc.mala.step_size == step and fmc.mala.adaptation.enabled
+    assert fmc.local is local and fmc.glob is glob and local.proposed == 400
+    with frozen(fmc):
+        fmc.run(energy, flow, torch.randn(50, 2), 20, Work())
+        assert fmc.mala.step_size == step
+    assert fmc.local.proposed == 400
+
+
+def test_frozen_passes_through_samplers_without_adaptation():
+    isir = ISIR(4)
+    with frozen(isir) as s:
+        assert s is isir

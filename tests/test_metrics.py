@@ -11,7 +11,15 @@ import pytest
 import torch
 
 import datasets
-from metrics.density import grid, grid_log_normalizer, median_sq_log_density_error
+from metrics.density import (
+    border_density_ratio,
+    enlarged_box,
+    grid,
+    grid_log_normalizer,
+    inside_box,
+    mass_outside,
+    median_sq_log_density_error,
+)
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, max_rhat, rhat
 from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
 
@@ -143,6 +151,59 @@ def test_grid_log_normalizer_of_unnormalised_gaussian():
     n32, a32 = grid(((-3.0, 3.0), (-3.0, 3.0)), 300)
     log_u32 = -((n32 - m.float()) ** 2).sum(-1) / (2 * s**2)
     assert grid_log_normalizer(log_u32, a32) == pytest.approx(math.log(2 * math.pi * s**2), abs=1e-4)
+
+
+def test_enlarged_box_keeps_the_centre():
+    assert enlarged_box(((0.0, 2.0), (-1.0, 3.0)), 3) == ((-2.0, 4.0), (-5.0, 7.0))
+    assert enlarged_box(((-2.0, 2.0), (-2.0, 2.0)), 1) == ((-2.0, 2.0), (-2.0, 2.0))
+
+
+def test_inside_box_is_closed_and_per_axis():
+    x = torch.tensor([[0.0, 0.0], [2.0, 3.0], [2.01, 0.0], [1.0, -1.01], [-0.5, 2.9]])
+    np.testing.assert_array_equal(inside_box(x, ((-1.0, 2.0), (-1.0, 3.0))), [True, True, False, False, True])
+
+
+def test_mass_outside_known_values():
+    inside = torch.tensor([True, True, False, False])
+    # masses 1, 1, 3, 5: 8 of 10 outside; any constant offset of the log-density cancels
+    lu = torch.log(torch.tensor([1.0, 1.0, 3.0, 5.0], dtype=torch.float64))
+    for c in (-700.0, 0.0, 700.0):
+        assert mass_outside(lu + c, inside) == pytest.approx(0.8, rel=1e-12)
+    assert mass_outside(torch.tensor([0.0, -math.inf, -math.inf, -math.inf]), inside) == 0.0
+    # +inf nodes take all the mass, shared equally
+    assert mass_outside(torch.tensor([math.inf, 0.0, math.inf, math.inf]), inside) == pytest.approx(2 / 3)
+    assert math.isnan(mass_outside(torch.tensor([0.0, math.nan, 0.0, 0.0]), inside))
+    with pytest.raises(ValueError):
+        mass_outside(torch.zeros(3), inside)
+
+
+def test_mass_outside_of_a_gaussian_on_the_enlarged_grid():
+    """N(0, I) on [-1, 1]^2 within [-3, 3]^2: 1 - (P(|Z| < 1) / P(|Z| < 3))^2, with the inner box exactly the
+    middle third of the cells."""
+    box = ((-1.0, 1.0), (-1.0, 1.0))
+    nodes, _ = grid(enlarged_box(box, 3), 3 * 40, dtype=torch.float64)
+    inside = inside_box(nodes, box)
+    assert int(inside.sum()) == 40 * 40
+    frac = (math.erf(1 / math.sqrt(2)) / math.erf(3 / math.sqrt(2))) ** 2
+    assert mass_outside(-0.5 * (nodes**2).sum(-1), inside) == pytest.approx(1 - frac, rel=1e-3)
+
+
+def test_border_density_ratio_known_values():
+    img = torch.full((4, 4), -10.0, dtype=torch.float64)
+    img[1, 2] = 0.0  # the maximum, inside
+    img[0, 3] = -2.0  # the border's maximum (a corner)
+    assert border_density_ratio(img) == pytest.approx(math.exp(-2.0), rel=1e-12)
+    img[3, 1] = 1.0  # now the peak lies on the border
+    assert border_density_ratio(img) == 1.0
+    for r, c in [(0, 1), (3, 2), (2, 0), (1, 3)]:  # every side of the ring counts
+        one = torch.full((4, 4), -5.0)
+        one[1, 1] = 0.0
+        one[r, c] = -1.0
+        assert border_density_ratio(one) == pytest.approx(math.exp(-1.0), rel=1e-6)
+    assert border_density_ratio(torch.tensor([[0.0, math.inf], [0.0, 0.0]])) == 1.0
+    assert math.isnan(border_density_ratio(torch.tensor([[0.0, math.nan], [0.0, 0.0]])))
+    with pytest.raises(ValueError):
+        border_density_ratio(torch.zeros(9))
 
 
 # ---------------------------------------------------------------- mixing

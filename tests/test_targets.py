@@ -17,7 +17,7 @@ from metrics.modes import grid_mode_weights
 
 DENSITY_TARGETS = ["two_mode", "four_mode", "eight_gaussians", "rings", "gaussian_grid"]
 SAMPLE_ONLY_TARGETS = ["swiss_roll", "spiral"]
-HIGH_D_TARGETS = ["gmm50d", "gmm1d"]  # tested in tests/test_gmm.py
+HIGH_D_TARGETS = ["gmm50d", "gmm1d"] + [c.name for c in datasets.highdim.HD_TARGETS]  # test_gmm.py, test_highdim.py
 
 
 def _gen(seed: int) -> torch.Generator:

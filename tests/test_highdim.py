@@ -1,0 +1,140 @@
+"""The high-dimensional 4-mode mixture of 000 App. C.5 against its own ground truth."""
+
+import bench  # noqa: F401
+
+# isort: split
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import datasets
+from datasets.highdim import A_PAPER, HD_TARGETS, HDMixture, default_a
+from metrics.modes import sample_mode_weights
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_means_of_000_c5_and_the_default_scale():
+    t = datasets.get_target("hd_mixture16")
+    a = 0.5910 * math.sqrt(2 * math.log(16))
+    assert t.a == pytest.approx(a) and default_a(16) == pytest.approx(a)
+    mu = t.means
+    np.testing.assert_allclose(mu[0].numpy(), a)
+    np.testing.assert_allclose(mu[1, :8].numpy(), -a)
+    np.testing.assert_allclose(mu[1, 8:].numpy(), a)
+    torch.testing.assert_close(mu[2], -mu[1])
+    torch.testing.assert_close(mu[3], -mu[0])
+    np.testing.assert_allclose(t.stds.numpy(), 1.0)
+    np.testing.assert_allclose(t.mode_weights.numpy(), 0.25)
+    np.testing.assert_allclose(datasets.get_target("hd_mixture32_unequal").mode_weights.numpy(), [0.1, 0.2, 0.3, 0.4])
+    assert {c.name for c in HD_TARGETS} <= set(datasets.TARGETS)
+    assert [datasets.get_target(f"hd_mixture{d}").dim for d in (16, 32, 64)] == [16, 32, 64]
+
+
+@pytest.mark.parametrize("name", ["hd_mixture16_unequal", "hd_mixture64"])
+def test_log_prob_is_the_normalised_mixture(name):
+    """Against scipy's multivariate normal densities, at exact samples and at far points."""
+    t = datasets.get_target(name)
+    x = torch.cat([t.sample(50, _gen(0)).double(), 3 * torch.randn(10, t.dim, generator=_gen(1), dtype=torch.float64)])
+    comp = np.stack([stats.multivariate_normal(m.numpy(), np.eye(t.dim)).logpdf(x.numpy()) for m in t.means], -1)
+    expected = np.logaddexp.reduce(comp + np.log(t.mode_weights.numpy()), axis=-1)
+    np.testing.assert_allclose(t.log_prob(x).numpy(), expected, rtol=1e-10)
+
+
+def test_exact_samples_have_the_true_weights_and_unit_covariance_modes():
+    t = datasets.get_target("hd_mixture16_unequal")
+    n = 40_000
+    x = t.sample(n, _gen(2))
+    assert x.shape == (n, 16) and x.dtype == torch.float32
+    labels = t.assign(x)
+    w = sample_mode_weights(labels, 4)
+    truth = t.mode_weights.numpy()
+    assert np.all(np.abs(w - truth) < 5 * np.sqrt(truth * (1 - truth) / n)), w
+    # squared distance to the assigned mean is chi^2(d) (misassignment is 8e-5 here): KS test ...
+    sq = ((x.double() - t.means[labels]) ** 2).sum(-1).numpy()
+    assert stats.kstest(sq, stats.chi2(16).cdf).pvalue > 1e-3
+    # ... which a wrong scale fails (negative control)
+    bad = HDMixture(16, weights=[0.1, 0.2, 0.3, 0.4], a=t.a)
+    bad.stds = torch.full((4,), 1.1, dtype=torch.float64)
+    xb = bad.sample(n, _gen(2)).double()
+    sq_bad = ((xb - t.means[t.assign(xb)]) ** 2).sum(-1).numpy()
+    assert stats.kstest(sq_bad, stats.chi2(16).cdf).pvalue < 1e-6
+    # the largest per-coordinate variance (000 C.5's flow base) matches the samples
+    assert float(x.double().var(0).max()) == pytest.approx(t.max_variance, rel=0.03)
+
+
+@pytest.mark.parametrize(("a", "n"), [(A_PAPER, 20_000), (None, 400_000)])
+def test_misassignment_rate_of_exact_samples(a, n):
+    """Measured nearest-mean misassignment of exact samples vs the closed form 1 - Phi(a sqrt(d1)) Phi(a sqrt(d2)).
+    000's printed a = 0.5919 misassigns ~9 % at d = 16; the default scale 8e-5."""
+    t = HDMixture(16, a=a)
+    g = _gen(3)
+    comp = torch.randint(0, 4, (n,), generator=g)
+    x = t.means[comp] + torch.randn(n, 16, generator=g, dtype=torch.float64)
+    measured = float((t.assign(x) != comp).double().mean())
+    p = t.misassignment_rate()
+    se = math.sqrt(p * (1 - p) / n)
+    assert abs(measured - p) < 5 * se + 1 / n, (measured, p)
+    if a is not None:
+        assert p == pytest.approx(0.0919, abs=5e-4)
+    else:
+        assert p == pytest.approx(8.27e-5, rel=1e-2)
+        assert datasets.get_target("hd_mixture64").misassignment_rate() < 1e-20
+
+
+def test_rejects_bad_parameters():
+    with pytest.raises(ValueError):
+        HDMixture(16, weights=[0.5, 0.5])
+    with pytest.raises(ValueError):
+        HDMixture(16, a=-1.0)
+    with pytest.raises(ValueError):
+        HDMixture(1)
+
+
+# ----------------------------------------------------------------------------------------------- the audit
+def test_audit_proposal_is_the_equal_weight_mixture():
+    from bench.audit import MixtureProposal
+
+    t = datasets.get_target("hd_mixture16_unequal")
+    q = MixtureProposal(t.means, 1.2)
+    x, log_q = q.sample(500)
+    ref = datasets.GaussianMixture(t.means, 1.2, [0.25] * 4)
+    torch.testing.assert_close(log_q, ref.log_prob(x))
+    w = sample_mode_weights(t.assign(x), 4)
+    assert np.all(np.abs(w - 0.25) < 0.1)
+
+
+@pytest.mark.parametrize("name", ["hd_mixture16_unequal", "hd_mixture64_unequal"])
+def test_audit_recovers_the_weights_of_an_ebm_equal_to_the_truth(name):
+    """Known answer: on U = -log p* the audit gives p*'s unequal weights (not its proposal's equal ones) and
+    mixes (its own R-hat near 1)."""
+    from algorithms.energies import TargetEnergy
+    from bench.audit import audit_weights
+
+    t = datasets.get_target(name)
+    torch.manual_seed(0)
+    out, chains = audit_weights(TargetEnergy(t), t, n_chains=64, n_draws=100, burn_in=50)
+    assert chains.shape == (64, 100, t.dim)
+    w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
+    np.testing.assert_allclose(w, [0.1, 0.2, 0.3, 0.4], atol=0.04)
+    assert out["audit_weight_mse"] < 5e-4
+    assert out["audit_max_rhat"] < 1.1
+    assert out["audit_global_accept"] > 0.3
+
+
+def test_audit_reads_the_model_not_the_target():
+    """Negative control: an EBM with reversed weights is audited as reversed, and its MSE wrt p* is large."""
+    from algorithms.energies import TargetEnergy
+    from bench.audit import audit_weights
+
+    t = datasets.get_target("hd_mixture16_unequal")
+    torch.manual_seed(1)
+    out, _ = audit_weights(TargetEnergy(HDMixture(16, weights=[0.4, 0.3, 0.2, 0.1])), t, 64, 100, 50)
+    w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
+    np.testing.assert_allclose(w, [0.4, 0.3, 0.2, 0.1], atol=0.04)
+    assert out["audit_weight_mse"] > 0.03

@@ -1,0 +1,152 @@
+"""The highdim suite: R-hat over training, the audit in a run, its tables on fixtures with known answers, and
+its configuration checks."""
+
+import bench  # noqa: F401
+
+# isort: split
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from bench import suite as suite_mod
+from bench.cli import main
+from bench.evaluation import rhat_point
+from bench.suite import TrainConfig, load_suite, resolve_cells
+
+
+class _Chains:
+    """A stand-in algorithm whose sampler returns given chains (shape (chain, draw, dim))."""
+
+    name = "fixture"
+    stochastic_chains = True
+
+    def __init__(self, chains):
+        self.chains = torch.as_tensor(chains)
+        self.calls = 0
+
+    def chain_starts(self, n):
+        return self.chains[:n, 0]
+
+    def run_chains(self, x0, n_draws):
+        self.calls += 1
+        return self.chains[: x0.shape[0], :n_draws]
+
+
+class _Probe:
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+
+def _cfg(**kw):
+    base = dict(n_iters=100, eval_every=10, rhat_every=3, n_chains=64, n_draws=150, burn_in=50)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_rhat_point_is_taken_at_every_kth_trace_point_and_the_last():
+    alg = _Chains(np.random.default_rng(0).normal(size=(64, 200, 3)))
+    probe = _Probe(_cfg())
+    taken = [it for it in range(10, 101, 10) if rhat_point(probe, alg, it, last=it == 100)]
+    assert taken == [30, 60, 90, 100]
+    assert rhat_point(_Probe(_cfg(rhat_every=0)), alg, 30, last=True) == {}
+
+
+def test_rhat_point_known_answers():
+    """Independent N(0, 1) chains mix (R-hat ~ 1); chains stuck at different offsets do not."""
+    rng = np.random.default_rng(1)
+    mixed = rng.normal(size=(64, 200, 3))
+    out = rhat_point(_Probe(_cfg()), _Chains(mixed), 30, last=False)
+    assert out["max_rhat"] < 1.05 and out["max_rhat_classic"] < 1.05
+    assert out["min_ess_bulk"] > 0.5 * 64 * 150  # burn-in dropped: 150 draws per chain
+    stuck = mixed * 0.1 + rng.choice([-3.0, 3.0], size=(64, 1, 1))
+    out = rhat_point(_Probe(_cfg()), _Chains(stuck), 30, last=False)
+    assert out["max_rhat"] > 1.5 and out["max_rhat_classic"] > 1.5
+    # a noise-free sampler's chains are reported as such, not as a mixing figure
+    alg = _Chains(stuck)
+    alg.stochastic_chains = False
+    assert set(rhat_point(_Probe(_cfg()), alg, 30, last=False)) == {"max_rhat_deterministic"}
+
+
+def test_rhat_point_drops_the_burn_in():
+    """Chains that start far apart and mix after 50 steps: R-hat ~ 1 once the burn-in of 50 is dropped."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 200, 2))
+    x[:, :50] += rng.choice([-20.0, 20.0], size=(64, 1, 1))
+    assert rhat_point(_Probe(_cfg()), _Chains(x), 30, last=False)["max_rhat"] < 1.05
+    assert rhat_point(_Probe(_cfg(burn_in=0)), _Chains(x), 30, last=False)["max_rhat"] > 1.1
+
+
+def test_audit_needs_a_mixture_target(capsys, tmp_path, monkeypatch):
+    """Checked before anything runs: one line, exit 2, nothing written."""
+    monkeypatch.setattr(suite_mod, "SUITES_DIR", tmp_path)
+    (tmp_path / "bad.toml").write_text(
+        'targets = ["swiss_roll"]\nalgorithms = ["ula_ebm"]\n[fidelity.smoke]\n[fidelity.smoke.defaults]\n'
+        "n_iters = 2\naudit_chains = 4\n")
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "bad", "--fidelity", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: ") and "audit_chains needs a Gaussian-mixture" in err[0]
+    assert not out.exists()
+
+
+def test_suite_paper_settings_follow_000_table_7():
+    cells = {c.algorithm: c for c in resolve_cells(load_suite("highdim"), "paper", None, ["hd_mixture32"], seeds=1)}
+    assert set(cells) == {"flowmc_ebm", "nt_ebm", "coopflow", "ula_ebm"}
+    for c in cells.values():
+        assert (c.train.n_data, c.train.batch_size, c.train.iterations()) == (50_000, 128, 58_594)
+        assert getattr(c.algo, "n_persistent", 8192) == 8192  # CoopFlow has no persistent state
+    u, n, co, f = (cells[a].algo for a in ("ula_ebm", "nt_ebm", "coopflow", "flowmc_ebm"))
+    assert (u.step_size, u.n_steps, u.init, u.lr) == (1e-3, 512, "normal", 1e-2)
+    assert (n.sampler, n.n_steps, n.lr, n.pretrain_steps, n.pretrain_lr) == ("mala", 128, 1e-2, 512, 1e-2)
+    assert n.pretrain == "reverse_kl"  # 000 C.5
+    assert (co.step_size, co.n_steps, co.lr) == (1e-4, 256, 1e-3)
+    assert (f.n_steps, f.n_global, f.n_local, f.n_particles, f.subsample, f.lr) == (144, 1, 8, 128, 16, 1e-3)
+    assert (f.flow_hidden, f.flow_depth, f.flow_layers) == (39, 3, 4)  # Table 6, d = 32
+
+
+def _results(rows):
+    base = {"suite": "highdim", "fidelity": "quick", "status": "ok"}
+    return pd.DataFrame([{**base, "target": t, "algorithm": a, "seed": s, "metric": m, "value": v}
+                         for t, a, s, m, v in rows])
+
+
+def test_highdim_tables_on_a_fixture_with_known_answers():
+    from bench import tables_highdim
+
+    rows = [("hd_mixture16", "flowmc_ebm", s, "max_rhat", v) for s, v in enumerate([1.0, 2.0, 3.0])]
+    rows += [("hd_mixture16", "flowmc_ebm", s, f"neg_weight[{k}]", w)
+             for s in range(3) for k, w in enumerate([0.1, 0.2, 0.3, 0.4])]
+    rows += [("hd_mixture16", "flowmc_ebm", s, f"audit_weight[{k}]", w + 0.01 * (s - 1))
+             for s in range(3) for k, w in enumerate([0.4, 0.3, 0.2, 0.1])]
+    rows += [("two_mode", "flowmc_ebm", 0, "max_rhat", 9.0)]  # not this suite's target: left out
+    res = _results(rows)
+    mix = tables_highdim.mixing_table(res)
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # std of (1, 2, 3) is 1
+    assert mix.loc[("hd_mixture16", "flowmc_ebm"), "max_rhat"] == f"2 ± {half:.2g}"
+    assert mix.loc[("hd_mixture16", "flowmc_ebm"), "seeds"] == 3
+    assert "two_mode" not in mix.index.get_level_values(0)
+    w = tables_highdim.weights_table(res)
+    np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["neg w0", "neg w3"]], [0.1, 0.4])
+    np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["EBM w0", "EBM w3"]], [0.4, 0.1])
+    np.testing.assert_allclose(w.loc[("hd_mixture16", "p* (true)"), ["EBM w0", "EBM w1"]], [0.25, 0.25])
+
+
+def test_audit_metrics_compare_negatives_with_the_audit():
+    """neg_weight_mse_vs_audit is the MSE between the two weight vectors (known answer on an exact EBM)."""
+    import datasets
+    from algorithms.energies import TargetEnergy
+    from bench.audit import audit_metrics
+
+    t = datasets.get_target("hd_mixture16_unequal")
+
+    class P:
+        target, energy = t, TargetEnergy(t)
+
+    torch.manual_seed(0)
+    neg = {f"neg_weight[{k}]": 0.25 for k in range(4)}
+    out = audit_metrics(P(), _cfg(audit_chains=64, audit_draws=100, audit_burn_in=50), neg)
+    w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
+    assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
+    assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2
+    assert audit_metrics(P(), _cfg(audit_chains=0), neg) == {}
