@@ -307,6 +307,20 @@ def test_gaussian_wider_than_the_box(s, improper):
     assert m["border_density_ratio"] == pytest.approx(math.exp(-(1.99**2) / (2 * s**2)), rel=1e-3)  # float32 grid
 
 
+def test_model_undefined_outside_the_box_is_flagged_improper():
+    """NaN energies outside the box (inside it the model equals p*): the leak cannot be measured, so the model
+    is flagged rather than passed as a density."""
+    t = datasets.get_target("eight_gaussians")
+
+    def u(x):
+        out = -t.log_prob(x)
+        return torch.where((x.abs() <= 2).all(-1), out, torch.full_like(out, math.nan))
+
+    m, _ = run_evaluate(t, FnEnergy(u))
+    assert math.isnan(m["mass_outside_box"]) and m["improper"] == 1.0
+    assert m["ebm_weight_mse"] < 1e-7  # the box itself is fine
+
+
 def test_box_is_enlarged_about_its_own_centre():
     """A box centred at (3, 2), [-1.5, 7.5] x [0, 4], and a wide Gaussian (s = 5) at its centre: the mass
     outside is 1 - prod_axis P(|Z| < h / s) / P(|Z| < 3 h / s), half-widths h = 4.5 and 2 (a box enlarged
