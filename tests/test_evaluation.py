@@ -370,7 +370,7 @@ def test_deterministic_chains_report_only_max_rhat_deterministic():
 
 def test_burn_in_must_not_be_negative():
     with pytest.raises(ValueError, match="burn_in"):
-        TrainConfig(burn_in=-1)
+        build_config(TrainConfig, {"burn_in": -1}, "test")
 
 
 def _trained(name, target, overrides, steps=3):
