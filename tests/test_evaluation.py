@@ -424,3 +424,23 @@ def test_the_cli_states_the_leak_tolerance_in_use():
     from bench.cli import METRICS
 
     assert f"> {LEAK_TOL:g} " in METRICS["improper"]
+
+
+def test_measuring_along_training_never_changes_the_training():
+    """R-hat along training (``rhat_every``) runs noisy evaluation chains at trace points; they draw on a forked
+    random stream (bench.runner.measuring), so a run measured often ends exactly where an unmeasured one does.
+    Without the fork the chains' noise would shift every later ULA step of training."""
+    import dataclasses
+
+    from bench.runner import run_cell
+    from bench.suite import load_suite, resolve_cells
+
+    (cell,) = resolve_cells(load_suite("toy2d"), "smoke", ["ula_ebm"], ["two_mode"], 1)
+    rows = {}
+    for every in (0, 1):
+        c = dataclasses.replace(cell, train=dataclasses.replace(cell.train, rhat_every=every))
+        out, traces, _ = run_cell(c)
+        rows[every] = {r["metric"]: r["value"] for r in out}
+        if every:
+            assert any(t["metric"] == "max_rhat" for t in traces)  # the chains did run along training
+    assert rows[0]["kl"] == rows[1]["kl"] and rows[0]["ebm_weight[0]"] == rows[1]["ebm_weight[0]"]

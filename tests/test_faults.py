@@ -184,7 +184,8 @@ def test_duplicated_rows_count_once(finished, tmp_path, capsys):
     assert not res.duplicated([*KEY, "metric"]).any()
     assert main(["table", "--results", str(out)]) == 0
     summary = pd.read_csv(out / "tables" / "summary.csv")
-    assert (summary["n_seeds"] == 1).all()
+    # one seed each (density metrics of an improper smoke model are left out of the means: 0 seeds there)
+    assert (summary["n_seeds"] <= 1).all() and (summary["n_seeds"] == 1).any()
 
 
 def test_ctrl_c_with_two_jobs_keeps_returned_cells(tmp_path):
