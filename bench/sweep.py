@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -48,6 +49,34 @@ def connect(scheduler: str, timeout_s: float):
                          f"({type(e).__name__})") from None
 
 
+def _flat(result):
+    key, (rows, traces, art) = result
+    return key, rows, traces, art
+
+
+def _run_local(cells, device, n_jobs: int, threads: int, keep) -> None:
+    """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On
+    Ctrl-C or an error every cell that has already finished is kept too (joblib's own generator drops the
+    finished results it has not yet handed out), then the pool is shut down."""
+    from joblib.externals.loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=n_jobs)
+    futures = [pool.submit(_run, c, device, False, threads, True) for c in cells]
+    kept = set()
+    try:
+        for f in concurrent.futures.as_completed(futures):
+            kept.add(f)
+            keep(*_flat(f.result()))
+    except BaseException:
+        for f in futures:
+            if f not in kept and f.done() and not f.cancelled() and f.exception() is None:
+                keep(*_flat(f.result()))
+        for f in futures:
+            f.cancel()
+        _stop_local_workers()
+        raise
+
+
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
               scheduler: str | None = None, connect_timeout_s: float = 10) -> ResultStore:
     """Run the cells not yet finished in ``out`` (all of them with ``force``); each finished cell is written
@@ -79,19 +108,20 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             stack.enter_context(connect(scheduler, connect_timeout_s))
             stack.enter_context(parallel_config(backend="dask"))
             n_jobs, threads = -1, 1
+
+        def keep(key, rows, traces, art):
+            store.add(rows, traces, art, key)
+            status = rows[0]["status"] if rows else "?"
+            bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
+            bar.update()
+
         if n_jobs == 1:
-            results = (_run(c, device, True, threads) for c in cells)
+            for c in cells:
+                keep(*_flat(_run(c, device, True, threads)))
+        elif backend == "local":
+            _run_local(cells, device, n_jobs, threads, keep)
         else:
-            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_run)(c, device, False, threads, True) for c in cells)
-        try:
-            for key, (rows, traces, art) in results:
-                store.add(rows, traces, art, key)
-                status = rows[0]["status"] if rows else "?"
-                bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
-                bar.update()
-        except BaseException:
-            if n_jobs != 1 and backend == "local":
-                _stop_local_workers()
-            raise
+            for out in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                    delayed(_run)(c, device, False, threads, True) for c in cells):
+                keep(*_flat(out))
     return store
