@@ -23,7 +23,7 @@ Choices the paper leaves open, and ours:
 * The step pattern: 000 App. C.2's "2 global steps between two sequences of 4 local steps" (10 steps) is read
   as blocks of 1 i-SIR step followed by 4 MALA steps, twice (``n_global = 1, n_local = 4, n_steps = 10``);
   Tables 4-5's "1 global step and 24 / 127 mala local steps" are ``n_local = 24 / 127``.
-* MALA: adaptive, target acceptance 0.75 (CALIBRATION, flowMC), starting at ``step_size`` (C.2: 0.01); the
+* MALA: adaptive, target acceptance 0.75 (as in the flowMC sampler library), starting at ``step_size`` (C.2: 0.01); the
   step size persists across iterations.
 * "Use only last step? no / subsampling by k" (000 Tables 4-5): ``subsample = k`` runs batch / k chains and
   keeps k evenly spaced states of each (the states after steps n/k, 2n/k, ..., n); k = 1 keeps only the last

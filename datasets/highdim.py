@@ -20,7 +20,7 @@ companion code), which gives 8.3e-5 at d = 16, 4.9e-10 at d = 32 and 5e-22 at d 
 Unequal weights are a knob too: the ``_unequal`` targets put 0.1, 0.2, 0.3, 0.4 on mu_1..mu_4 (000 measured
 weights only in 2-D, App. C.3; this variant is this suite's, to see whether weights are recovered in high d).
 
-Modes are the Voronoi cells of the means (nearest mean, CALIBRATION of 000's mode weights).
+Modes are the Voronoi cells of the means (nearest mean, as 000's mode weights are read; docs/choices.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two-dimensional targets of papers 000 (App. C.2-C.4), 002 (§5.1) and 004 (§5.1).
 
-Definitions follow shared/CALIBRATION.md where the papers are ambiguous; each class says what it uses.
+Where the papers are ambiguous, the choices are this suite's (docs/choices.md); each class says what it uses.
 """
 
 from __future__ import annotations
