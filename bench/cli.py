@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask; "
                    f"given up after {DASK_CONNECT_TIMEOUT_S} s without an answer")
 
-    sub.add_parser("list", help="suites, algorithms, targets and metrics")
+    ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
+    ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
 
     for name, helptext in (("baseline", "write a baseline file from a quick sweep (run, or read with --results)"),
                            ("check", "compare a sweep with a baseline file; exit 1 on any regression")):
@@ -248,21 +249,36 @@ def cmd_report(args) -> int:
 def cmd_list(args) -> int:
     import algorithms
     import datasets
+    from algorithms.energies import ENERGIES
+    from bench.plugins import BUILT_IN, load_entry_points, origin
     from bench.suite import available_suites, load_suite
 
+    load_entry_points()
     buf = io.StringIO()
     buf.write("suites:\n")
     for s in available_suites():
         d = load_suite(s)
         buf.write(f"  {s:<16} {d.get('description', '')} (fidelities: {', '.join(d['fidelity'])})\n")
+    if args.suite:
+        d = load_suite(args.suite)
+        buf.write(f"  {d['path']}  {d.get('description', '')} (fidelities: {', '.join(d['fidelity'])})\n")
+
+    def where(kind, n):
+        src = origin(kind, n)
+        return f"  [{src}]" if src == BUILT_IN else f"  [plug-in: {src}]"
+
     buf.write("algorithms:\n")
     for n, cls in algorithms.ALGORITHMS.items():
-        buf.write(f"  {n:<16} {cls.paper}\n")
+        buf.write(f"  {n:<16} {cls.paper}{where('algorithms', n)}\n")
     buf.write("targets:\n")
     for n, cls in datasets.TARGETS.items():
         t = cls()
         truth = "exact density + modes" if t.has_density and t.has_modes else "samples only"
-        buf.write(f"  {n:<16} {t.paper}; {truth}\n")
+        buf.write(f"  {n:<16} {t.paper}; {truth}{where('targets', n)}\n")
+    buf.write("energies:\n")
+    for n, cls in ENERGIES.items():
+        doc = (cls.__doc__ or "").strip().split(": ")[0].split(". ")[0].splitlines()[0][:70] if cls.__doc__ else ""
+        buf.write(f"  {n:<16} {doc}{where('energies', n)}\n")
     buf.write("metrics:\n")
     for n, desc in METRICS.items():
         buf.write(f"  {n:<24} {desc}\n")

@@ -27,6 +27,8 @@ from bench.errors import BenchError
 
 RESULTS = "results.csv"
 TRACES = "traces.csv"
+#: the suite-file plug-ins (module:Class and folder) the cells of this folder used, so that reading it finds them
+PLUGINS = "plugins.json"
 KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 
@@ -196,9 +198,36 @@ class ResultStore:
         path = self.artifact_path(cell)
         return read_artifact(path) if path.exists() else None
 
+    def record_plugins(self, specs: dict) -> None:
+        """Add the suite-file plug-ins of a sweep to the folder's record of them (see ``activate_plugins``)."""
+        if not specs:
+            return
+        known = self.plugin_specs()
+        for kind, entries in specs.items():
+            known.setdefault(kind, {}).update(entries)
+        atomic_write_bytes(self.out / PLUGINS, json.dumps(known, indent=1, sort_keys=True).encode())
+
+    def plugin_specs(self) -> dict:
+        path = self.out / PLUGINS
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise BenchError(f"{path}: not a readable plug-in record ({e})") from None
+
+    def activate_plugins(self) -> None:
+        """Register the plug-ins this folder's cells used (installed entry points and recorded suite-file
+        plug-ins), so that its targets and algorithms are known to the tables and plots."""
+        from bench import plugins
+
+        plugins.load_entry_points()
+        plugins.register_specs(self.plugin_specs(), str(self.out / PLUGINS))
+
     def results(self) -> pd.DataFrame:
         """results.csv, checked: the columns every reader needs, numbers in ``value``, targets this code
         knows; a row repeated for the same run and metric counts once (the last one)."""
+        self.activate_plugins()
         return check_results(read_table(self.out / RESULTS, required=RESULT_COLUMNS), self.out / RESULTS)
 
     def finished_ids(self) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import threading
 
@@ -11,6 +12,7 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from algorithms.base import ConfigError
+from bench import plugins
 from bench.errors import BenchError
 from bench.runner import run_cell
 from bench.store import ResultStore, code_version
@@ -27,6 +29,14 @@ def _run(cell, device, progress, threads, worker=False):
         return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
+
+
+def _run_in_worker(specs, blob, device, progress, threads):
+    """A worker's cell: register the suite file's plug-ins (their folders on the path, as in the parent) before
+    the cell, whose config may be a plug-in's dataclass, is unpickled."""
+    plugins.load_entry_points()
+    plugins.register_specs(specs)
+    return _run(pickle.loads(blob), device, progress, threads, True)
 
 
 def _stop_local_workers() -> None:
@@ -58,6 +68,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     backend "dask": the same joblib calls on a Dask distributed cluster at ``scheduler`` (joblib's dask
     backend); Dask reschedules the cells of a worker that dies."""
     store = ResultStore(out)
+    specs = plugins.used_specs(cells)
     version = code_version()
     for c in cells:
         c.code_version = version
@@ -68,6 +79,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     cells = todo
     if not cells:
         return store
+    store.record_plugins(specs)
     cores = os.cpu_count() or 1
     n_jobs = jobs or (1 if device != "cpu" else min(cores, len(cells)))
     n_jobs = max(1, min(n_jobs, len(cells)))
@@ -83,7 +95,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             results = (_run(c, device, True, threads) for c in cells)
         else:
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_run)(c, device, False, threads, True) for c in cells)
+                delayed(_run_in_worker)(specs, pickle.dumps(c), device, False, threads) for c in cells)
         try:
             for key, (rows, traces, art) in results:
                 store.add(rows, traces, art, key)
