@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import sys
 from pathlib import Path
 
+from bench.api import default_out
 from bench.errors import BenchError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
@@ -30,11 +30,6 @@ def _names(values):
     if values is None:
         return None
     return [n for v in values for n in v.split(",") if n]
-
-
-def default_out(suite: str, fidelity: str) -> Path:
-    """results/<suite>-<fidelity> under the working directory (never inside the installed package)."""
-    return Path("results") / f"{Path(suite).stem}-{fidelity}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,51 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_device(device: str) -> str:
-    import torch
-
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
-        return device
-    raise BenchError(f"invalid --device {device!r}; valid: cpu, cuda, cuda:N")
-
-
 def cmd_run(args) -> int:
-    from bench.store import check_writable
-    from bench.suite import load_suite, resolve_cells
-    from bench.sweep import run_sweep
+    from bench.api import run
+    from bench.store import ResultStore
 
-    suite = load_suite(args.suite)
-    cells = resolve_cells(suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds)
-    device = check_device(args.device)
-    if args.jobs < 0:
-        raise BenchError(f"-j must be >= 0, got {args.jobs}")
-    for flag, value, field in (("--budget", args.budget, "grad_budget"),
-                               ("--cell-timeout", args.cell_timeout, "time_limit_s")):
-        if value is not None:
-            if not (math.isfinite(value) and value > 0):
-                raise BenchError(f"{flag} must be a positive number, got {value}")
-            for c in cells:
-                setattr(c.train, field, value)
     out = args.out or default_out(args.suite, args.fidelity)
-    if args.backend not in ("local", "dask"):
-        raise BenchError(f"invalid --backend {args.backend!r}; valid: local, dask")
-    if args.backend == "dask":
-        if not args.scheduler:
-            raise BenchError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
-    check_writable(out, "--out")
-    store = run_sweep(cells, out, device=device, jobs=args.jobs, force=args.force, backend=args.backend,
-                      scheduler=args.scheduler, connect_timeout_s=DASK_CONNECT_TIMEOUT_S)
+    run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
+        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
-        _report(store)
+        _report(ResultStore(out))
     return 0
 
 
@@ -174,15 +134,9 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from bench import plots
+    from bench.api import plot
 
-    if args.x not in ("iteration", "work"):
-        raise BenchError(f"invalid --x {args.x!r}; valid: iteration, work")
-    made = plots.make_all(_writable_store(args), x="grad_evals" if args.x == "work" else "iteration")
-    if not made:
-        what = "no work counts in traces.csv (older results)" if args.x == "work" else "no finished cells"
-        raise BenchError(f"{args.results}: nothing to plot ({what})")
-    for f in made:
+    for f in plot(args.results or default_out(args.suite, args.fidelity), args.x):
         print(f"figure: {f}")
     return 0
 

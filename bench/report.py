@@ -11,24 +11,24 @@ from bench import tables
 from bench.store import ResultStore, save_outputs
 
 
-def _reference(suite: str) -> str | None:
+def _reference(suite: str, store: ResultStore | None = None) -> str | None:
     from bench.suite import load_suite
 
+    path = (store.suite_files() if store is not None else {}).get(suite, suite)
     try:
-        return load_suite(suite).get("reference")
+        return load_suite(path).get("reference")
     except Exception:  # a results folder from a suite file that no longer exists: no paired table
         return None
 
 
-def write_tables(store: ResultStore) -> str:
+def make_tables(store: ResultStore) -> list[tuple[str, str, pd.DataFrame]]:
+    """Every table of a results folder: (name, title, DataFrame)."""
     res = store.results()
-    out = store.out / "tables"
-    parts, files = [], {}
     truth = {t: datasets.get_target(t).mode_weights.tolist()
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
     specs = [(spec["name"], spec["title"], tables.paper_table(res, spec)) for spec in tables.applicable_tables(res)]
     for suite in sorted(res["suite"].unique()):
-        ref = _reference(suite)
+        ref = _reference(suite, store)
         if ref and ref in set(res["algorithm"]):
             d = tables.paired_differences(res[res["suite"] == suite], ref)
             d = d[d["metric"].isin(tables.KEY_METRICS)]
@@ -44,6 +44,14 @@ def write_tables(store: ResultStore) -> str:
         ("status", "Runs by status", tables.status_counts(res)),
         ("summary", "All metrics: mean, std over seeds", tables.summary(res)),
     ]
+    return specs
+
+
+def write_tables(store: ResultStore) -> str:
+    """Write the tables to <out>/tables/ (CSV + tables.txt) and return their text rendering."""
+    specs = make_tables(store)
+    out = store.out / "tables"
+    parts, files = [], {}
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4g}".format):
         for name, title, df in specs:
             flat = df.reset_index() if df.index.name or df.index.nlevels > 1 else df

@@ -29,6 +29,8 @@ RESULTS = "results.csv"
 TRACES = "traces.csv"
 #: the suite-file plug-ins (module:Class and folder) the cells of this folder used, so that reading it finds them
 PLUGINS = "plugins.json"
+#: suite name -> the suite file it was read from
+SUITES = "suites.json"
 KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 
@@ -206,6 +208,18 @@ class ResultStore:
         for kind, entries in specs.items():
             known.setdefault(kind, {}).update(entries)
         atomic_write_bytes(self.out / PLUGINS, json.dumps(known, indent=1, sort_keys=True).encode())
+
+    def record_suite(self, name: str, path: str) -> None:
+        """Remember which suite file a suite name of this folder came from (for its reference algorithm)."""
+        known = self.suite_files()
+        if known.get(name) != str(path):
+            atomic_write_bytes(self.out / SUITES, json.dumps({**known, name: str(path)}, indent=1).encode())
+
+    def suite_files(self) -> dict[str, str]:
+        try:
+            return json.loads((self.out / SUITES).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def plugin_specs(self) -> dict:
         path = self.out / PLUGINS
