@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench._ownpkg import ROOT
 from bench.errors import BenchError
+from bench.formats import environment, environment_json, parquet_bytes
 
 RESULTS = "results.csv"
 TRACES = "traces.csv"
@@ -31,6 +32,8 @@ TRACES = "traces.csv"
 PLUGINS = "plugins.json"
 #: suite name -> the suite file it was read from
 SUITES = "suites.json"
+#: the environments (packages, torch build, CPU / GPU) the cells ran in
+ENVIRONMENT = "environment.json"
 KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 
@@ -174,6 +177,8 @@ class ResultStore:
             old = keep[keep["_new"].isna()].drop(columns="_new")
             new = pd.concat([old, new], ignore_index=True)
         atomic_write_csv(path, new)
+        # the same rows as Parquet (typed columns, schema version in its metadata) for pandas, polars, DuckDB
+        atomic_write_bytes(path.with_suffix(".parquet"), parquet_bytes(new))
 
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
         """Record one finished cell; rows of an earlier run of the same cell are replaced. Ctrl-C waits until
@@ -208,6 +213,12 @@ class ResultStore:
         for kind, entries in specs.items():
             known.setdefault(kind, {}).update(entries)
         atomic_write_bytes(self.out / PLUGINS, json.dumps(known, indent=1, sort_keys=True).encode())
+
+    def record_environment(self, device: str = "cpu") -> None:
+        """Add the environment this process runs cells in to environment.json (see ``bench.formats``)."""
+        path = self.out / ENVIRONMENT
+        previous = path.read_bytes() if path.exists() else None
+        atomic_write_bytes(path, environment_json(previous, environment(device)))
 
     def record_suite(self, name: str, path: str) -> None:
         """Remember which suite file a suite name of this folder came from (for its reference algorithm)."""

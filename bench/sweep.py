@@ -80,6 +80,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     if not cells:
         return store
     store.record_plugins(specs)
+    store.record_environment(device)
     cores = os.cpu_count() or 1
     n_jobs = jobs or (1 if device != "cpu" else min(cores, len(cells)))
     n_jobs = max(1, min(n_jobs, len(cells)))
