@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--out", type=Path, help="where the sweep runs (default results/<suite>-<fidelity>)")
         b.add_argument("-j", "--jobs", type=int, default=0)
 
+    tp = sub.add_parser("test-plugin", help="smoke-test an algorithm on a tiny target, as the suite tests its own")
+    tp.add_argument("name", help="a registered algorithm (an entry point, or a plug-in of --suite), or module:Class "
+                    "(a module in the working directory)")
+    tp.add_argument("--suite", help="a suite file whose [plugins.algorithms] names the algorithm")
+    tp.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="settings of the algorithm's Config for the tiny case (TOML values)")
+    tp.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
+
     rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
     rp.add_argument("--suite", default="toy2d")
@@ -200,6 +208,52 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_test_plugin(args) -> int:
+    import tomllib
+
+    import algorithms
+    from algorithms.base import ConfigError, build_config
+    from bench import plugins
+    from bench.learning import smoke_test
+    from bench.suite import load_suite
+
+    plugins.load_entry_points()
+    if args.suite:
+        load_suite(args.suite)
+    where = f"test-plugin {args.name}"
+    if ":" in args.name:
+        cls = plugins.load_ref(args.name, str(Path.cwd()), where)
+        plugins.check_plugin("algorithms", getattr(cls, "name", ""), cls, where)
+    elif args.name in algorithms.ALGORITHMS:
+        cls = algorithms.ALGORITHMS[args.name]
+    else:
+        raise BenchError(f"unknown algorithm {args.name!r}; valid: {', '.join(sorted(algorithms.ALGORITHMS))}, or "
+                         "module:Class, or --suite FILE with the plug-in in its [plugins.algorithms]")
+    if args.iters < 1:
+        raise BenchError(f"--iters must be >= 1, got {args.iters}")
+    overrides = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = text
+    try:
+        build_config(cls.Config, overrides, f"--set ({cls.__name__}.Config)")
+    except ConfigError as e:
+        raise BenchError(str(e)) from None
+    checks = smoke_test(cls, args.iters, **overrides)
+    for check, ok, detail in checks:
+        print(f"{'ok  ' if ok else 'FAIL'}  {check}: {detail}")
+    failed = sum(not ok for _, ok, _ in checks)
+    registered = algorithms.ALGORITHMS.get(getattr(cls, "name", "")) is cls
+    src = plugins.origin("algorithms", cls.name) if registered else plugins.source_file(cls)
+    print(f"{cls.__name__} ({src}): {len(checks) - failed} of {len(checks)} checks passed")
+    return 1 if failed else 0
+
+
 def cmd_list(args) -> int:
     import algorithms
     import datasets
@@ -268,7 +322,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
-                    "check": cmd_check, "report": cmd_report}
+                    "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin}
         return commands[args.command](args)
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)

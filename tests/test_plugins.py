@@ -263,3 +263,77 @@ def test_an_installed_plugin_package_runs_at_smoke_fidelity(tmp_path):
     p = bench("table", "--results", "results/suite-smoke")
     assert p.returncode == 0, p.stderr
     assert "triangle" in p.stdout and "restart_pcd" in p.stdout
+
+
+CHECKED = '''
+import torch
+
+from algorithms.pcd import PCD
+
+
+class Flipped(PCD):
+    """Ascends the likelihood instead of descending: must fail the learning check."""
+    name = "flipped"
+
+    def step(self, x_pos):
+        x_neg = self.sample(self.start_chains(x_pos))
+        self.keep(x_neg)
+        self._neg = x_neg
+        self.optimizer.zero_grad()
+        (self.energy(x_neg).mean() - self.energy(x_pos).mean()).backward()
+        self.optimizer.step()
+        return {"loss": 0.0}
+
+
+class Uncounted(PCD):
+    """Its own Langevin loop that counts no work, and chains without the draw axis."""
+    name = "uncounted"
+
+    def sample(self, x0):
+        x = x0.detach()
+        for _ in range(self.config.n_steps):
+            x = x.requires_grad_(True)
+            (g,) = torch.autograd.grad(self.energy(x).sum(), x)
+            x = (x - self.config.step_size * g + (2 * self.config.step_size) ** 0.5 * torch.randn_like(x)).detach()
+        return x
+
+    def step(self, x_pos):
+        x_neg = self.sample(self.start_chains(x_pos))
+        self.keep(x_neg)
+        self._neg = x_neg
+        self.optimizer.zero_grad()
+        (self.energy(x_pos).mean() - self.energy(x_neg).mean()).backward()
+        self.optimizer.step()
+        return {"loss": 0.0}
+
+    def run_chains(self, x0, n_draws):
+        return self.sample(x0)
+'''
+
+
+def test_test_plugin_passes_a_good_plugin_and_fails_bad_ones(project, capsys):
+    assert main(["test-plugin", "restart_pcd", "--suite", "my_suite.toml", "--iters", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "RestartPCD (" in out and "7 of 7 checks passed" in out
+    (project / "my_checked.py").write_text(CHECKED)
+    assert main(["test-plugin", "my_checked:Flipped", "--iters", "60"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  learns the mean and scale of a Gaussian" in out
+    assert "ok    counts its work" in out and "ok    chains are well formed" in out
+    assert main(["test-plugin", "my_checked:Uncounted", "--iters", "60", "--set", "n_steps=5"]) == 1
+    out = capsys.readouterr().out
+    assert "ok    learns the mean and scale" in out  # it does learn ...
+    assert "FAIL  counts its work" in out and "FAIL  chains are well formed" in out  # ... but is not well formed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nope"], "unknown algorithm 'nope'"),
+    (["cd", "--set", "n_stepz=3"], "unknown parameter 'n_stepz'"),
+    (["cd", "--set", "lr=-1"], "parameter 'lr' must be > 0"),
+    (["cd", "--set", "lr"], "--set 'lr': expected KEY=VALUE"),
+    (["cd", "--iters", "0"], "--iters must be >= 1"),
+])
+def test_test_plugin_bad_input_is_one_line(args, message, capsys):
+    assert main(["test-plugin", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
