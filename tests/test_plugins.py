@@ -3,6 +3,7 @@ in the user's folder) and by entry points (an installed package), checked like t
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 import algorithms
+import bench as bench_api
 import datasets
 from algorithms import energies
 from bench import plugins
@@ -337,3 +339,23 @@ def test_test_plugin_bad_input_is_one_line(args, message, capsys):
     assert main(["test-plugin", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def readme_files() -> dict[str, str]:
+    """The README's plug-in example: the code blocks whose first line names their file (# my_*.py / .toml)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:python|toml)\n(# (my_\w+\.(?:py|toml))\n.*?)```", readme, re.S)
+    return {name: text for text, name in blocks}
+
+
+def test_the_readme_plugin_example_runs_as_written(tmp_path, clean, monkeypatch):
+    files = readme_files()
+    assert set(files) == {"my_algo.py", "my_target.py", "my_suite.toml"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    # the README's suite, cut to one cell and a few iterations (the README shows the full run's tables)
+    res = bench_api.run("my_suite.toml", algorithms=["restart_pcd"], targets=["triangle"], seeds=1, budget=3000,
+                        jobs=1)
+    assert (res["status"] == "ok").all() and set(res["target"]) == {"triangle"}
+    assert res.loc[res["metric"] == "ebm_weight[2]", "value"].between(0, 1).all()
