@@ -176,9 +176,10 @@ class ResultStore:
             keep = old.merge(cells.assign(_new=1), on=KEY, how="left")
             old = keep[keep["_new"].isna()].drop(columns="_new")
             new = pd.concat([old, new], ignore_index=True)
-        atomic_write_csv(path, new)
-        # the same rows as Parquet (typed columns, schema version in its metadata) for pandas, polars, DuckDB
+        # the same rows as Parquet (typed columns, schema version in its metadata) for pandas, polars, DuckDB;
+        # written first, so that the CSV (whose results rows mark a cell finished) is still written last
         atomic_write_bytes(path.with_suffix(".parquet"), parquet_bytes(new))
+        atomic_write_csv(path, new)
 
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
         """Record one finished cell; rows of an earlier run of the same cell are replaced. Ctrl-C waits until

@@ -7,6 +7,7 @@ import os
 import pickle
 import signal
 import threading
+import warnings
 
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
@@ -79,8 +80,6 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     cells = todo
     if not cells:
         return store
-    store.record_plugins(specs)
-    store.record_environment(device)
     cores = os.cpu_count() or 1
     n_jobs = jobs or (1 if device != "cpu" else min(cores, len(cells)))
     n_jobs = max(1, min(n_jobs, len(cells)))
@@ -92,6 +91,9 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             stack.enter_context(connect(scheduler, connect_timeout_s))
             stack.enter_context(parallel_config(backend="dask"))
             n_jobs, threads = -1, 1
+        # once the cells can run (a Dask scheduler answered): the plug-ins they use and where they run
+        store.record_plugins(specs)
+        store.record_environment(device)
         if n_jobs == 1:
             results = (_run(c, device, True, threads) for c in cells)
         else:
@@ -105,6 +107,12 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                 bar.update()
         except BaseException:
             if n_jobs != 1 and backend == "local":
+                # joblib's note on cells that finished but are not collected, or were cancelled: the one line
+                # "interrupted" says what happened
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "[0-9]+ tasks (have been successfully executed|which were "
+                                            "still being processed)", UserWarning)
+                    results.close()
                 _stop_local_workers()
             raise
     return store

@@ -122,6 +122,10 @@ def test_loose_file_plugins_run_beside_the_built_ins_in_worker_processes(project
     # the plug-in target's ground truth is used: three modes' weights
     assert {"ebm_weight[2]", "neg_weight[2]"} <= set(res[res["target"] == "triangle"]["metric"])
     assert json.loads(res[res["algorithm"] == "restart_pcd"]["config"].iloc[0])["restart_prob"] == 0.05
+    # the workers keyed the plug-in's cells as this process does (with its source): a re-run skips them all
+    capsys.readouterr()
+    assert main(["run", "--suite", "my_suite.toml", "--fidelity", "smoke", "-j", "2", "--no-report"]) == 0
+    assert "4 of 4 cells already finished" in capsys.readouterr().out
     assert main(["list", "--suite", "my_suite.toml"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("restart_pcd"))
