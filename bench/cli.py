@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import sys
 from pathlib import Path
 
+from bench.api import default_out
 from bench.errors import BenchError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
@@ -30,11 +30,6 @@ def _names(values):
     if values is None:
         return None
     return [n for v in values for n in v.split(",") if n]
-
-
-def default_out(suite: str, fidelity: str) -> Path:
-    """results/<suite>-<fidelity> under the working directory (never inside the installed package)."""
-    return Path("results") / f"{Path(suite).stem}-{fidelity}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask; "
                    f"given up after {DASK_CONNECT_TIMEOUT_S} s without an answer")
 
-    sub.add_parser("list", help="suites, algorithms, targets and metrics")
+    ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
+    ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
 
     for name, helptext in (("baseline", "write a baseline file from a quick sweep (run, or read with --results)"),
                            ("check", "compare a sweep with a baseline file; exit 1 on any regression")):
@@ -74,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("-j", "--jobs", type=int, default=0)
         if name == "baseline":
             b.add_argument("--force", action="store_true", help="replace an existing baseline file")
+
+    tp = sub.add_parser("test-plugin", help="smoke-test an algorithm on a tiny target, as the suite tests its own")
+    tp.add_argument("name", help="a registered algorithm (an entry point, or a plug-in of --suite), or module:Class "
+                    "(a module in the working directory)")
+    tp.add_argument("--suite", help="a suite file whose [plugins.algorithms] names the algorithm")
+    tp.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="settings of the algorithm's Config for the tiny case (TOML values)")
+    tp.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
@@ -91,51 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_device(device: str) -> str:
-    import torch
-
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
-        return device
-    raise BenchError(f"invalid --device {device!r}; valid: cpu, cuda, cuda:N")
-
-
 def cmd_run(args) -> int:
-    from bench.store import check_writable
-    from bench.suite import load_suite, resolve_cells
-    from bench.sweep import run_sweep
+    from bench.api import run
+    from bench.store import ResultStore
 
-    suite = load_suite(args.suite)
-    cells = resolve_cells(suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds)
-    device = check_device(args.device)
-    if args.jobs < 0:
-        raise BenchError(f"-j must be >= 0, got {args.jobs}")
-    for flag, value, field in (("--budget", args.budget, "grad_budget"),
-                               ("--cell-timeout", args.cell_timeout, "time_limit_s")):
-        if value is not None:
-            if not (math.isfinite(value) and value > 0):
-                raise BenchError(f"{flag} must be a positive number, got {value}")
-            for c in cells:
-                setattr(c.train, field, value)
     out = args.out or default_out(args.suite, args.fidelity)
-    if args.backend not in ("local", "dask"):
-        raise BenchError(f"invalid --backend {args.backend!r}; valid: local, dask")
-    if args.backend == "dask":
-        if not args.scheduler:
-            raise BenchError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
-    check_writable(out, "--out")
-    store = run_sweep(cells, out, device=device, jobs=args.jobs, force=args.force, backend=args.backend,
-                      scheduler=args.scheduler, connect_timeout_s=DASK_CONNECT_TIMEOUT_S)
+    run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
+        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
-        _report(store)
+        _report(ResultStore(out))
     return 0
 
 
@@ -175,15 +144,9 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from bench import plots
+    from bench.api import plot
 
-    if args.x not in ("iteration", "work"):
-        raise BenchError(f"invalid --x {args.x!r}; valid: iteration, work")
-    made = plots.make_all(_writable_store(args), x="grad_evals" if args.x == "work" else "iteration")
-    if not made:
-        what = "no work counts in traces.csv (older results)" if args.x == "work" else "no finished cells"
-        raise BenchError(f"{args.results}: nothing to plot ({what})")
-    for f in made:
+    for f in plot(args.results or default_out(args.suite, args.fidelity), args.x):
         print(f"figure: {f}")
     return 0
 
@@ -257,24 +220,85 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_test_plugin(args) -> int:
+    import tomllib
+
+    import algorithms
+    from algorithms.base import ConfigError, build_config
+    from bench import plugins
+    from bench.learning import smoke_test
+    from bench.suite import load_suite
+
+    plugins.load_entry_points()
+    if args.suite:
+        load_suite(args.suite)
+    where = f"test-plugin {args.name}"
+    if ":" in args.name:
+        cls = plugins.load_ref(args.name, str(Path.cwd()), where)
+        plugins.check_plugin("algorithms", getattr(cls, "name", ""), cls, where)
+    elif args.name in algorithms.ALGORITHMS:
+        cls = algorithms.ALGORITHMS[args.name]
+    else:
+        raise BenchError(f"unknown algorithm {args.name!r}; valid: {', '.join(sorted(algorithms.ALGORITHMS))}, or "
+                         "module:Class, or --suite FILE with the plug-in in its [plugins.algorithms]")
+    if args.iters < 1:
+        raise BenchError(f"--iters must be >= 1, got {args.iters}")
+    overrides = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = text
+    try:
+        build_config(cls.Config, overrides, f"--set ({cls.__name__}.Config)")
+    except ConfigError as e:
+        raise BenchError(str(e)) from None
+    checks = smoke_test(cls, args.iters, **overrides)
+    for check, ok, detail in checks:
+        print(f"{'ok  ' if ok else 'FAIL'}  {check}: {detail}")
+    failed = sum(not ok for _, ok, _ in checks)
+    registered = algorithms.ALGORITHMS.get(getattr(cls, "name", "")) is cls
+    src = plugins.origin("algorithms", cls.name) if registered else plugins.source_file(cls)
+    print(f"{cls.__name__} ({src}): {len(checks) - failed} of {len(checks)} checks passed")
+    return 1 if failed else 0
+
+
 def cmd_list(args) -> int:
     import algorithms
     import datasets
+    from algorithms.energies import ENERGIES
+    from bench.plugins import BUILT_IN, load_entry_points, origin
     from bench.suite import available_suites, load_suite
 
+    load_entry_points()
     buf = io.StringIO()
     buf.write("suites:\n")
     for s in available_suites():
         d = load_suite(s)
         buf.write(f"  {s:<16} {d.get('description', '')} (fidelities: {', '.join(d['fidelity'])})\n")
+    if args.suite:
+        d = load_suite(args.suite)
+        buf.write(f"  {d['path']}  {d.get('description', '')} (fidelities: {', '.join(d['fidelity'])})\n")
+
+    def where(kind, n):
+        src = origin(kind, n)
+        return f"  [{src}]" if src == BUILT_IN else f"  [plug-in: {src}]"
+
     buf.write("algorithms:\n")
     for n, cls in algorithms.ALGORITHMS.items():
-        buf.write(f"  {n:<16} {cls.paper}\n")
+        buf.write(f"  {n:<16} {cls.paper}{where('algorithms', n)}\n")
     buf.write("targets:\n")
     for n, cls in datasets.TARGETS.items():
         t = cls()
         truth = "exact density + modes" if t.has_density and t.has_modes else "samples only"
-        buf.write(f"  {n:<16} {t.paper}; {truth}\n")
+        buf.write(f"  {n:<16} {t.paper}; {truth}{where('targets', n)}\n")
+    buf.write("energies:\n")
+    for n, cls in ENERGIES.items():
+        doc = (cls.__doc__ or "").strip().split(": ")[0].split(". ")[0].splitlines()[0][:70] if cls.__doc__ else ""
+        buf.write(f"  {n:<16} {doc}{where('energies', n)}\n")
     buf.write("metrics:\n")
     for n, desc in METRICS.items():
         buf.write(f"  {n:<24} {desc}\n")
@@ -316,7 +340,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
-                    "check": cmd_check, "report": cmd_report}
+                    "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin}
         return commands[args.command](args)
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)

@@ -26,7 +26,7 @@ def write_report(store: ResultStore):
              f"suites {', '.join(sorted(res['suite'].unique()))}; "
              f"code {', '.join(sorted(res['code_version'].unique()))}; "
              f"generated {datetime.now(UTC).isoformat(timespec='seconds')}</p>"]
-    for name, title, df in sections(res):
+    for name, title, df in sections(res, store):
         if name == "summary":
             continue
         parts.append(f"<h2>{html.escape(title)}</h2>")

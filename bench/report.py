@@ -16,16 +16,17 @@ from bench.store import ResultStore, save_outputs
 WIDTH = 110
 
 
-def _reference(suite: str) -> str | None:
+def _reference(suite: str, store: ResultStore | None = None) -> str | None:
     from bench.suite import load_suite
 
+    path = (store.suite_files() if store is not None else {}).get(suite, suite)
     try:
-        return load_suite(suite).get("reference")
+        return load_suite(path).get("reference")
     except Exception:  # a results folder from a suite file that no longer exists: no paired table
         return None
 
 
-def sections(res: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """(file name, title, table) of every table of a results frame. Titles state the suite, fidelity and seed
     count; notes (warnings, footnotes) travel in ``table.attrs["notes"]``."""
     out = []
@@ -40,7 +41,7 @@ def sections(res: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
                         tables.paper_table(part, spec)))
     what = tables.describe(res)
     for suite in sorted(res["suite"].unique()):
-        ref = _reference(suite)
+        ref = _reference(suite, store)
         sub = res[res["suite"] == suite]
         if ref and ref in set(sub["algorithm"]) and sub["fidelity"].nunique() == 1:
             d = tables.paired_differences(sub, ref)
@@ -71,11 +72,17 @@ def render(title: str, df: pd.DataFrame, width: int = WIDTH) -> str:
     return f"{textwrap.fill('## ' + title, width, subsequent_indent='   ')}\n{body}\n{notes}"
 
 
+def make_tables(store: ResultStore) -> list[tuple[str, str, pd.DataFrame]]:
+    """Every table of a results folder: (name, title, DataFrame)."""
+    return sections(store.results(), store)
+
+
 def write_tables(store: ResultStore) -> str:
+    """Write the tables to <out>/tables/ (CSV + tables.txt) and return their text rendering."""
     res = store.results()
     out = store.out / "tables"
     parts, files = [], {}
-    for name, title, df in sections(res):
+    for name, title, df in sections(res, store):
         flat = df.reset_index() if df.index.name or df.index.nlevels > 1 else df
         files[out / f"{name}.csv"] = flat.to_csv(index=False).encode()
         if name != "summary":  # the CSV only: one row per metric is no reading matter

@@ -24,9 +24,16 @@ import pandas as pd
 
 from bench._ownpkg import ROOT
 from bench.errors import BenchError
+from bench.formats import environment, environment_json, parquet_bytes
 
 RESULTS = "results.csv"
 TRACES = "traces.csv"
+#: the suite-file plug-ins (module:Class and folder) the cells of this folder used, so that reading it finds them
+PLUGINS = "plugins.json"
+#: suite name -> the suite file it was read from
+SUITES = "suites.json"
+#: the environments (packages, torch build, CPU / GPU) the cells ran in
+ENVIRONMENT = "environment.json"
 KEY = ["suite", "target", "algorithm", "fidelity", "seed"]
 
 
@@ -169,6 +176,9 @@ class ResultStore:
             keep = old.merge(cells.assign(_new=1), on=KEY, how="left")
             old = keep[keep["_new"].isna()].drop(columns="_new")
             new = pd.concat([old, new], ignore_index=True)
+        # the same rows as Parquet (typed columns, schema version in its metadata) for pandas, polars, DuckDB;
+        # written first, so that the CSV (whose results rows mark a cell finished) is still written last
+        atomic_write_bytes(path.with_suffix(".parquet"), parquet_bytes(new))
         atomic_write_csv(path, new)
 
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
@@ -196,9 +206,54 @@ class ResultStore:
         path = self.artifact_path(cell)
         return read_artifact(path) if path.exists() else None
 
+    def record_plugins(self, specs: dict) -> None:
+        """Add the suite-file plug-ins of a sweep to the folder's record of them (see ``activate_plugins``)."""
+        if not specs:
+            return
+        known = self.plugin_specs()
+        for kind, entries in specs.items():
+            known.setdefault(kind, {}).update(entries)
+        atomic_write_bytes(self.out / PLUGINS, json.dumps(known, indent=1, sort_keys=True).encode())
+
+    def record_environment(self, device: str = "cpu") -> None:
+        """Add the environment this process runs cells in to environment.json (see ``bench.formats``)."""
+        path = self.out / ENVIRONMENT
+        previous = path.read_bytes() if path.exists() else None
+        atomic_write_bytes(path, environment_json(previous, environment(device)))
+
+    def record_suite(self, name: str, path: str) -> None:
+        """Remember which suite file a suite name of this folder came from (for its reference algorithm)."""
+        known = self.suite_files()
+        if known.get(name) != str(path):
+            atomic_write_bytes(self.out / SUITES, json.dumps({**known, name: str(path)}, indent=1).encode())
+
+    def suite_files(self) -> dict[str, str]:
+        try:
+            return json.loads((self.out / SUITES).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def plugin_specs(self) -> dict:
+        path = self.out / PLUGINS
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise BenchError(f"{path}: not a readable plug-in record ({e})") from None
+
+    def activate_plugins(self) -> None:
+        """Register the plug-ins this folder's cells used (installed entry points and recorded suite-file
+        plug-ins), so that its targets and algorithms are known to the tables and plots."""
+        from bench import plugins
+
+        plugins.load_entry_points()
+        plugins.register_specs(self.plugin_specs(), str(self.out / PLUGINS))
+
     def results(self) -> pd.DataFrame:
         """results.csv, checked: the columns every reader needs, numbers in ``value``, targets this code
         knows; a row repeated for the same run and metric counts once (the last one)."""
+        self.activate_plugins()
         return check_results(read_table(self.out / RESULTS, required=RESULT_COLUMNS), self.out / RESULTS)
 
     def finished_ids(self) -> set[str]:

@@ -23,6 +23,7 @@ from typing import Literal
 import algorithms
 import datasets
 from algorithms.base import AT_LEAST_1, NONNEG, ConfigError, bounds, build_config
+from bench import plugins
 from bench.errors import BenchError
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -115,8 +116,13 @@ class Cell:
         """Hash of everything that determines the result: the cell, its full config, the target's version
         and the code version. A finished cell with the same id is not computed again."""
         target_version = datasets.get_target(self.target).version
-        blob = json.dumps([self.key(), self.base, target_version, self.config(), self.code_version],
-                          sort_keys=True, default=str)
+        parts = [self.key(), self.base, target_version, self.config(), self.code_version]
+        # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
+        own = [plugins.fingerprint(k, n) for k, n in
+               (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]
+        if any(own):
+            parts.append(own)
+        blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     def key(self) -> dict:
@@ -190,6 +196,10 @@ def load_suite(name: str) -> dict:
         raise BenchError(f"{path}: 'variants' must be tables [variants.NAME]")
     data["name"] = path.stem
     data["path"] = str(path)
+    # plug-ins: installed packages' entry points, and the suite file's own [plugins.*] (module:Class)
+    plugins.load_entry_points()
+    data["plugin_specs"] = plugins.suite_specs(data, path)
+    plugins.register_specs(data["plugin_specs"], str(path))
     return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import pickle
 import signal
 import threading
 
@@ -12,6 +13,7 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from algorithms.base import ConfigError
+from bench import plugins
 from bench.errors import BenchError
 from bench.runner import run_cell
 from bench.store import ResultStore, code_version
@@ -28,6 +30,14 @@ def _run(cell, device, progress, threads, worker=False):
         return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
+
+
+def _run_in_worker(specs, blob, device, progress, threads):
+    """A worker's cell: register the suite file's plug-ins (their folders on the path, as in the parent) before
+    the cell, whose config may be a plug-in's dataclass, is unpickled."""
+    plugins.load_entry_points()
+    plugins.register_specs(specs)
+    return _run(pickle.loads(blob), device, progress, threads, True)
 
 
 def _stop_local_workers() -> None:
@@ -54,14 +64,14 @@ def _flat(result):
     return key, rows, traces, art
 
 
-def _run_local(cells, device, n_jobs: int, threads: int, keep) -> None:
+def _run_local(cells, specs, device, n_jobs: int, threads: int, keep) -> None:
     """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On
     Ctrl-C or an error every cell that has already finished is kept too (joblib's own generator drops the
     finished results it has not yet handed out), then the pool is shut down."""
     from joblib.externals.loky import get_reusable_executor
 
     pool = get_reusable_executor(max_workers=n_jobs)
-    futures = [pool.submit(_run, c, device, False, threads, True) for c in cells]
+    futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads) for c in cells]
     kept = set()
     try:
         for f in concurrent.futures.as_completed(futures):
@@ -87,6 +97,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     backend "dask": the same joblib calls on a Dask distributed cluster at ``scheduler`` (joblib's dask
     backend); Dask reschedules the cells of a worker that dies."""
     store = ResultStore(out)
+    specs = plugins.used_specs(cells)
     version = code_version()
     for c in cells:
         c.code_version = version
@@ -108,6 +119,9 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             stack.enter_context(connect(scheduler, connect_timeout_s))
             stack.enter_context(parallel_config(backend="dask"))
             n_jobs, threads = -1, 1
+        # once the cells can run (a Dask scheduler answered): the plug-ins they use and where they run
+        store.record_plugins(specs)
+        store.record_environment(device)
 
         def keep(key, rows, traces, art):
             store.add(rows, traces, art, key)
@@ -119,9 +133,9 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             for c in cells:
                 keep(*_flat(_run(c, device, True, threads)))
         elif backend == "local":
-            _run_local(cells, device, n_jobs, threads, keep)
+            _run_local(cells, specs, device, n_jobs, threads, keep)
         else:
             for out in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                    delayed(_run)(c, device, False, threads, True) for c in cells):
+                    delayed(_run_in_worker)(specs, pickle.dumps(c), device, False, threads) for c in cells):
                 keep(*_flat(out))
     return store

@@ -109,11 +109,11 @@ def test_table_on_a_read_only_folder_still_prints(finished, capsys, monkeypatch)
     assert snapshot(finished) == before
 
 
-@pytest.mark.parametrize("fail_at", [4, 6])
+@pytest.mark.parametrize("fail_at", [7, 10, 11])
 def test_full_disk_mid_sweep_is_one_line_and_keeps_finished_cells(capsys, tmp_path, monkeypatch, fail_at):
-    """The disk fills up while the second cell is being written (files 1-3 are the first cell's npz, traces and
-    results; 4 is the second cell's npz, 6 its results): one line, the first cell's files intact, no artifact
-    of the unfinished cell, no temporary file left."""
+    """The disk fills up while the second cell is being written (file 1 is environment.json, 2-6 the first cell's
+    npz, traces (Parquet, CSV) and results (Parquet, CSV); 7 is the second cell's npz, 10 and 11 its results):
+    one line, the first cell's files intact, no artifact of the unfinished cell, no temporary file left."""
     out = tmp_path / "r"
     real, calls = store_mod.os.fsync, []
 

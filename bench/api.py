@@ -1,0 +1,143 @@
+"""The Python API: ``bench.run``, ``bench.load``, ``bench.table``, ``bench.plot``. The command line is a thin
+layer over these four functions; they raise ``bench.errors.BenchError`` (one line: what and where) on bad input,
+before any compute is spent, and write nothing then.
+
+    import bench
+    res = bench.run("toy2d", fidelity="smoke", algorithms=["ula_ebm", "cd"], targets=["two_mode"], seeds=2)
+    res.pivot_table(index="algorithm", columns="metric", values="value")
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def default_out(suite: str, fidelity: str) -> Path:
+    """results/<suite>-<fidelity> under the working directory (never inside the installed package)."""
+    return Path("results") / f"{Path(suite).stem}-{fidelity}"
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+        return device
+    raise BenchError(f"invalid --device {device!r}; valid: cpu, cuda, cuda:N")
+
+
+def _names(names, what: str):
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise BenchError(f"{what} must be names (strings), got {names!r}")
+    return names
+
+
+def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
+        out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
+        budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
+        scheduler: str | None = None, connect_timeout_s: float = 10) -> pd.DataFrame:
+    """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
+    ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
+    long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
+    value, status, config, work counts, ...). Every cell is validated before the first one runs."""
+    from bench.store import ResultStore, check_writable
+    from bench.suite import load_suite, resolve_cells
+    from bench.sweep import run_sweep
+
+    data = load_suite(suite)
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)):
+        raise BenchError(f"--seeds must be an integer, got {seeds!r}")
+    cells = resolve_cells(data, fidelity, _names(algorithms, "--algorithms"), _names(targets, "--targets"), seeds)
+    device = check_device(device)
+    if jobs < 0:
+        raise BenchError(f"-j must be >= 0, got {jobs}")
+    for flag, value, field in (("--budget", budget, "grad_budget"), ("--cell-timeout", cell_timeout, "time_limit_s")):
+        if value is not None:
+            if not (math.isfinite(value) and value > 0):
+                raise BenchError(f"{flag} must be a positive number, got {value}")
+            for c in cells:
+                setattr(c.train, field, value)
+    if backend not in ("local", "dask"):
+        raise BenchError(f"invalid --backend {backend!r}; valid: local, dask")
+    if backend == "dask":
+        if not scheduler:
+            raise BenchError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
+    out = Path(out) if out is not None else default_out(suite, fidelity)
+    check_writable(out, "--out")
+    run_sweep(cells, out, device=device, jobs=jobs, force=force, backend=backend, scheduler=scheduler,
+              connect_timeout_s=connect_timeout_s)
+    store = ResultStore(out)
+    store.record_suite(data["name"], data["path"])
+    res = store.results()
+    ids = {c.cell_id() for c in cells}
+    return res[res["cell_id"].isin(ids)].reset_index(drop=True)
+
+
+def _store(results_dir):
+    from bench.store import RESULTS, ResultStore
+
+    out = Path(results_dir)
+    if not (out / RESULTS).exists():
+        raise BenchError(f"{out}: no {RESULTS} (run 'python -m bench run' first or pass --results)")
+    return ResultStore(out)
+
+
+def load(results_dir, what: str = "results") -> pd.DataFrame:
+    """A results folder's ``results`` (one row per run x metric) or ``traces`` (metrics over training),
+    checked, as a DataFrame."""
+    if what not in ("results", "traces"):
+        raise BenchError(f"invalid what={what!r}; valid: results, traces")
+    store = _store(results_dir)
+    res = store.results()
+    return res if what == "results" else store.traces()
+
+
+def table(results_dir, save: bool = True) -> dict[str, pd.DataFrame]:
+    """The tables of a results folder by name (paper tables beside the published numbers, paired differences,
+    key metrics, mode weights, work, status, summary); with ``save``, also written to <results_dir>/tables/."""
+    from bench.report import make_tables, write_tables
+
+    store = _store(results_dir)
+    if save:
+        write_tables(store)
+    return {name: df for name, _, df in make_tables(store)}
+
+
+def plot(results_dir, x: str = "iteration") -> list[Path]:
+    """Draw the figures of a results folder into <results_dir>/figures/; returns their paths. ``x``: iteration
+    or work (energy-gradient evaluations)."""
+    from bench import plots
+    from bench.store import check_writable
+
+    if x not in ("iteration", "work"):
+        raise BenchError(f"invalid --x {x!r}; valid: iteration, work")
+    store = _store(results_dir)
+    store.results()
+    check_writable(store.out, "--results")
+    made = plots.make_all(store, x="grad_evals" if x == "work" else "iteration")
+    if not made:
+        what = "no work counts in traces.csv (older results)" if x == "work" else "no finished cells"
+        raise BenchError(f"{results_dir}: nothing to plot ({what})")
+    return made
+
+
+__all__ = ["load", "plot", "run", "table"]
