@@ -49,8 +49,10 @@ def rhat_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -
         ax.set(title=f"{t} (d = {datasets.get_target(t).dim})", yscale="log", ylabel="max R-hat")
     if axes[0, -1].get_legend() is not None:
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("000 Fig. 6: max R-hat of the evaluation chains along training\n(dotted: noise-free sampler, "
-                 "not a mixing figure; dashed: 1.1)", fontsize=10)
+    from bench.tables import describe
+
+    fig.suptitle(f"Max R-hat of the evaluation chains along training, as 000 Fig. 6 ({describe(tr)}; band: "
+                 "min-max over seeds)\n(dotted: noise-free sampler, not a mixing figure; dashed: 1.1)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return path
@@ -78,6 +80,10 @@ def neg_weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iterat
         for w in datasets.get_target(t).mode_weights.tolist():
             ax.axhline(w, color="k", lw=0.8, ls="--")
         ax.set(title=f"{a} / {t}", ylabel="negatives' mode weight", ylim=(-0.02, 1.02))
+    from bench.tables import describe
+
+    fig.suptitle(f"Mode weights of the negatives over training ({describe(tr)}; band: min-max over seeds; "
+                 "dashed: true weights)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return path
