@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -8,3 +10,49 @@ import bench  # noqa: F401  (loads this suite's own `datasets` package first)
 def _single_thread():
     torch.set_num_threads(1)
     yield
+
+
+class ProtocolOptimizer:
+    """Stands in for the optimiser: each step moves theta along a fixed protocol ``path(energy, k)`` instead of
+    learning, so that log Z along the way is known in closed form."""
+
+    def __init__(self, energy, path):
+        self.energy, self.path, self.k = energy, path, 0
+
+    def zero_grad(self, set_to_none=True):
+        pass
+
+    def step(self):
+        self.k += 1
+        self.path(self.energy, self.k)
+
+
+def moving_gaussian(energy, k):
+    """The closed-form protocol of the Jarzynski tests: a QuadraticEnergy at N(0.02 k, (1 + 0.015 k)^2)."""
+    with torch.no_grad():
+        energy.log_std.fill_(math.log(1 + 0.015 * k))
+        energy.mean.fill_(0.02 * k)
+
+
+@pytest.fixture
+def jarzynski_on_protocol():
+    """Factory: Jarzynski (003 Alg. 1/2) on the 1-d GMM target whose parameters follow ``path`` (default
+    ``moving_gaussian`` on a QuadraticEnergy); keyword arguments are the algorithm's config (step size 0.1 unless
+    given). Returns (algorithm, energy, target, data)."""
+
+    def make(energy_factory=None, path=moving_gaussian, n_data=256, **config):
+        import algorithms
+        import datasets
+        from algorithms.base import Problem, build_config
+        from algorithms.energies import QuadraticEnergy
+
+        torch.manual_seed(0)
+        target = datasets.get_target("gmm1d")
+        data = target.sample(n_data, torch.Generator().manual_seed(1)).double()
+        energy = energy_factory() if energy_factory else QuadraticEnergy(1).double()
+        cls = algorithms.ALGORITHMS["jarzynski"]
+        alg = cls(Problem(target, data), energy, build_config(cls.Config, {"step_size": 0.1, **config}, "test"))
+        alg.optimizer = ProtocolOptimizer(energy, path)
+        return alg, energy, target, data
+
+    return make

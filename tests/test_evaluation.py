@@ -20,7 +20,7 @@ from torch import nn
 import algorithms
 import datasets
 from algorithms.base import Problem, TrainingAlgorithm, build_config
-from algorithms.energies import Energy, GMMStudent, QuadraticEnergy, ToyMLP
+from algorithms.energies import Energy, GMMStudent, ToyMLP
 from algorithms.mcmc import Adaptation
 from bench.evaluation import LEAK_TOL, Probe, evaluate, evaluation_chains, trace_point
 from bench.suite import TrainConfig
@@ -226,39 +226,12 @@ set: with its own share of each mode); an exact log Z
     assert m["kl_estimate"] == pytest.approx(m["kl"], abs=1e-9)
 
 
-class ProtocolOptimizer:
-    """Stands in for the optimiser: moves theta along a fixed path instead of learning."""
-
-    def __init__(self, energy, path):
-        self.energy, self.path, self.k = energy, path, 0
-
-    def zero_grad(self, set_to_none=True):
-        pass
-
-    def step(self):
-        self.k += 1
-        self.path(self.energy, self.k)
-
-
-def test_fixed_protocol_log_z_estimate_through_the_probe():
+def test_fixed_protocol_log_z_estimate_through_the_probe(jarzynski_on_protocol):
     """Jarzynski (003 Alg. 1) with theta moved along a fixed path: the model ends at N(0.4, 1.3^2), log Z =
     log(1.3 sqrt(2 pi)). The probe's log_z_error is the estimate's error (~ 0), its kl_estimate is
     log Z~ + E*[U] - H(p*) (003 eq. 12), which equals kl up to that error; kl itself is KL(p* || N(0.4, 1.3^2))
     on the held-out set, computed here from the Gaussian's formula."""
-    torch.manual_seed(0)
-    t = datasets.get_target("gmm1d")
-    data = t.sample(256, torch.Generator().manual_seed(1)).double()
-    energy = QuadraticEnergy(1).double()
-    cls = algorithms.ALGORITHMS["jarzynski"]
-    alg = cls(Problem(t, data), energy, build_config(cls.Config, {"n_walkers": 20000, "step_size": 0.1,
-                                                                    "resample_c": 0.3}, "test"))
-
-    def path(e, k):
-        with torch.no_grad():
-            e.log_std.fill_(math.log(1 + 0.015 * k))
-            e.mean.fill_(0.02 * k)
-
-    alg.optimizer = ProtocolOptimizer(energy, path)
+    alg, energy, t, data = jarzynski_on_protocol(n_walkers=20000, resample_c=0.3)
     for _ in range(20):
         alg.step(data[:64])
     cfg = config(n_eval_samples=5000)

@@ -158,39 +158,11 @@ def test_unweighted_variant_does_not_learn_the_weight():
     assert abs(energy.p - 0.25) > 0.1
 
 
-class ProtocolOptimizer:
-    """Stands in for the optimiser: each step moves theta along a fixed protocol instead of learning."""
-
-    def __init__(self, energy, path):
-        self.energy, self.path, self.k = energy, path, 0
-
-    def zero_grad(self, set_to_none=True):
-        pass
-
-    def step(self):
-        self.k += 1
-        self.path(self.energy, self.k)
-
-
 @pytest.mark.parametrize("walker_batch, c", [(0, -1.0), (10_000, -1.0), (0, 0.3), (10_000, 0.3)])
-def test_algorithm_log_z_is_exact_along_a_protocol_full_and_mini_batch(walker_batch, c):
+def test_algorithm_log_z_is_exact_along_a_protocol_full_and_mini_batch(walker_batch, c, jarzynski_on_protocol):
     """Alg. 1 and Alg. 2 (walkers outside the mini-batch get A += U_k(X) - U_k+1(X)): with theta moved by a
     fixed protocol, the algorithm's log Z estimate and weighted mean match the closed form."""
-    torch.manual_seed(0)
-    target = datasets.get_target("gmm1d")
-    data = target.sample(256, torch.Generator().manual_seed(1)).double()
-    energy = QuadraticEnergy(1).double()
-    cls = algorithms.ALGORITHMS["jarzynski"]
-    cfg = build_config(cls.Config, {"n_walkers": 20000, "walker_batch": walker_batch, "step_size": 0.1,
-                                    "resample_c": c}, "test")
-    alg = cls(Problem(target, data), energy, cfg)
-
-    def path(e, k):
-        with torch.no_grad():
-            e.log_std.fill_(math.log(1 + 0.015 * k))
-            e.mean.fill_(0.02 * k)
-
-    alg.optimizer = ProtocolOptimizer(energy, path)
+    alg, energy, target, data = jarzynski_on_protocol(n_walkers=20000, walker_batch=walker_batch, resample_c=c)
     for _ in range(20):
         alg.step(data[:64])
     assert alg.log_z_estimate() == pytest.approx(float(energy.log_z().detach()), abs=0.02)
@@ -226,25 +198,21 @@ def test_neural_energy_with_a_known_start_estimates_log_z():
     assert abs(log_z_grid - 2 * math.log(1.5 * math.sqrt(2 * math.pi))) > 0.1  # the model did move
 
 
-def test_cross_entropy_estimate_pairs_log_z_and_data_energy_at_the_same_theta():
+def test_cross_entropy_estimate_pairs_log_z_and_data_energy_at_the_same_theta(jarzynski_on_protocol):
     """003 eq. (12): H~_k = log Z~_k + mean U_k(x*), both at theta_k. theta is moved by a fixed protocol that
     changes log Z by ~0.2 nats per iteration, so pairing log Z at theta_(k+1) with U_k(x*) is caught."""
-    torch.manual_seed(0)
-    target = datasets.get_target("gmm1d")
-    data = target.sample(512, torch.Generator().manual_seed(1)).double()
-    energy = GMMStudent(1).double()
-
     def path(e, k):
         with torch.no_grad():
             e.a.fill_(-5.0)
             e.b.fill_(5.0 - 0.1 * k)
             e.z.fill_(-2.0 + 0.5 * k)
 
-    path(energy, 0)
-    cls = algorithms.ALGORITHMS["jarzynski"]
-    cfg = build_config(cls.Config, {"n_walkers": 20000, "step_size": 0.1, "resample_c": 0.5}, "test")
-    alg = cls(Problem(target, data), energy, cfg)
-    alg.optimizer = ProtocolOptimizer(energy, path)
+    def student():
+        e = GMMStudent(1).double()
+        path(e, 0)
+        return e
+
+    alg, energy, target, data = jarzynski_on_protocol(student, path, n_data=512, n_walkers=20000, resample_c=0.5)
     for _ in range(6):
         with torch.no_grad():
             exact_k = float(energy.log_z() + energy(data).mean())
@@ -257,25 +225,12 @@ def test_cross_entropy_estimate_pairs_log_z_and_data_energy_at_the_same_theta():
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_fixed_resampling_lag_resamples_on_schedule_and_keeps_log_z_exact(scheme):
+def test_fixed_resampling_lag_resamples_on_schedule_and_keeps_log_z_exact(scheme, jarzynski_on_protocol):
     """003 Fig. 10's fixed lags (``resample_every``): resampling happens after exactly every L-th iteration,
     whatever the ESS (c = 100 would never trigger), and the log Z bookkeeping across resamplings (003 §3.2,
     step 3) stays exact along a fixed protocol."""
-    torch.manual_seed(0)
-    target = datasets.get_target("gmm1d")
-    data = target.sample(256, torch.Generator().manual_seed(1)).double()
-    energy = QuadraticEnergy(1).double()
-    cls = algorithms.ALGORITHMS["jarzynski"]
-    cfg = build_config(cls.Config, {"n_walkers": 10000, "step_size": 0.1, "resample_c": 100.0,
-                                    "resample_every": 4, "resampling": scheme}, "test")
-    alg = cls(Problem(target, data), energy, cfg)
-
-    def path(e, k):
-        with torch.no_grad():
-            e.log_std.fill_(math.log(1 + 0.015 * k))
-            e.mean.fill_(0.02 * k)
-
-    alg.optimizer = ProtocolOptimizer(energy, path)
+    alg, energy, target, data = jarzynski_on_protocol(n_walkers=10000, resample_c=100.0, resample_every=4,
+                                                      resampling=scheme)
     counts = [alg.step(data[:64])["n_resamples"] for _ in range(18)]
     assert counts == [float(k // 4) for k in range(1, 19)]
     assert alg.log_z_estimate() == pytest.approx(float(energy.log_z().detach()), abs=0.02)
