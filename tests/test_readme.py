@@ -23,4 +23,7 @@ def test_install_is_pinned():
     for cmd in readme_commands()[:2]:
         assert "-c constraints.txt" in cmd
     pins = (ROOT / "constraints.txt").read_text()
-    assert re.search(r"^torch==2\.13\.0$", pins, re.M)
+    # the pair torch-fidelity imports cleanly with (a mismatched torchvision fails at import)
+    assert re.search(r"^torch==2\.14\.1$", pins, re.M)
+    assert re.search(r"^torchvision==0\.29\.1$", pins, re.M)
+    assert re.search(r"^torch-fidelity==0\.4\.0$", pins, re.M)
