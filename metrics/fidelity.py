@@ -130,6 +130,25 @@ def resolve_inception_weights(weights: str | Path | None = None) -> Path:
     return path
 
 
+def random_inception_weights(path: str | Path) -> Path:
+    """Write torch-fidelity's Inception-v3 architecture with *random* weights to ``path``, without any download:
+    for tests of the offline route and for timing only (its sha256 is not the published one, so it is only
+    accepted with ``verify=False`` and reported as ``inception-v3-compat-unverified``)."""
+    _torch_fidelity()
+    import torch_fidelity.feature_extractor_inceptionv3 as inc
+
+    cls = inc.FeatureExtractorInceptionV3
+    load, fetch = cls.load_state_dict, inc.load_state_dict_from_url
+    try:  # the constructor always loads weights: skip that step (and never fetch) for this one instance
+        cls.load_state_dict = lambda self, *a, **k: None
+        inc.load_state_dict_from_url = lambda *a, **k: None
+        net = cls(INCEPTION, ["2048"])
+    finally:
+        cls.load_state_dict, inc.load_state_dict_from_url = load, fetch
+    torch.save(net.state_dict(), path)
+    return Path(path)
+
+
 class ClassifierExtractor:
     """Features from any torch module, e.g. the suite's own digit classifier, registered with torch-fidelity.
 

@@ -258,25 +258,8 @@ def test_cli_checks_the_inception_weights_before_anything_runs(no_network, tmp_p
     assert not out.exists()
 
 
-def random_inception_weights(path: Path) -> Path:
-    """Inception-v3 (torch-fidelity's architecture) with random weights, built without any download: for testing
-    the offline route and timing only; its sha256 is not the published one."""
-    import torch_fidelity.feature_extractor_inceptionv3 as inc
-
-    cls = inc.FeatureExtractorInceptionV3
-    load, fetch = cls.load_state_dict, inc.load_state_dict_from_url
-    try:
-        cls.load_state_dict = lambda self, *a, **k: None
-        inc.load_state_dict_from_url = lambda *a, **k: None
-        net = cls(F.INCEPTION, ["2048"])
-    finally:
-        cls.load_state_dict, inc.load_state_dict_from_url = load, fetch
-    torch.save(net.state_dict(), path)
-    return path
-
-
 def test_inception_runs_offline_from_a_local_file_and_is_reported_unverified(no_network, tmp_path, monkeypatch):
-    weights = random_inception_weights(tmp_path / "random-inception.pth")
+    weights = F.random_inception_weights(tmp_path / "random-inception.pth")
     monkeypatch.setenv(F.ENV_INCEPTION_WEIGHTS, str(weights))
     ext = F.InceptionExtractor(verify=False)
     assert ext.name == "inception-v3-compat-unverified" and not ext.weights_sha256.startswith(F.INCEPTION_SHA256_PREFIX)
