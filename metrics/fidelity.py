@@ -179,6 +179,16 @@ class ClassifierExtractor:
         self.layers = {"fid": "features", "kid": "features"} | ({"is": "logits"} if head is not None else {})
         self._built: dict = {}
 
+    @classmethod
+    def from_classifier(cls, model: nn.Module, *, value_range=(-1.0, 1.0)) -> ClassifierExtractor:
+        """From a classifier whose last operation is an ``nn.Linear`` giving the logits (e.g. the suite's digit
+        classifier, which takes images in [-1, 1] of any layout and reshapes them itself): features = the input of
+        that last Linear (the penultimate layer), head = that Linear."""
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__} has no nn.Linear output layer")
+        return cls(_Penultimate(model), linears[-1], value_range=value_range)
+
     def build_kwargs(self) -> dict:
         return {}
 
@@ -199,6 +209,24 @@ class ClassifierExtractor:
             self._built[device] = tf.utils.create_feature_extractor(
                 self.name, sorted(set(self.layers.values())), cuda=device.startswith("cuda"), verbose=False)
         return self._built[device]
+
+
+class _Penultimate(nn.Module):
+    """The input of a classifier's last ``nn.Linear``, captured during its forward pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        last = [m for m in self.model.modules() if isinstance(m, nn.Linear)][-1]
+        seen = []
+        handle = last.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return seen[-1]
 
 
 def _module_extractor_class(ext: ClassifierExtractor):

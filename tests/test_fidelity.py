@@ -186,6 +186,27 @@ def test_classifier_extractor_hash_follows_the_weights_and_ignores_later_trainin
     assert after.metrics == before.metrics
 
 
+def test_from_classifier_uses_the_penultimate_layer_and_the_classifiers_own_logits():
+    torch.manual_seed(2)
+
+    class Clf(nn.Module):  # like the suite's digit classifier: flattened or (n, C, H, W) input, reshaped inside
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+
+        def forward(self, x):
+            return self.net(x.reshape(-1, 64))
+
+    clf = Clf()
+    ext = F.ClassifierExtractor.from_classifier(clf)
+    u8, _ = F.to_uint8(_images(10, 18), shape=SHAPE)
+    feats = F.extract_features(u8, ext)
+    x = u8.float() / 255 * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(feats["features"], clf.net[:2](x.reshape(10, 64)), atol=1e-6)
+        assert torch.allclose(feats["logits"], clf(x), atol=1e-6)
+
+
 def test_bad_arguments_are_refused(small):
     x = _images(20, 13)
     with pytest.raises(ValueError, match="reference_split is required"):
