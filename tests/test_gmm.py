@@ -153,3 +153,56 @@ def test_gmm50d_variants_named_after_a_figure_carry_its_settings_at_paper_fideli
     lag = _paper_cell("jarzynski[stratified-lag=100]")
     assert (lag.algo.resample_every, lag.algo.resampling, lag.algo.n_walkers, lag.train.n_iters) == (
         100, "stratified", 100_000, 480_000)
+
+
+def _student_at_random(dim, seed):
+    torch.manual_seed(seed)
+    s = GMMStudent(dim).double()
+    with torch.no_grad():
+        s.a.copy_(torch.randn(dim, dtype=torch.float64) * 3)
+        s.b.copy_(torch.randn(dim, dtype=torch.float64) * 3)
+        s.z.fill_(-0.7)
+    return s
+
+
+@pytest.mark.parametrize("dim", [1, 2, 50])
+def test_student_closed_form_value_and_gradients_equal_autograd(dim):
+    """The student's closed-form U and its derivatives in x, a, b and z (used by forward/backward and
+    value_and_grad) against autograd through the plain formula of 003 eq. (15), float64."""
+    s = _student_at_random(dim, 5)
+    x = (torch.randn(300, dim, dtype=torch.float64) * 4).requires_grad_(True)
+    gu = torch.rand(300, dtype=torch.float64)  # an uneven upstream gradient, as a weighted loss gives
+    u_ref = s.forward_autograd(x)
+    ref = torch.autograd.grad(u_ref, [x, s.a, s.b, s.z], gu)
+    u = s(x)
+    got = torch.autograd.grad(u, [x, s.a, s.b, s.z], gu)
+    torch.testing.assert_close(u, u_ref, rtol=1e-13, atol=1e-12)
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    w = Work()
+    u2, gx = s.value_and_grad(x, w)
+    (gx_ref,) = torch.autograd.grad(s.forward_autograd(x).sum(), x)
+    torch.testing.assert_close(u2, u_ref.detach(), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    assert (w.energy_evals, w.grad_evals) == (300, 300)
+    # only some inputs needing a gradient (the parameter loss: x does not)
+    (gz,) = torch.autograd.grad(s(x.detach()).sum(), [s.z])
+    (gz_ref,) = torch.autograd.grad(s.forward_autograd(x.detach()).sum(), [s.z])
+    torch.testing.assert_close(gz, gz_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_student_closed_form_passes_gradcheck_and_second_derivatives():
+    """First derivatives by finite differences, and second derivatives (create_graph=True, which goes through
+    the autograd graph of the same formula) by gradgradcheck."""
+    from algorithms.energies import _StudentEnergy
+    s = _student_at_random(3, 6)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    args = (x, s.a.detach().clone().requires_grad_(True), s.b.detach().clone().requires_grad_(True),
+            s.z.detach().clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(_StudentEnergy.apply, args)
+    assert torch.autograd.gradgradcheck(_StudentEnergy.apply, args)
+    (g,) = torch.autograd.grad(s(x).sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g[:, 0].sum(), x)
+    (g_ref,) = torch.autograd.grad(s.forward_autograd(x).sum(), x, create_graph=True)
+    (h_ref,) = torch.autograd.grad(g_ref[:, 0].sum(), x)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
