@@ -7,7 +7,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from algorithms.noise import standard_normal_like
 from algorithms.work import Work
 
 
@@ -180,7 +179,7 @@ class GMMStudent(Energy):
         with torch.no_grad():
             at_a = torch.rand(n, device=self.a.device, dtype=self.a.dtype) < torch.sigmoid(self.z)
             mean = torch.where(at_a[:, None], self.a, self.b)
-            return mean + standard_normal_like(mean)
+            return mean + torch.randn_like(mean)
 
 
 # ---- the 003 student's energy in closed form ---------------------------------------------------------------
