@@ -175,6 +175,10 @@ class GMMStudent(Energy):
         p = torch.sigmoid(self.z.detach())
         return torch.stack([p, 1 - p])
 
+    def unit_components(self) -> tuple[Tensor, Tensor]:
+        """The model as a mixture of N(m_k, I): means (a; b) and weights (sigma(z), 1 - sigma(z)), detached."""
+        return torch.stack([self.a, self.b]).detach(), self.mode_weights()
+
     def sample_exact(self, n: int) -> Tensor:
         with torch.no_grad():
             at_a = torch.rand(n, device=self.a.device, dtype=self.a.dtype) < torch.sigmoid(self.z)

@@ -206,3 +206,19 @@ def test_student_closed_form_passes_gradcheck_and_second_derivatives():
     (g_ref,) = torch.autograd.grad(s.forward_autograd(x).sum(), x, create_graph=True)
     (h_ref,) = torch.autograd.grad(g_ref[:, 0].sum(), x)
     torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("a1, b1, z", [(-0.1, 0.1, 0.0), (-10.0, 6.0, -math.log(3)), (-3.0, 2.0, 1.3)])
+def test_region_masses_of_the_student_equal_the_share_of_its_exact_samples(a1, b1, z):
+    """The closed-form mass of the student in each teacher region (used for ebm_sample_share) against the share
+    of 200k exact samples, also with the student's means off the teacher's axis."""
+    t = datasets.get_target("gmm50d")
+    s = student(50, a1, b1, z)
+    with torch.no_grad():
+        s.a[1:4] += torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+        s.b[0] += 0.3
+    masses = t.region_masses(*s.unit_components())
+    torch.manual_seed(7)
+    share = sample_mode_weights(t.assign(s.sample_exact(200_000)), 2)
+    assert float(masses.sum()) == pytest.approx(1.0, abs=1e-15)
+    assert float(masses[0]) == pytest.approx(float(share[0]), abs=5 * math.sqrt(0.25 / 200_000) + 1e-6)
