@@ -153,7 +153,10 @@ class GMMStudent(Energy):
 
     def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
         """U(x) and grad_x U(x) = x - r a - (1 - r) b in closed form (r: the responsibility of the component
-        at a), without autograd; counted as one energy and one gradient evaluation per point."""
+        at a), without autograd; counted as one energy and one gradient evaluation per point. A tilted
+        student (forward hooks: ``algorithms.tilt``) goes through autograd, which sees the tilt."""
+        if self._forward_hooks or self._forward_pre_hooks:
+            return super().value_and_grad(x, work)
         with torch.no_grad():
             u, resp = _student_terms(x.detach(), self.a, self.b, self.z)
             g = _student_x_grad(x.detach(), resp, self.a, self.b)

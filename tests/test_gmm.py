@@ -222,3 +222,15 @@ def test_region_masses_of_the_student_equal_the_share_of_its_exact_samples(a1, b
     share = sample_mode_weights(t.assign(s.sample_exact(200_000)), 2)
     assert float(masses.sum()) == pytest.approx(1.0, abs=1e-15)
     assert float(masses[0]) == pytest.approx(float(share[0]), abs=5 * math.sqrt(0.25 / 200_000) + 1e-6)
+
+
+def test_tilted_student_value_and_grad_sees_the_tilt():
+    from algorithms.tilt import tilt
+    s = _student_at_random(4, 8)
+    tilt(s, lambda x: 0.5 * x.pow(2).sum(-1) / 4.0)
+    x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
+    u_ref = s.forward_autograd(x) + 0.5 * x.pow(2).sum(-1) / 4.0
+    (g_ref,) = torch.autograd.grad(u_ref.sum(), x)
+    u, g = s.value_and_grad(x, Work())
+    torch.testing.assert_close(u, u_ref.detach(), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
