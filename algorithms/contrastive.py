@@ -83,7 +83,8 @@ class ContrastiveEBM(TrainingAlgorithm):
         self._neg = x_neg
         loss, stats = contrastive_update(self.energy, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
         self._it += 1
-        if not torch.isfinite(loss) or not torch.isfinite(x_neg).all():
+        # the sum is finite iff every negative is (or it overflows, which counts as divergence too): no (n, d) mask
+        if not torch.isfinite(loss) or not torch.isfinite(x_neg.sum()):
             raise Diverged(self._it, "non-finite loss or negative samples")
         return stats
 

@@ -145,9 +145,24 @@ class GMMStudent(Energy):
         self.z = nn.Parameter(torch.zeros(()))
 
     def forward(self, x):
-        la = -0.5 * ((x - self.a) ** 2).sum(-1)
-        lb = -0.5 * ((x - self.b) ** 2).sum(-1) - self.z
-        return -torch.logaddexp(la, lb)
+        return _StudentEnergy.apply(x, self.a, self.b, self.z)
+
+    def forward_autograd(self, x):
+        """U(x) as the plain autograd graph of eq. (15): the reference the closed forms are tested against."""
+        return _student_energy_graph(x, self.a, self.b, self.z)
+
+    def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
+        """U(x) and grad_x U(x) = x - r a - (1 - r) b in closed form (r: the responsibility of the component
+        at a), without autograd; counted as one energy and one gradient evaluation per point. A tilted
+        student (forward hooks: ``algorithms.tilt``) goes through autograd, which sees the tilt."""
+        if self._forward_hooks or self._forward_pre_hooks:
+            return super().value_and_grad(x, work)
+        with torch.no_grad():
+            u, resp = _student_terms(x.detach(), self.a, self.b, self.z)
+            g = _student_x_grad(x.detach(), resp, self.a, self.b)
+        work.energy_evals += x.shape[0]
+        work.grad_evals += x.shape[0]
+        return u, g
 
     def log_z(self) -> Tensor:
         d = self.a.shape[0]
@@ -163,11 +178,80 @@ class GMMStudent(Energy):
         p = torch.sigmoid(self.z.detach())
         return torch.stack([p, 1 - p])
 
+    def unit_components(self) -> tuple[Tensor, Tensor]:
+        """The model as a mixture of N(m_k, I): means (a; b) and weights (sigma(z), 1 - sigma(z)), detached."""
+        return torch.stack([self.a, self.b]).detach(), self.mode_weights()
+
     def sample_exact(self, n: int) -> Tensor:
         with torch.no_grad():
             at_a = torch.rand(n, device=self.a.device, dtype=self.a.dtype) < torch.sigmoid(self.z)
             mean = torch.where(at_a[:, None], self.a, self.b)
             return mean + torch.randn_like(mean)
+
+
+# ---- the 003 student's energy in closed form ---------------------------------------------------------------
+# With M = (a; b) and c_n = x_n . M^T - (|a|^2 / 2, |b|^2 / 2 + z), eq. (15) is U(x) = |x|^2 / 2 - logaddexp(c),
+# the responsibility of the component at a is r = sigmoid(c_0 - c_1), and
+#     dU/dx = x - r a - (1 - r) b,   dU/da = -r (x - a),   dU/db = -(1 - r) (x - b),   dU/dz = 1 - r.
+# Two passes over the (n, d) points (|x|^2 and one (n, d) x (d, 2) product) instead of autograd through about
+# ten elementwise (n, d) operations; tested against autograd in tests/test_gmm.py.
+
+
+def _student_energy_graph(x, a, b, z):
+    la = -0.5 * ((x - a) ** 2).sum(-1)
+    lb = -0.5 * ((x - b) ** 2).sum(-1) - z
+    return -torch.logaddexp(la, lb)
+
+
+def _student_terms(x, a, b, z):
+    """U(x) and the responsibility r of the component at a, shape (n,) each."""
+    m = torch.stack([a, b]).to(x.dtype)
+    c = x @ m.T
+    c[:, 0] -= 0.5 * a.dot(a)
+    c[:, 1] -= 0.5 * b.dot(b) + z
+    u = 0.5 * torch.linalg.vecdot(x, x) - torch.logaddexp(c[:, 0], c[:, 1])
+    return u, torch.sigmoid(c[:, 0] - c[:, 1])
+
+
+def _student_x_grad(x, resp, a, b):
+    """x - r a - (1 - r) b in one (n, 2) x (2, d) product added to x."""
+    r2 = torch.stack([resp, 1 - resp], 1)
+    return torch.addmm(x, r2, torch.stack([a, b]).to(x.dtype), alpha=-1)
+
+
+class _StudentEnergy(torch.autograd.Function):
+    """U of eq. (15) with its closed-form first derivatives in x, a, b and z. Derivatives of higher order
+    (``create_graph=True``, e.g. a Hessian trace) go through the autograd graph of the same formula."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, z):
+        u, resp = _student_terms(x, a, b, z)
+        ctx.save_for_backward(x, a, b, z, resp)
+        return u
+
+    @staticmethod
+    def backward(ctx, gu):
+        x, a, b, z, resp = ctx.saved_tensors
+        need_x, need_a, need_b, need_z = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain graph, which autograd can go through
+            inputs = (x, a, b, z)  # the saved inputs, attached to the caller's graph
+            u = _student_energy_graph(*inputs)
+            wanted = [t for t, n in zip(inputs, ctx.needs_input_grad, strict=True) if n]
+            got = iter(torch.autograd.grad(u, wanted, gu, create_graph=True))
+            return tuple(next(got) if n else None for n in ctx.needs_input_grad)
+        gx = ga = gb = gz = None
+        if need_x:
+            gx = gu[:, None] * _student_x_grad(x, resp, a, b)
+        if need_a or need_b or need_z:
+            w = torch.stack([gu * resp, gu * (1 - resp)])  # (2, n)
+            if need_a or need_b:
+                s = w @ x  # (2, d): sum_n w_n x_n
+                ws = w.sum(1)
+                ga = ws[0] * a - s[0] if need_a else None
+                gb = ws[1] * b - s[1] if need_b else None
+            if need_z:
+                gz = w[1].sum().to(z.dtype).reshape(z.shape)
+        return gx, ga, gb, gz
 
 
 class SwishMLP(MLPEnergy):

@@ -37,11 +37,19 @@ class PCD(ContrastiveEBM):
         self._idx = None
 
     def start_chains(self, x_pos):
+        if x_pos.shape[0] == len(self.bank):
+            # the whole bank moves (003's PCD): the loss is a mean over the chains and each chain gets its own
+            # noise, so drawing it in a random order and scattering it back changes nothing but the order
+            self._idx = None
+            return self.bank.states
         self._idx, x = self.bank.draw(x_pos.shape[0])
         return x
 
     def keep(self, x_neg):
-        self.bank.put(self._idx, x_neg)
+        if self._idx is None:
+            self.bank.states = x_neg.detach()
+        else:
+            self.bank.put(self._idx, x_neg)
 
     def chain_starts(self, n):
         return self.bank.draw(min(n, len(self.bank)))[1]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from algorithms.energies import Energy, samples_exactly
+from algorithms.noise import standard_normal_like
 from algorithms.work import Work
 
 
@@ -57,7 +58,7 @@ def ula(
         g = energy.grad(x, work)
         x = x - h * g
         if noise:
-            x = x + scale * torch.randn_like(x)
+            x = x + scale * standard_normal_like(x)
         if keep_chain:
             chain.append(x)
     return torch.stack(chain, 1) if keep_chain else x

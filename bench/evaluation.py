@@ -111,10 +111,14 @@ class Probe:
         return share
 
     def sample_share(self):
-        """Share of ``n_model_samples`` exact model samples in each mode's region (nearest teacher mode)."""
+        """Share of ``n_model_samples`` exact model samples in each mode's region (nearest teacher mode); where
+        the model is a mixture of unit-covariance Gaussians and the target gives its regions' masses for one
+        (the 003 student on the two-mode teacher), the exact mass instead, the share's limit (no sampling)."""
         t = self.target
         if not (t.has_modes and samples_exactly(self.energy)):
             return None
+        if hasattr(self.energy, "unit_components") and hasattr(t, "region_masses"):
+            return t.region_masses(*self.energy.unit_components()).numpy()
         x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
         return sample_mode_weights(t.assign(x), t.n_modes)
 

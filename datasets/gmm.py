@@ -31,6 +31,19 @@ class TwoModeGMM(GaussianMixture):
         if name:
             self.name = name
 
+    def region_masses(self, means, weights) -> torch.Tensor:
+        """The mass that a mixture of unit-covariance Gaussians N(m_k, I) with weights w_k puts in each mode's
+        region (``assign``: nearest of a*, b*), in closed form. The regions are the half-spaces on either side
+        of the hyperplane n . x = c bisecting a* and b* (n = (b* - a*) / |b* - a*|, c = n . (a* + b*) / 2),
+        so the mass of region 0 is sum_k w_k Phi(c - n . m_k): the limit of the share of exact samples."""
+        a, b = self.a_star, self.b_star
+        n = (b - a) / (b - a).norm()
+        c = n.dot(a + b) / 2
+        means, weights = torch.as_tensor(means).double().cpu(), torch.as_tensor(weights).double().cpu()
+        left = torch.special.ndtr(c - means @ n)
+        m0 = (weights * left).sum() / weights.sum()
+        return torch.stack([m0, 1 - m0])
+
     def teacher_params(self) -> dict:
         return {"a": self.a_star, "b": self.b_star, "z": self.z_star}
 

@@ -153,3 +153,84 @@ def test_gmm50d_variants_named_after_a_figure_carry_its_settings_at_paper_fideli
     lag = _paper_cell("jarzynski[stratified-lag=100]")
     assert (lag.algo.resample_every, lag.algo.resampling, lag.algo.n_walkers, lag.train.n_iters) == (
         100, "stratified", 100_000, 480_000)
+
+
+def _student_at_random(dim, seed):
+    torch.manual_seed(seed)
+    s = GMMStudent(dim).double()
+    with torch.no_grad():
+        s.a.copy_(torch.randn(dim, dtype=torch.float64) * 3)
+        s.b.copy_(torch.randn(dim, dtype=torch.float64) * 3)
+        s.z.fill_(-0.7)
+    return s
+
+
+@pytest.mark.parametrize("dim", [1, 2, 50])
+def test_student_closed_form_value_and_gradients_equal_autograd(dim):
+    """The student's closed-form U and its derivatives in x, a, b and z (used by forward/backward and
+    value_and_grad) against autograd through the plain formula of 003 eq. (15), float64."""
+    s = _student_at_random(dim, 5)
+    x = (torch.randn(300, dim, dtype=torch.float64) * 4).requires_grad_(True)
+    gu = torch.rand(300, dtype=torch.float64)  # an uneven upstream gradient, as a weighted loss gives
+    u_ref = s.forward_autograd(x)
+    ref = torch.autograd.grad(u_ref, [x, s.a, s.b, s.z], gu)
+    u = s(x)
+    got = torch.autograd.grad(u, [x, s.a, s.b, s.z], gu)
+    torch.testing.assert_close(u, u_ref, rtol=1e-13, atol=1e-12)
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    w = Work()
+    u2, gx = s.value_and_grad(x, w)
+    (gx_ref,) = torch.autograd.grad(s.forward_autograd(x).sum(), x)
+    torch.testing.assert_close(u2, u_ref.detach(), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    assert (w.energy_evals, w.grad_evals) == (300, 300)
+    # only some inputs needing a gradient (the parameter loss: x does not)
+    (gz,) = torch.autograd.grad(s(x.detach()).sum(), [s.z])
+    (gz_ref,) = torch.autograd.grad(s.forward_autograd(x.detach()).sum(), [s.z])
+    torch.testing.assert_close(gz, gz_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_student_closed_form_passes_gradcheck_and_second_derivatives():
+    """First derivatives by finite differences, and second derivatives (create_graph=True, which goes through
+    the autograd graph of the same formula) by gradgradcheck."""
+    from algorithms.energies import _StudentEnergy
+    s = _student_at_random(3, 6)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    args = (x, s.a.detach().clone().requires_grad_(True), s.b.detach().clone().requires_grad_(True),
+            s.z.detach().clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(_StudentEnergy.apply, args)
+    assert torch.autograd.gradgradcheck(_StudentEnergy.apply, args)
+    (g,) = torch.autograd.grad(s(x).sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g[:, 0].sum(), x)
+    (g_ref,) = torch.autograd.grad(s.forward_autograd(x).sum(), x, create_graph=True)
+    (h_ref,) = torch.autograd.grad(g_ref[:, 0].sum(), x)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("a1, b1, z", [(-0.1, 0.1, 0.0), (-10.0, 6.0, -math.log(3)), (-3.0, 2.0, 1.3)])
+def test_region_masses_of_the_student_equal_the_share_of_its_exact_samples(a1, b1, z):
+    """The closed-form mass of the student in each teacher region (used for ebm_sample_share) against the share
+    of 200k exact samples, also with the student's means off the teacher's axis."""
+    t = datasets.get_target("gmm50d")
+    s = student(50, a1, b1, z)
+    with torch.no_grad():
+        s.a[1:4] += torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+        s.b[0] += 0.3
+    masses = t.region_masses(*s.unit_components())
+    torch.manual_seed(7)
+    share = sample_mode_weights(t.assign(s.sample_exact(200_000)), 2)
+    assert float(masses.sum()) == pytest.approx(1.0, abs=1e-15)
+    assert float(masses[0]) == pytest.approx(float(share[0]), abs=5 * math.sqrt(0.25 / 200_000) + 1e-6)
+
+
+def test_tilted_student_value_and_grad_sees_the_tilt():
+    from algorithms.tilt import tilt
+    s = _student_at_random(4, 8)
+    tilt(s, lambda x: 0.5 * x.pow(2).sum(-1) / 4.0)
+    x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
+    u_ref = s.forward_autograd(x) + 0.5 * x.pow(2).sum(-1) / 4.0
+    (g_ref,) = torch.autograd.grad(u_ref.sum(), x)
+    u, g = s.value_and_grad(x, Work())
+    torch.testing.assert_close(u, u_ref.detach(), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
