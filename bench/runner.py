@@ -40,9 +40,10 @@ class TimeLimit(RuntimeError):
 EXPLODED = 1e12
 
 
-#: below this many points per sampler call a CPU step is dispatch-bound (a fixed ~0.3 ms per step), and a
-#: second thread costs more in synchronisation than it gains (2-D suites at 100-256 chains: ~20 % slower)
-SMALL_BATCH = 1024
+#: below this many points per sampler call a CPU step is dispatch-bound and a second thread gains nothing
+#: (toy MLP ULA-EBM iteration, 2 cores, load ~2.5: 64 chains 3.8 ms with 1 or 2 threads; 256 chains 7.1 ms
+#: on 1, 5.8 ms on 2; 1024 chains 20.1 vs 12.6 ms). On a loaded machine a second thread is far worse.
+SMALL_BATCH = 256
 
 
 def cell_threads(cell: Cell, threads: int | None) -> int | None:

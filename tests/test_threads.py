@@ -9,8 +9,9 @@ def _cell(fidelity, name, target):
 
 
 def test_cell_threads_from_batch_size():
-    small = _cell("paper", "ula_ebm", "four_mode")  # batch 256
+    small = _cell("paper", "ula_ebm", "two_mode")  # batch 64
     assert small.train.batch_size < SMALL_BATCH
+    assert cell_threads(_cell("paper", "ula_ebm", "four_mode"), 2) == 2  # batch 256
     assert cell_threads(small, 2) == 1
     assert cell_threads(small, None) is None and cell_threads(small, 1) == 1
     # Jarzynski's 8192 walkers and flowMC's i-SIR pools (64 chains x 64 particles) keep the sweep's threads
