@@ -103,10 +103,12 @@ class MALA:
             u, g = energy.value_and_grad(x, work)
         for _ in range(n_steps):
             h = self.step_size
-            y = x - h * g + math.sqrt(2 * h) * torch.randn_like(x)
+            xi = torch.randn_like(x)
+            y = torch.add(x, g, alpha=-h).add_(xi, alpha=math.sqrt(2 * h))
             uy, gy = energy.value_and_grad(y, work)
-            log_q_fwd = -((y - x + h * g) ** 2).sum(-1) / (4 * h)
-            log_q_bwd = -((x - y + h * gy) ** 2).sum(-1) / (4 * h)
+            # y - x + h g = sqrt(2h) xi exactly, so log q(y|x) = -|xi|^2 / 2 (not rebuilt from y - x + h g)
+            log_q_fwd = xi.square().sum(-1).mul_(-0.5)
+            log_q_bwd = torch.sub(x, y).add_(gy, alpha=h).square_().sum(-1).mul_(-1 / (4 * h))
             acc = _mh_accept(u - uy + log_q_bwd - log_q_fwd)
             x, u, g = _keep_accepted(acc, (x, u, g), (y, uy, gy))
             self.step_size = _record(acc, self.adaptation, h, stats, chain if keep_chain else None, x)

@@ -56,9 +56,10 @@ def ula(
     chain = []
     for _ in range(n_steps):
         g = energy.grad(x, work)
-        x = x - h * g
+        # two fused passes over (n, d) instead of four: x - h g, then + scale xi in place on the new tensor
+        x = torch.add(x, g, alpha=-h)
         if noise:
-            x = x + scale * standard_normal_like(x)
+            x.add_(standard_normal_like(x), alpha=scale)
         if keep_chain:
             chain.append(x)
     return torch.stack(chain, 1) if keep_chain else x

@@ -40,15 +40,34 @@ class TimeLimit(RuntimeError):
 EXPLODED = 1e12
 
 
+#: below this many points per sampler call a CPU step is dispatch-bound and a second thread gains nothing
+#: (toy MLP ULA-EBM iteration, 2 cores, load ~2.5: 64 chains 3.8 ms with 1 or 2 threads; 256 chains 7.1 ms
+#: on 1, 5.8 ms on 2; 1024 chains 20.1 vs 12.6 ms). On a loaded machine a second thread is far worse.
+SMALL_BATCH = 256
+
+
+def cell_threads(cell: Cell, threads: int | None) -> int | None:
+    """The threads a cell runs with on the CPU: ``threads`` (the sweep's share of the cores), but one for a
+    cell whose sampler calls are small: the training batch (or Jarzynski's walkers), times the i-SIR pool where
+    there is one, below ``SMALL_BATCH``. Threads change speed only, never results."""
+    if not threads or threads <= 1:
+        return threads
+    n = max(cell.train.batch_size, getattr(cell.algo, "n_walkers", 0) or 0)
+    n *= max(1, getattr(cell.algo, "n_particles", 1) or 1)
+    return 1 if n < SMALL_BATCH else threads
+
+
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
     training stops once that many energy-gradient evaluations are spent (runs at equal work)."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        threads = cell_threads(cell, threads)
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device)
     cfg = cell.train
     target = datasets.get_target(cell.target)
     gen = torch.Generator().manual_seed(cell.seed)
