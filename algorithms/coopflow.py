@@ -81,7 +81,7 @@ class CoopFlow(TrainingAlgorithm):
         self.n_steps = cfg.n_steps or T
         self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
         data = problem.data
-        self.flow = flow_for(cfg, data)
+        self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         pre = cfg.setting == "pre"
         self.pretrain_loglik = (fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
                                          self.work) if pre else float("nan"))

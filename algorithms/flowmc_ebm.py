@@ -92,7 +92,7 @@ class FlowMCEBM(TrainingAlgorithm):
         super().__init__(problem, energy, config)
         cfg = config
         data = problem.data
-        self.flow = flow_for(cfg, data)
+        self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         if cfg.zero_init:
             zero_last_layer(energy)
         s2 = base_sigma(cfg, data) ** 2

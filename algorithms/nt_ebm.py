@@ -115,7 +115,7 @@ class FlowBackboneEBM(TrainingAlgorithm):
         cfg = config
         data = problem.data
         self.check_target(cfg, problem.target)
-        self.flow = flow_for(cfg, data)
+        self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         self.pretrain_metrics = pretrain_flow(self.flow, cfg.pretrain, problem.target, data, cfg.pretrain_steps,
                                               cfg.pretrain_lr, cfg.pretrain_batch, self.work)
         self.flow.requires_grad_(False)
