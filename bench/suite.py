@@ -324,7 +324,8 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
         key = (c.target, c.train.energy)
         try:
             if key not in energies:
-                energies[key] = make_energy(c.train.energy, datasets.get_target(c.target).dim)
+                t = datasets.get_target(c.target)
+                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None))
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:
