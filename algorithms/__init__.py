@@ -4,10 +4,10 @@ from bench._ownpkg import ensure_own_datasets
 
 ensure_own_datasets()
 
+import algorithms.conv_energies  # noqa: E402,F401  (registers the image energies)
 from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config  # noqa: E402
 from algorithms.cd import CD  # noqa: E402
 from algorithms.coopflow import CoopFlow  # noqa: E402
-import algorithms.conv_energies  # noqa: E402,F401  (registers the image energies)
 from algorithms.flowmc_ebm import FlowMCEBM  # noqa: E402
 from algorithms.jarzynski import Jarzynski  # noqa: E402
 from algorithms.nce_ebm import NCEEBM  # noqa: E402

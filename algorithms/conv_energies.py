@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from algorithms.energies import ENERGIES, Energy
 
-
 # ===========================================================================================================
 # The papers' CIFAR-10 energies (issue 13): 001's ConvNet with LipSwish, the residual EBM of 004 (and 000 C.6),
 # 003's CIFAR energy (the short-run ConvNet of Nijkamp et al. 2019). Each is sized by a width parameter; the
