@@ -122,6 +122,17 @@ def train_classifier(train_x: Tensor, train_y: Tensor, shape, n_classes: int, cf
     n = len(train_x)
     from tqdm.auto import tqdm
 
+    threads = torch.get_num_threads()
+    if model._flat:  # a small MLP trains fastest on one thread (and does not fight other jobs for cores)
+        torch.set_num_threads(1)
+    try:
+        _epochs(model, opt, train_x, train_y, cfg, dequant_levels, g, n, tqdm)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _epochs(model, opt, train_x, train_y, cfg, dequant_levels, g, n, tqdm):
     for _ in tqdm(range(cfg.epochs), desc="classifier", leave=False, disable=n < 10_000):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, cfg.batch_size):
@@ -133,7 +144,6 @@ def train_classifier(train_x: Tensor, train_y: Tensor, shape, n_classes: int, cf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return model.eval()
 
 
 def cache_dir() -> Path:
