@@ -1,5 +1,16 @@
-"""Convolutional energies for image targets. Every energy takes flattened images (n, C*H*W) and reads them with
-the target's ``shape`` (C, H, W); it returns E_theta(x), shape (n,)."""
+"""Convolutional energies for images (the suite's image convention: flattened inputs (n, C*H*W) in [-1, 1],
+reshaped here to (n, C, H, W); see datasets/images.py).
+
+``Conv003``: 003 §4.2's MNIST energy, "a simple six-layer convolutional neural network with the swish
+activation and about 77K parameters". 003 gives no more detail, so the layers are this suite's reading: five
+convolutions and a final linear layer, swish (SiLU) after each convolution,
+
+    conv 3x3 C->w, conv 4x4/2 w->2w, conv 3x3 2w->2w, conv 4x4/2 2w->4w, conv 3x3/2 4w->3w, linear -> 1
+
+with w = 16 for 28x28 (28 -> 14 -> 7 -> 4): 78,929 parameters, the closest round sizing to 003's ~77k.
+``Conv003Small`` is the same network sized down for 8x8 images (w = 8; 8 -> 4 -> 2 -> 1): 19,649 parameters.
+The last layer is an ``nn.Linear``, so Jarzynski's ``reference_std`` start (E_theta0 = 0) applies.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,52 @@ from torch import Tensor, nn
 
 from algorithms.energies import ENERGIES, Energy
 
+
+def image_shape(dim: int) -> tuple[int, int, int]:
+    """(C, H, W) of a flattened square image: one channel when dim is a square, else three (dim = 3 s^2)."""
+    s = math.isqrt(dim)
+    if s * s == dim:
+        return (1, s, s)
+    s = math.isqrt(dim // 3)
+    if dim % 3 == 0 and 3 * s * s == dim:
+        return (3, s, s)
+    raise ValueError(f"a convolutional energy needs square images (dim = s^2 or 3 s^2), got dim = {dim}")
+
+
+class Conv003(Energy):
+    """003 §4.2's six-layer swish CNN energy (module docstring), on flattened square images."""
+
+    width = 16
+
+    def __init__(self, dim: int = 784, width: int | None = None):
+        super().__init__()
+        self.shape = image_shape(dim)
+        c, h, _ = self.shape
+        w = width or self.width
+        convs = [nn.Conv2d(c, w, 3, 1, 1), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.Conv2d(2 * w, 2 * w, 3, 1, 1),
+                 nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.Conv2d(4 * w, 3 * w, 3, 2, 1)]
+        layers = []
+        for conv in convs:
+            layers += [conv, nn.SiLU()]
+        self.features = nn.Sequential(*layers)
+        with torch.no_grad():
+            n_feat = self.features(torch.zeros(1, *self.shape)).numel()
+        self.out = nn.Linear(n_feat, 1)
+
+    def forward(self, x):
+        f = self.features(x.reshape(-1, *self.shape))
+        return self.out(f.flatten(1)).squeeze(-1)
+
+
+class Conv003Small(Conv003):
+    """Conv003 sized down for 8x8 images (w = 8)."""
+
+    width = 8
+
+
+ENERGIES.update({"conv003": Conv003, "conv003_small": Conv003Small})
+
+
 # ===========================================================================================================
 # The papers' CIFAR-10 energies (issue 13): 001's ConvNet with LipSwish, the residual EBM of 004 (and 000 C.6),
 # 003's CIFAR energy (the short-run ConvNet of Nijkamp et al. 2019). Each is sized by a width parameter; the
@@ -19,19 +76,14 @@ from algorithms.energies import ENERGIES, Energy
 # ===========================================================================================================
 
 
-def image_shape(dim: int, shape=None) -> tuple[int, int, int]:
-    """The (C, H, W) of a flattened image: the target's ``shape`` when given, else read off ``dim`` for square
-    images (3 channels when dim / 3 is a square, else 1 channel)."""
-    if shape is not None:
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or math.prod(shape) != dim:
-            raise ValueError(f"image shape {shape} does not match dimension {dim}")
-        return shape
-    for c in (3, 1):
-        side = math.isqrt(dim // c)
-        if dim % c == 0 and side * side * c == dim:
-            return (c, side, side)
-    raise ValueError(f"dimension {dim} is not a square image; give the target's shape (C, H, W)")
+def image_shape_of(dim: int, shape=None) -> tuple[int, int, int]:
+    """The (C, H, W) of a flattened image: the target's ``shape`` when given, else ``image_shape(dim)``."""
+    if shape is None:
+        return image_shape(dim)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or math.prod(shape) != dim:
+        raise ValueError(f"image shape {shape} does not match dimension {dim}")
+    return shape
 
 
 class LipSwish(nn.Module):
@@ -48,7 +100,7 @@ class ImageEnergy(Energy):
 
     def __init__(self, dim: int, shape=None):
         super().__init__()
-        self.shape = image_shape(dim, shape)
+        self.shape = image_shape_of(dim, shape)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.reshape(x.shape[0], *self.shape)).flatten(1).sum(-1)

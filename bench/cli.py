@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, help="number of seeds (default: the fidelity's)")
     r.add_argument("--out", type=Path, help="results folder (default ./results/<suite>-<fidelity>)")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    r.add_argument("--data-dir", type=Path, help="folder of image data files (MNIST / Fashion-MNIST IDX, CIFAR-10 "
+                   "batches); sets EBM_BENCH_DATA (datasets/images.py)")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
@@ -100,6 +102,14 @@ def cmd_run(args) -> int:
     from bench.store import ResultStore
 
     out = args.out or default_out(args.suite, args.fidelity)
+    if args.data_dir is not None:
+        import os
+
+        from datasets.images import DATA_ENV
+
+        if not args.data_dir.is_dir():
+            raise BenchError(f"--data-dir {args.data_dir}: no such folder")
+        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
         args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
     print(f"results: {out / 'results.csv'}")

@@ -183,7 +183,18 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
     if t.has_modes and neg is not None:
         for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
+    if hasattr(t, "label_metrics"):
+        out.update(label_point(probe, alg))
     return out
+
+
+def label_point(probe: Probe, alg) -> dict[str, float]:
+    """Image targets (datasets/images.py): class weights of the generated samples read by the suite's classifier
+    (003 §4.2, Fig. 3). Weighted walkers (Jarzynski) count with their normalised weights, as 003 reads them;
+    other algorithms give ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
+    w = alg.negative_weights()
+    x = alg.negatives() if w is not None else alg.draw_negatives(probe.cfg.n_negatives)
+    return probe.target.label_metrics(x.cpu(), None if w is None else w.cpu())
 
 
 def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
@@ -227,6 +238,8 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
                 m[f"ebm_weight_relerr[{k}]"] = float(e)
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
+    if hasattr(target, "label_metrics"):
+        m.update(label_point(probe, alg))
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     if cfg.n_chains > 1 and cfg.n_draws >= 4:
