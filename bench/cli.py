@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")
     r.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for --backend dask; "
                    f"given up after {DASK_CONNECT_TIMEOUT_S} s without an answer")
+    r.add_argument("--inception-weights", type=Path, metavar="PATH",
+                   help="local Inception-v3 weights for FID/KID/IS (torch-fidelity's weights-inception-2015-12-05-"
+                   "6726825d.pth; checked before any cell runs, never downloaded); "
+                   "default: $EBM_BENCH_INCEPTION_WEIGHTS")
 
     ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
     ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
@@ -101,6 +106,11 @@ def cmd_run(args) -> int:
     from bench.api import run
     from bench.store import ResultStore
 
+    if args.inception_weights is not None:  # checked (exists, sha256) before anything runs; cells read the variable
+        from metrics.fidelity import ENV_INCEPTION_WEIGHTS, InceptionExtractor
+
+        InceptionExtractor(args.inception_weights)
+        os.environ[ENV_INCEPTION_WEIGHTS] = str(args.inception_weights.resolve())
     out = args.out or default_out(args.suite, args.fidelity)
     if args.data_dir is not None:
         import os
