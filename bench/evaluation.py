@@ -212,6 +212,31 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     return mixing(chains, alg.stochastic_chains)
 
 
+def image_fidelity(target, negs, n_ref: int, device) -> dict[str, float]:
+    """Sample quality of generated images (targets with ``fidelity_metrics``, the cifar10 suite's): FID and IS with
+    the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
+    Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
+    (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
+    images are the ``n_negatives`` drawn after training, unweighted. The protocol (extractor, counts, split, pixel
+    quantisation) is metrics/fidelity.py's FidelityProtocol; its counts are written as metrics."""
+    import os
+
+    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor, sample_quality
+
+    ref = target.test_set(n_ref)
+    dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
+    extractors = [ClassifierExtractor.from_classifier(target.classifier())]
+    if os.environ.get(ENV_INCEPTION_WEIGHTS):
+        extractors.append(InceptionExtractor(os.environ[ENV_INCEPTION_WEIGHTS]))
+    out: dict[str, float] = {}
+    for ext in extractors:
+        q = sample_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
+                           shape=target.shape, device=dev)
+        out.update({k: float(v) for k, v in q.metrics.items() if isinstance(v, int | float)})
+    out["fid_n_generated"], out["fid_n_reference"] = float(len(negs)), float(len(ref))
+    return out
+
+
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics the target's ground truth allows, and arrays for the plots."""
     target, cfg, device = probe.target, probe.cfg, probe.device
@@ -220,6 +245,8 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m, grid_pts = probe.measure(alg, cfg.eval_grid)
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
     art["negatives"] = negs[:2000].float().numpy()
+    if hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False):
+        m.update(image_fidelity(target, negs, cfg.n_eval_samples, device))
     if grid_pts is not None:
         pts, area, logu = grid_pts
         log_z = grid_log_normalizer(logu, area)

@@ -440,4 +440,64 @@ class BiasedFashionMNIST(BiasedImages):
         super().__init__("fashion_mnist", (1, 7, 8), (5600, 2800, 1400), shape=(1, 28, 28))
 
 
-IMAGE_TARGETS = [BiasedDigits8, BiasedMNIST, BiasedFashionMNIST]
+# ---------------------------------------------------------------------------------------------------------
+# Balanced image targets of the cifar10 suite (issue 13: 001, 002, 003 §4.3, 004 and 000 C.6 on CIFAR-10), with
+# an always-available stand-in (the 8x8 digits) so CI runs the whole image path.
+class Digits8(BiasedImages):
+    """All ten classes of scikit-learn's 8x8 digits, 140 training images each (balanced), uniformly dequantised:
+    the always-available stand-in for CIFAR-10 in the cifar10 suite."""
+
+    name = "digits8"
+    paper = "stand-in for CIFAR-10 (this suite's)"
+    version = "1"
+    #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
+    fidelity_metrics = True
+
+    def __init__(self):
+        super().__init__("digits8", tuple(range(10)), (140,) * 10, dequantize=True, shape=(1, 8, 8))
+
+
+class CIFAR10(BiasedImages):
+    """CIFAR-10 (user-supplied python pickles): all 50,000 training images, 5,000 per class, uniformly dequantised
+    (000 C.6) and randomly flipped left-right (000 C.6, 004 A.2), pixels in [-1, 1]."""
+
+    name = "cifar10"
+    paper = "001 / 002 / 003 / 004 Table 1, 000 C.6"
+    version = "1"
+    #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
+    fidelity_metrics = True
+
+    def __init__(self):
+        super().__init__("cifar10", tuple(range(10)), (5000,) * 10, dequantize=True, flip=True, shape=(3, 32, 32))
+
+
+def downsample2(d: LabelledImages) -> LabelledImages:
+    """2x2 average pooling of a labelled image set: (C, H, W) -> (C, H/2, W/2); pixel values stay on the 0..levels-1
+    scale (no longer integers)."""
+    def pool(x):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // 2, 2, w // 2, 2).astype(np.float32).mean((3, 5))
+    return LabelledImages(d.name + "_16", pool(d.train_x), d.train_y, pool(d.test_x), d.test_y, d.levels,
+                          d.source + " (2x2 average pooled)")
+
+
+class CIFAR10Small(CIFAR10):
+    """The quick fidelity's CIFAR-10: the first 200 training images of each class (2,000), down-sampled to 16x16 by
+    2x2 average pooling; dequantised and flipped as ``CIFAR10``. The classifier reads the same down-sampled set."""
+
+    name = "cifar10_16"
+    paper = "CIFAR-10 subset at 16x16 (this suite's quick setting)"
+    version = "1"
+
+    def __init__(self):
+        BiasedImages.__init__(self, "cifar10", tuple(range(10)), (200,) * 10, dequantize=True, flip=True,
+                              shape=(3, 16, 16))
+        self._small = None
+
+    def data(self) -> LabelledImages:
+        if self._small is None:
+            self._small = downsample2(load_dataset("cifar10"))
+        return self._small
+
+
+IMAGE_TARGETS = [BiasedDigits8, BiasedMNIST, BiasedFashionMNIST, Digits8, CIFAR10, CIFAR10Small]
