@@ -113,8 +113,6 @@ def cmd_run(args) -> int:
         os.environ[ENV_INCEPTION_WEIGHTS] = str(args.inception_weights.resolve())
     out = args.out or default_out(args.suite, args.fidelity)
     if args.data_dir is not None:
-        import os
-
         from datasets.images import DATA_ENV
 
         if not args.data_dir.is_dir():
