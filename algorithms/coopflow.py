@@ -29,6 +29,8 @@ Choices the papers leave open, and ours:
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
   from the suite (000: 1e-3 for both).
 * Not persistent: the chains start from fresh flow samples every iteration; ``chain_starts`` are flow samples.
+* Images (targets with a ``shape``): the flow is the convolutional multiscale flow of algorithms/image_flows.py,
+  a Flow++-sized stand-in for 004 A.1's Flow++ (no variational dequantisation, attention or mixture couplings).
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Choices the paper leaves open, and ours:
 * The flow is trained on the same negatives as the EBM, one Adam step per iteration.
 * The flow: RealNVP with 4 couplings whose nets have 3 linear layers of 16 hidden units ("MLPs with 16
   neurons on 3 layers (about 1k parameters)", 000 C.2: 1,352 parameters in 2-D).
+* Images (000 App. C.6): the flow is the convolutional multiscale flow of algorithms/image_flows.py (a RealNVP
+  of about 4M parameters at the paper fidelity, without 000's logit pre-transform), and the regulariser
+  ``energy_reg`` acts on the raw energy E_theta, not on the tilted one, as C.6 writes it.
 """
 
 from __future__ import annotations
