@@ -171,7 +171,8 @@ class ClassifierExtractor:
             if part is not None:
                 for k, v in sorted(part.state_dict().items()):
                     h.update(k.encode())
-                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                    h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())
+                    h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         h.update(repr(self.value_range).encode())
         self.weights_sha256 = h.hexdigest()
         self.name = self.registry_name = f"classifier-{self.weights_sha256[:12]}"
@@ -281,7 +282,8 @@ def _module_extractor_class(ext: ClassifierExtractor):
 
 def to_uint8(images: Tensor, *, value_range=(-1.0, 1.0), shape=None) -> tuple[Tensor, float]:
     """Images as the extractors see them: uint8 (n, C, H, W) by ``QUANTISATION``, and the share of pixel values
-    that lay outside ``value_range`` (clamped). ``images``: (n, C, H, W), or (n, C*H*W) with ``shape``."""
+    that lay outside ``value_range`` (clamped). ``images``: (n, C, H, W), or (n, C*H*W) with ``shape``; uint8
+    images are taken as already quantised."""
     x = torch.as_tensor(images).detach()
     if x.dim() == 2:
         if shape is None:

@@ -345,3 +345,14 @@ def test_project_tests_folder_is_not_a_package_shadowed_by_torch_fidelitys_tests
     assert not (ROOT / "tests" / "__init__.py").exists()
     assert Path(__file__).resolve().parent == ROOT / "tests"
     assert __name__ == "test_fidelity"
+
+
+def test_a_broken_torch_fidelity_import_is_one_line(monkeypatch):
+    """A torchvision that does not match its torch fails at import: the metrics say so in one line."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import raises ImportError
+    with pytest.raises(BenchError, match="torch-fidelity .* cannot be imported") as e:
+        F.sample_quality(_images(4, 19), _images(4, 20), extractor=_flat_extractor(), reference_split="test",
+                         shape=SHAPE, metrics=("fid",))
+    assert "\n" not in str(e.value)

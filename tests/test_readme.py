@@ -23,4 +23,6 @@ def test_install_is_pinned():
     for cmd in readme_commands()[:2]:
         assert "-c constraints.txt" in cmd
     pins = (ROOT / "constraints.txt").read_text()
-    assert re.search(r"^torch==2\.13\.0$", pins, re.M)
+    # the pair torch-fidelity imports cleanly with, and torch-fidelity itself (FID, KID, IS)
+    for pin in (r"torch==2\.14\.1", r"torchvision==0\.29\.1", r"torch-fidelity==0\.4\.0"):
+        assert re.search(rf"^{pin}$", pins, re.M), pin
