@@ -102,3 +102,26 @@ def test_image_grid_tiles():
     assert g.shape == (5, 5)
     np.testing.assert_allclose([g[0, 0], g[0, 3], g[3, 0], g[3, 3]], [0.0, 0.5, 1.0, 0.75])
     np.testing.assert_allclose(g[2, :], 1.0)  # the gap row
+
+
+def test_learning_rate_decays_linearly(monkeypatch, cache):
+    """lr_final_ratio r: the k-th of K steps uses lr (1 - (1 - r) k / K), k = 0..K-1 (003 B.2: 1e-4 to 1e-10)."""
+    import dataclasses
+
+    import algorithms.contrastive as contrastive
+    from bench.runner import run_cell
+    from bench.suite import load_suite, resolve_cells
+
+    seen = []
+    real = contrastive.contrastive_update
+
+    def spy(energy, optimizer, *args):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return real(energy, optimizer, *args)
+
+    monkeypatch.setattr(contrastive, "contrastive_update", spy)
+    cell = resolve_cells(load_suite("digits"), "smoke", ["pcd"], ["biased_digits8"], seeds=1)[0]
+    cell.train = dataclasses.replace(cell.train, lr_final_ratio=0.5, eval_every=0)
+    cell.algo = dataclasses.replace(cell.algo, lr=1e-3)
+    run_cell(cell)
+    np.testing.assert_allclose(seen[:4], [1e-3, 0.875e-3, 0.75e-3, 0.625e-3])
