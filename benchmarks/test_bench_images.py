@@ -5,6 +5,9 @@
   a data batch of 128 per iteration; CD / short-run / noise-free at the suite's paper steps). MNIST's files are
   not needed: the iteration's cost does not depend on the pixels, so random images in [-1, 1] stand in for them.
 
+One thread, as every cell of a ``-j 2`` sweep on 2 cores runs (on a shared, oversubscribed machine two threads
+per step were 10-40x slower than one: spinning threads wait for each other).
+
 Paper fidelity is 300 epochs of 9,800 images in batches of 128: 22,969 iterations per run; multiply the mean
 time per iteration by that for a run's training time. Run: ``python -m pytest benchmarks/test_bench_images.py
 --benchmark-only`` (not part of the CI test command).
@@ -43,13 +46,13 @@ def _alg(name, fidelity, size):
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_iteration_8x8_quick(benchmark, name):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     alg, batch = _alg(name, "quick", 8)
     benchmark.pedantic(alg.step, args=(batch,), rounds=10, iterations=1, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_iteration_28x28_paper(benchmark, name):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     alg, batch = _alg(name, "paper", 28)
     benchmark.pedantic(alg.step, args=(batch,), rounds=5, iterations=1, warmup_rounds=1)
