@@ -347,6 +347,11 @@ METRICS = {
     "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
     "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
     "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",
+    "label_weight[k]": "image targets: weight of class k among generated images read by the suite's classifier "
+                       "(Jarzynski: walker weights summed per label, 003 §4.2)",
+    "label_weight_relerr[k] / _mean": "|label weight - true weight| / true weight (003 Fig. 3), and its mean",
+    "classifier_accuracy / off_class_share": "the classifier's held-out accuracy / share of generated images it "
+                                             "puts outside the target's classes",
 }
 
 

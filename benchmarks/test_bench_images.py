@@ -5,8 +5,18 @@
   a data batch of 128 per iteration; CD / short-run / noise-free at the suite's paper steps). MNIST's files are
   not needed: the iteration's cost does not depend on the pixels, so random images in [-1, 1] stand in for them.
 
+One thread, as every cell of a ``-j 2`` sweep on 2 cores runs (on a shared, oversubscribed machine two threads
+per step were 10-40x slower than one: spinning threads wait for each other).
+
 Paper fidelity is 300 epochs of 9,800 images in batches of 128: 22,969 iterations per run; multiply the mean
-time per iteration by that for a run's training time. Run: ``python -m pytest benchmarks/test_bench_images.py
+time per iteration by that for a run's training time.
+
+Measured on this project's 2-core CPU while shared (load average ~20), one thread, mean per iteration:
+8x8 quick: PCD 5.9 ms, Jarzynski 41 ms (all 256 walkers move), noise-free Euler 79 ms, CD 83 ms, short-run
+90 ms (10 ULA steps of 64 images). 28x28 paper: PCD 0.29 s, CD 1.1 s, Jarzynski 2.0 s (the loss and Alg. 2's
+energy update touch all 1,024 walkers every iteration), noise-free Euler 9.0 s, short-run 10.4 s (100 steps of
+128 images); a paper-fidelity run of 22,969 iterations: PCD ~1.8 h, Jarzynski ~12.5 h, CD ~7 h, short-run and
+noise-free ~2.5 days per seed on this CPU: a GPU job. Run: ``python -m pytest benchmarks/test_bench_images.py
 --benchmark-only`` (not part of the CI test command).
 """
 
@@ -43,13 +53,13 @@ def _alg(name, fidelity, size):
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_iteration_8x8_quick(benchmark, name):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     alg, batch = _alg(name, "quick", 8)
     benchmark.pedantic(alg.step, args=(batch,), rounds=10, iterations=1, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("name", ALGOS)
 def test_iteration_28x28_paper(benchmark, name):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     alg, batch = _alg(name, "paper", 28)
     benchmark.pedantic(alg.step, args=(batch,), rounds=5, iterations=1, warmup_rounds=1)

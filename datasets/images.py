@@ -180,6 +180,12 @@ class LabelledImages:
         return tuple(self.train_x.shape[1:])
 
     def data_hash(self) -> str:
+        """sha1 of the arrays and the number of levels (computed once: the classifier's cache key uses it)."""
+        if getattr(self, "_hash", None) is None:
+            self._hash = self._compute_hash()
+        return self._hash
+
+    def _compute_hash(self) -> str:
         h = hashlib.sha1()
         for a in (self.train_x, self.train_y, self.test_x, self.test_y):
             h.update(np.ascontiguousarray(a).tobytes())

@@ -3,6 +3,7 @@ on images, the MNIST-less paper fidelity's one-line error, and the image tables 
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,22 @@ def test_paper_fidelity_without_mnist_is_one_line(tmp_path):
                         str(tmp_path / "nope"), "--out", str(tmp_path / "out")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "no such folder" in p.stderr and not (tmp_path / "out").exists()
+    # a truncated MNIST file given by --data-dir: one line naming it, before anything runs
+    from datasets.images import write_idx
+
+    mn = tmp_path / "data" / "mnist"
+    mn.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        write_idx(mn / f"{split}-images-idx3-ubyte.gz", np.zeros((10, 28, 28), np.uint8))
+        write_idx(mn / f"{split}-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    bad = mn / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(gzip.decompress(bad.read_bytes())[:-100]))
+    p = subprocess.run([sys.executable, "-m", "bench", "run", "--suite", "digits", "--fidelity", "paper", "--data-dir",
+                        str(tmp_path / "data"), "--out", str(tmp_path / "out")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and str(bad) in lines[0] and "truncated" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_image_grid_tiles():
@@ -102,3 +119,26 @@ def test_image_grid_tiles():
     assert g.shape == (5, 5)
     np.testing.assert_allclose([g[0, 0], g[0, 3], g[3, 0], g[3, 3]], [0.0, 0.5, 1.0, 0.75])
     np.testing.assert_allclose(g[2, :], 1.0)  # the gap row
+
+
+def test_learning_rate_decays_linearly(monkeypatch, cache):
+    """lr_final_ratio r: the k-th of K steps uses lr (1 - (1 - r) k / K), k = 0..K-1 (003 B.2: 1e-4 to 1e-10)."""
+    import dataclasses
+
+    import algorithms.contrastive as contrastive
+    from bench.runner import run_cell
+    from bench.suite import load_suite, resolve_cells
+
+    seen = []
+    real = contrastive.contrastive_update
+
+    def spy(energy, optimizer, *args):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return real(energy, optimizer, *args)
+
+    monkeypatch.setattr(contrastive, "contrastive_update", spy)
+    cell = resolve_cells(load_suite("digits"), "smoke", ["pcd"], ["biased_digits8"], seeds=1)[0]
+    cell.train = dataclasses.replace(cell.train, lr_final_ratio=0.5, eval_every=0)
+    cell.algo = dataclasses.replace(cell.algo, lr=1e-3)
+    run_cell(cell)
+    np.testing.assert_allclose(seen[:4], [1e-3, 0.875e-3, 0.75e-3, 0.625e-3])
