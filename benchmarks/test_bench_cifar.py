@@ -20,6 +20,7 @@ import bench  # noqa: F401
 
 # isort: split
 import copy
+import functools
 import math
 import time
 
@@ -46,11 +47,13 @@ class Images32:
 
 
 def _cell(fidelity: str, name: str):
+    """The settings of ``name``'s cell at ``fidelity`` (quick / smoke: its digits8 cell; paper: its cifar10 cell)."""
     from bench.suite import load_suite, resolve_cells
 
     suite = load_suite("cifar10")
-    return next(c for c in resolve_cells(suite, fidelity, [name], ["digits8"] if fidelity != "paper" else None)
-                if c.algorithm == name) if fidelity != "paper" else _paper_cell(suite, name)
+    if fidelity == "paper":
+        return _paper_cell(suite, name)
+    return resolve_cells(suite, fidelity, [name], ["digits8"])[0]
 
 
 def _paper_cell(suite, name):
@@ -162,7 +165,7 @@ if __name__ == "__main__":  # python benchmarks/test_bench_cifar.py: the numbers
     print("time per iteration at 32x32x3, quick networks, batch 64, 1 thread")
     for name in ALGOS:
         alg, batch = _build(_cell("quick", name), batch=64)
-        print(f"  {name:24s} {_time(lambda: alg.step(batch), reps=2):8.3f} s")
+        print(f"  {name:24s} {_time(functools.partial(alg.step, batch), reps=2):8.3f} s")
     units = unit_costs()
     print("unit costs (s per image, 1 thread):", {k: round(v, 5) for k, v in units.items()})
     for name, r in projection(units).items():
