@@ -4,6 +4,7 @@ from bench._ownpkg import ensure_own_datasets
 
 ensure_own_datasets()
 
+from algorithms import conv_energies  # noqa: E402,F401  (registers the image energies)
 from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config  # noqa: E402
 from algorithms.cd import CD  # noqa: E402
 from algorithms.coopflow import CoopFlow  # noqa: E402

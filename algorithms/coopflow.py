@@ -29,6 +29,8 @@ Choices the papers leave open, and ours:
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
   from the suite (000: 1e-3 for both).
 * Not persistent: the chains start from fresh flow samples every iteration; ``chain_starts`` are flow samples.
+* Images (targets with a ``shape``): the flow is the convolutional multiscale flow of algorithms/image_flows.py,
+  a Flow++-sized stand-in for 004 A.1's Flow++ (no variational dequantisation, attention or mixture couplings).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class CoopFlow(TrainingAlgorithm):
         self.n_steps = cfg.n_steps or T
         self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
         data = problem.data
-        self.flow = flow_for(cfg, data)
+        self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         pre = cfg.setting == "pre"
         self.pretrain_loglik = (fit_flow(self.flow, data, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch,
                                          self.work) if pre else float("nan"))

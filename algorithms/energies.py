@@ -332,7 +332,10 @@ ENERGIES = {
 }
 
 
-def make_energy(name: str, dim: int) -> Energy:
+def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None) -> Energy:
+    """The energy ``name`` on dim-dimensional inputs; image energies (``image = True``, conv_energies.py)
+    also get the target's image ``shape`` (C, H, W)."""
     if name not in ENERGIES:
         raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)}")
-    return ENERGIES[name](dim)
+    cls = ENERGIES[name]
+    return cls(dim, shape) if getattr(cls, "image", False) else cls(dim)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -147,6 +148,11 @@ class FlowConfig:
     flow_layers: int = field(default=4, metadata=AT_LEAST_1)
     flow_hidden: int = field(default=16, metadata=AT_LEAST_1)
     flow_depth: int = field(default=2, metadata=AT_LEAST_1)
+    #: image targets only (algorithms/image_flows.ImageFlow): scale levels (capped at what the image size
+    #: allows), and the couplings; there ``flow_layers`` is the steps per level and ``flow_hidden`` the
+    #: channels of the coupling networks (``flow_depth`` is not used)
+    flow_levels: int = field(default=2, metadata=AT_LEAST_1)
+    flow_coupling: Literal["affine", "additive"] = "affine"
 
 
 def base_sigma(cfg: FlowConfig, data: Tensor) -> float:
@@ -154,8 +160,16 @@ def base_sigma(cfg: FlowConfig, data: Tensor) -> float:
     return cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)
 
 
-def flow_for(cfg: FlowConfig, data: Tensor) -> RealNVP:
-    """The RealNVP a FlowConfig describes, on the data's device and dtype, starting at the identity map."""
+def flow_for(cfg: FlowConfig, data: Tensor, shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The flow a FlowConfig describes, on the data's device and dtype, starting at the identity map: the
+    vector RealNVP, or for image data (``shape`` = (C, H, W), the target's) the convolutional multiscale
+    ``ImageFlow`` with ``min(flow_levels, what H and W allow)`` levels."""
+    if shape is not None and len(shape) == 3:
+        from algorithms.image_flows import ImageFlow, max_levels
+
+        levels = min(cfg.flow_levels, max_levels(shape))
+        return ImageFlow(shape, levels, cfg.flow_layers, cfg.flow_hidden, cfg.flow_coupling,
+                         base_sigma(cfg, data)).to(device=data.device, dtype=data.dtype)
     return RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, base_sigma(cfg, data)).to(
         device=data.device, dtype=data.dtype)
 

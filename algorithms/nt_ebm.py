@@ -38,6 +38,9 @@ Choices the papers leave open, and ours:
 * Optimiser: Adam with 001 A.4's betas (0.99, 0.999) by default.
 * Persistent chains: a bank of ``n_persistent`` latent states drawn from q_0 (001: "initialized from
   q_alpha"; 000: persistent size 8192), a batch of which is advanced each iteration.
+* Images (targets with a ``shape``): the flow is the convolutional multiscale flow of algorithms/image_flows.py
+  (001 A.3: Glow, 3 levels, depth 16, width 512, additive couplings, at the paper fidelity of the cifar10 suite);
+  the latent chains run on the flattened latent, which has the image's layout.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ class FlowBackboneEBM(TrainingAlgorithm):
         cfg = config
         data = problem.data
         self.check_target(cfg, problem.target)
-        self.flow = flow_for(cfg, data)
+        self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         self.pretrain_metrics = pretrain_flow(self.flow, cfg.pretrain, problem.target, data, cfg.pretrain_steps,
                                               cfg.pretrain_lr, cfg.pretrain_batch, self.work)
         self.flow.requires_grad_(False)

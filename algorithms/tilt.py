@@ -59,12 +59,15 @@ class Raw(Energy):
 
 
 def zero_last_layer(energy: Energy) -> bool:
-    """Zero the weight and bias of the energy's last ``nn.Linear`` so that E_theta0 = 0 exactly (000 §3:
+    """Zero the weight and bias of the energy's last ``nn.Linear`` (or, without one, its last ``nn.Conv2d``)
+    so that E_theta0 = 0 exactly (000 §3:
     "choosing initially theta_0 such that E_theta0 = 0"). Returns False when the energy has no linear layer
     (e.g. the parametric test energies), which is then left as it is."""
     import torch.nn as nn
 
     linears = [m for m in energy.modules() if isinstance(m, nn.Linear)]
+    if not linears:  # a convolutional energy: its last convolution (algorithms/conv_energies.py)
+        linears = [m for m in energy.modules() if isinstance(m, nn.Conv2d)]
     if not linears:
         return False
     nn.init.zeros_(linears[-1].weight)

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, help="number of seeds (default: the fidelity's)")
     r.add_argument("--out", type=Path, help="results folder (default ./results/<suite>-<fidelity>)")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    r.add_argument("--data-dir", type=Path, help="folder of image data files (MNIST / Fashion-MNIST IDX, CIFAR-10 "
+                   "batches); sets EBM_BENCH_DATA (datasets/images.py)")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
@@ -110,6 +112,12 @@ def cmd_run(args) -> int:
         InceptionExtractor(args.inception_weights)
         os.environ[ENV_INCEPTION_WEIGHTS] = str(args.inception_weights.resolve())
     out = args.out or default_out(args.suite, args.fidelity)
+    if args.data_dir is not None:
+        from datasets.images import DATA_ENV
+
+        if not args.data_dir.is_dir():
+            raise BenchError(f"--data-dir {args.data_dir}: no such folder")
+        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
         args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
     print(f"results: {out / 'results.csv'}")
@@ -339,6 +347,11 @@ METRICS = {
     "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
     "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
     "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",
+    "label_weight[k]": "image targets: weight of class k among generated images read by the suite's classifier "
+                       "(Jarzynski: walker weights summed per label, 003 §4.2)",
+    "label_weight_relerr[k] / _mean": "|label weight - true weight| / true weight (003 Fig. 3), and its mean",
+    "classifier_accuracy / off_class_share": "the classifier's held-out accuracy / share of generated images it "
+                                             "puts outside the target's classes",
 }
 
 

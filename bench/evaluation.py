@@ -187,7 +187,18 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
     if t.has_modes and neg is not None:
         for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
+    if hasattr(t, "label_metrics"):
+        out.update(label_point(probe, alg))
     return out
+
+
+def label_point(probe: Probe, alg) -> dict[str, float]:
+    """Image targets (datasets/images.py): class weights of the generated samples read by the suite's classifier
+    (003 §4.2, Fig. 3). Weighted walkers (Jarzynski) count with their normalised weights, as 003 reads them;
+    other algorithms give ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
+    w = alg.negative_weights()
+    x = alg.negatives() if w is not None else alg.draw_negatives(probe.cfg.n_negatives)
+    return probe.target.label_metrics(x.cpu(), None if w is None else w.cpu())
 
 
 def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
@@ -205,6 +216,31 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     return mixing(chains, alg.stochastic_chains)
 
 
+def image_fidelity(target, negs, n_ref: int, device) -> dict[str, float]:
+    """Sample quality of generated images (targets with ``fidelity_metrics``, the cifar10 suite's): FID and IS with
+    the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
+    Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
+    (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
+    images are the ``n_negatives`` drawn after training, unweighted. The protocol (extractor, counts, split, pixel
+    quantisation) is metrics/fidelity.py's FidelityProtocol; its counts are written as metrics."""
+    import os
+
+    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor, sample_quality
+
+    ref = target.test_set(n_ref)
+    dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
+    extractors = [ClassifierExtractor.from_classifier(target.classifier())]
+    if os.environ.get(ENV_INCEPTION_WEIGHTS):
+        extractors.append(InceptionExtractor(os.environ[ENV_INCEPTION_WEIGHTS]))
+    out: dict[str, float] = {}
+    for ext in extractors:
+        q = sample_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
+                           shape=target.shape, device=dev)
+        out.update({k: float(v) for k, v in q.metrics.items() if isinstance(v, int | float)})
+    out["fid_n_generated"], out["fid_n_reference"] = float(len(negs)), float(len(ref))
+    return out
+
+
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics the target's ground truth allows, and arrays for the plots."""
     target, cfg, device = probe.target, probe.cfg, probe.device
@@ -213,6 +249,8 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m, grid_pts = probe.measure(alg, cfg.eval_grid)
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
     art["negatives"] = negs[:2000].float().numpy()
+    if hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False):
+        m.update(image_fidelity(target, negs, cfg.n_eval_samples, device))
     if grid_pts is not None:
         pts, area, logu = grid_pts
         log_z = grid_log_normalizer(logu, area)
@@ -231,6 +269,8 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
                 m[f"ebm_weight_relerr[{k}]"] = float(e)
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
+    if hasattr(target, "label_metrics"):
+        m.update(label_point(probe, alg))
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     if cfg.n_chains > 1 and cfg.n_draws >= 4:

@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 import datasets  # noqa: E402
-from bench import plots_highdim, tables  # noqa: E402
+from bench import plots_highdim, plots_images, tables  # noqa: E402
 from bench.store import ResultStore, atomic_write_bytes  # noqa: E402
 from metrics.density import grid  # noqa: E402
 
@@ -292,12 +292,14 @@ def make_all(store: ResultStore, x: str = "iteration") -> list[Path]:
             return []
         made = [weights_over_training(traces, figs / "weights_over_training_vs_work.png", x, results),
                 training_curves(traces, figs / "training_curves_vs_work.png", x, results)]
-        return [p for p in made if p is not None] + plots_highdim.make(traces, figs, x)
+        return ([p for p in made if p is not None] + plots_highdim.make(traces, figs, x)
+                + plots_images.make(store, results, traces, figs, x))
     made = [density_panels(store, results, figs / "densities.png"),
             weights_over_training(traces, figs / "weights_over_training.png", "iteration", results),
             training_curves(traces, figs / "training_curves.png", "iteration", results),
             flow_panels(store, results, figs / "flow_panels.png")]
-    return [p for p in made if p is not None] + plots_highdim.make(traces, figs)
+    return ([p for p in made if p is not None] + plots_highdim.make(traces, figs)
+            + plots_images.make(store, results, traces, figs))
 
 
 __all__ = ["make_all"]

@@ -66,3 +66,67 @@ PAPER_TABLES = [
         },
     },
 ]
+
+# Image tables (cifar10 suite). The published numbers are CIFAR-10's Inception FID / IS (50,000 generated images);
+# the "ours" columns beside them are the same quantities on cifar10 (paper fidelity, needs --inception-weights),
+# and the classifier FID on the quick fidelity's targets (cifar10_16, digits8), which is *not* comparable in value
+# with Inception FID: it is there to compare the algorithms with each other at our settings. 000 App. C.6 gives
+# no FID for flowMC-EBM on CIFAR-10 (samples "of medium quality", Fig. 8): no published column.
+_IMAGE_COLUMNS = [("cifar10", "fid_inception"), ("cifar10_16", "fid_classifier"), ("digits8", "fid_classifier")]
+_IMAGE_LABELS = ["CIFAR-10 FID", "cifar10_16 classifier FID", "digits8 classifier FID"]
+
+PAPER_TABLES += [
+    {
+        "name": "table1_003",
+        "title": "003 Table 1: CIFAR-10 FID and Inception Score (FID lower, IS higher is better). PCD with data "
+                 "augmentation (003's second row) is not implemented in this suite",
+        "source": "003 Table 1",
+        "columns": [("cifar10", "fid_inception"), ("cifar10", "is_inception_mean"), *_IMAGE_COLUMNS[1:]],
+        "labels": ["CIFAR-10 FID", "CIFAR-10 IS", *_IMAGE_LABELS[1:]],
+        "published": {
+            "pcd": [38.25, 5.96, None, None],
+            "pcd_augment": [36.43, 6.54, None, None],
+            "jarzynski_multinomial": [32.18, 6.88, None, None],
+            "jarzynski_systematic": [30.24, 6.97, None, None],
+        },
+    },
+    {
+        "name": "table1_002",
+        "title": "002 Table 1: CIFAR-10 FID of EBMs trained with noisy vs noise-free dynamics, and with the extra "
+                 "generator loss (lower is better)",
+        "source": "002 Table 1",
+        "columns": _IMAGE_COLUMNS,
+        "labels": _IMAGE_LABELS,
+        "published": {
+            "ebm_noisy": [70.4, None, None],
+            "noise_free_euler": [61.6, None, None],
+            "self_adversarial": [47.9, None, None],
+        },
+    },
+    {
+        "name": "table1_004",
+        "title": "004 Table 1(a): CIFAR-10 FID of CoopFlow's three settings (lower is better)",
+        "source": "004 Table 1",
+        "columns": _IMAGE_COLUMNS,
+        "labels": _IMAGE_LABELS,
+        "published": {
+            "coopflow_t30": [21.16, None, None],
+            "coopflow_t200": [18.89, None, None],
+            "coopflow_pre": [15.80, None, None],
+            "nt_ebm": [78.12, None, None],
+        },
+    },
+    {
+        "name": "table1_001",
+        "title": "001 Table 1: CIFAR-10 FID of NT-EBM and of its Glow backbone alone (lower is better); 001 gives no "
+                 "CIFAR-10 number for NCE-EBM",
+        "source": "001 Table 1",
+        "columns": _IMAGE_COLUMNS,
+        "labels": _IMAGE_LABELS,
+        "published": {
+            "glow_mle": [90.08, None, None],
+            "nt_ebm": [78.12, None, None],
+            "nce_ebm": [None, None, None],
+        },
+    },
+]

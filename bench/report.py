@@ -9,7 +9,7 @@ import textwrap
 import pandas as pd
 
 import datasets
-from bench import tables, tables_highdim
+from bench import tables, tables_highdim, tables_images
 from bench.store import ResultStore, save_outputs
 
 #: text tables wrap their columns at this width
@@ -52,6 +52,10 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
                             d.drop(columns=["significant", "reference"]).set_index(["target", "metric",
                                                                                      "algorithm"])))
     out += [(name, f"{title} ({what})", df) for name, title, df in tables_highdim.sections(res)]
+    for suite in sorted(res["suite"].unique()):
+        sub = res[res["suite"] == suite]
+        out += [(f"{name}_{suite}", f"{title} ({tables.describe(sub)})", df)
+                for name, title, df in tables_images.sections(sub, _reference(suite, store))]
     out += [
         ("key_metrics", f"Headline metrics ({what}): mean ± 95 % CI over seeds", tables.key_metrics(res)),
         ("mode_weights", f"Final EBM mode weights ({what}; mean over seeds) and the true weights",

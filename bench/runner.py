@@ -74,11 +74,17 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim).to(device=dev, dtype=dtype)
+    energy = make_energy(cfg.energy, target.dim, getattr(target, "shape", None)).to(device=dev, dtype=dtype)
     probe = Probe(target, energy, cfg, dev)
+    if hasattr(target, "classifier"):
+        target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
     n_iters = cfg.iterations()
+    sched = None
+    if cfg.lr_final_ratio < 1 and isinstance(getattr(alg, "optimizer", None), torch.optim.Optimizer):
+        r = cfg.lr_final_ratio  # linear decay of every learning rate to r times its value (003 B.2)
+        sched = torch.optim.lr_scheduler.LambdaLR(alg.optimizer, lambda k: 1 - (1 - r) * min(k, n_iters) / n_iters)
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
     t0 = time.perf_counter()
     it = 0
@@ -90,6 +96,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
+            if sched is not None:
+                sched.step()
             pos += cfg.batch_size
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss) or abs(loss) > EXPLODED:

@@ -66,6 +66,9 @@ class TrainConfig:
     #: R-hat / ESS of fresh evaluation chains (n_chains x n_draws) at every k-th trace point and the last one
     #: (000 Fig. 6); 0: only after training
     rhat_every: int = field(default=0, metadata=NONNEG)
+    #: > 0 and < 1: the learning rate decays linearly from its value to ratio x its value over training
+    #: (003 B.2: 1e-4 to 1e-10, a ratio of 1e-6); 1: constant
+    lr_final_ratio: float = field(default=1.0, metadata=bounds(0, 1, lo_open=True))
     #: the independent audit of the EBM's mode weights after training (bench/audit.py): chains (0: off), kept
     #: draws and burn-in steps of its flowMC with a mixture proposal; mixture targets only
     audit_chains: int = field(default=0, metadata=NONNEG)
@@ -248,11 +251,13 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     # a fidelity may run a subset of the suite's algorithms unless others are named on the command line
     _check_names("algorithm", fid.get("default_algorithms", []), suite["algorithms"])
     algos = _selection("algorithm", algorithm_names or fid.get("default_algorithms") or suite["algorithms"], suite)
-    targets = _selection("target", target_names or suite["targets"], suite)
+    _check_names("target", fid.get("default_targets", []), suite["targets"])
+    targets = _selection("target", target_names or fid.get("default_targets") or suite["targets"], suite)
     n_seeds = int(seeds if seeds is not None else fid.get("seeds", 1))
     if n_seeds < 1:
         raise BenchError(f"--seeds must be at least 1, got {n_seeds}")
-    known_sections = {"seeds", "defaults", "algorithms", "targets", "cells", "description", "default_algorithms"}
+    known_sections = {"seeds", "defaults", "algorithms", "targets", "cells", "description", "default_algorithms",
+                      "default_targets"}
     for sec in fid:
         if sec not in known_sections:
             raise BenchError(f"{suite['path']}: [fidelity.{fidelity}] has unknown section {sec!r}; "
@@ -323,8 +328,12 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
         where = f"{suite_path or c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
         key = (c.target, c.train.energy)
         try:
+            target = datasets.get_target(c.target)
+            if hasattr(target, "check_data"):
+                target.check_data()  # image targets: their files are read and checked now (datasets/images.py)
             if key not in energies:
-                energies[key] = make_energy(c.train.energy, datasets.get_target(c.target).dim)
+                t = datasets.get_target(c.target)
+                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None))
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:

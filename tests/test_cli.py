@@ -25,7 +25,7 @@ def one_line_error(capsys, argv, match):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["run", "--suite", "toy3d"], "unknown suite 'toy3d'; valid: gmm50d, "),
+        (["run", "--suite", "toy3d"], "unknown suite 'toy3d'; valid: cifar10, digits, gmm50d, "),
         (["run", "--suite", "toy2d", "--algorithms", "ula_ebm,nope"],
          "unknown algorithm 'nope' for suite toy2d; valid: ula_ebm, cd,"),
         (["run", "--suite", "toy2d", "--targets", "moons"],
