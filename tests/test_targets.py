@@ -18,6 +18,7 @@ from metrics.modes import grid_mode_weights
 DENSITY_TARGETS = ["two_mode", "four_mode", "eight_gaussians", "rings", "gaussian_grid"]
 SAMPLE_ONLY_TARGETS = ["swiss_roll", "spiral"]
 HIGH_D_TARGETS = ["gmm50d", "gmm1d"] + [c.name for c in datasets.highdim.HD_TARGETS]  # test_gmm.py, test_highdim.py
+IMAGE_TARGETS = ["biased_digits8", "biased_mnist", "biased_fashion_mnist"]  # test_images.py
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -25,7 +26,8 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def test_registry_has_expected_targets_and_density_flags():
-    assert set(datasets.TARGETS) == set(DENSITY_TARGETS) | set(SAMPLE_ONLY_TARGETS) | set(HIGH_D_TARGETS)
+    assert set(datasets.TARGETS) == (set(DENSITY_TARGETS) | set(SAMPLE_ONLY_TARGETS) | set(HIGH_D_TARGETS)
+                                     | set(IMAGE_TARGETS))
     for name in DENSITY_TARGETS + HIGH_D_TARGETS:
         assert datasets.get_target(name).has_density is True, name
     for name in SAMPLE_ONLY_TARGETS:
