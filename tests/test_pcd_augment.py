@@ -167,17 +167,29 @@ def test_bad_value_and_non_image_target_are_refused_in_one_line():
         PCD(Problem(toy, toy.sample(8)), make_energy("toy_mlp", 2), cfg)
 
 
-def test_suite_refuses_augment_on_a_vector_target(tmp_path):
-    from bench.errors import BenchError
-    from bench.suite import load_suite, resolve_cells
+@pytest.mark.parametrize("value, match", [
+    ('"flip"', "pcd_aug/two_mode: augment = 'flip' needs an image target; 'two_mode' is not one"),
+    ('"rotate"', "parameter 'augment' must be one of none, flip, du2021, got 'rotate'"),
+])
+def test_run_refuses_before_any_cell_in_one_line(value, match, capsys, tmp_path, monkeypatch):
+    """`bench run` on a suite asking for an augmentation on a vector target (or an unknown one): exit 2, one line
+    naming the cell, and no cell run."""
+    from bench import sweep as sweep_mod
+    from bench.cli import main
 
+    def boom(*a, **k):
+        raise AssertionError("a cell ran before validation finished")
+
+    monkeypatch.setattr(sweep_mod, "run_cell", boom)
     p = tmp_path / "s.toml"
-    p.write_text('description = "x"\ntargets = ["two_mode"]\nalgorithms = ["pcd_aug"]\n'
-                 '[variants.pcd_aug]\nalgorithm = "pcd"\naugment = "flip"\n'
-                 '[fidelity.smoke]\nseeds = 1\n[fidelity.smoke.defaults]\nn_iters = 2\n')
-    with pytest.raises(BenchError) as e:
-        resolve_cells(load_suite(str(p)), "smoke")
-    assert "\n" not in str(e.value) and "image target" in str(e.value)
+    p.write_text('targets = ["two_mode"]\nalgorithms = ["pcd_aug"]\n'
+                 f'[variants.pcd_aug]\nalgorithm = "pcd"\naugment = {value}\n'
+                 '[fidelity.quick.defaults]\nn_iters = 2\nn_data = 64\nbatch_size = 8\n')
+    out = tmp_path / "out"
+    assert main(["run", "--suite", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: ") and match in err[0], err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["flip", "du2021"])
