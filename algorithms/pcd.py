@@ -9,6 +9,13 @@
 4-5 say "uniform"; the box is this suite's reading) and draws a batch of them each iteration (the
 anatomy code's replay buffer). 003's PCD is the special case n_persistent = batch size, one ULA step per
 iteration, walkers started at the data (``init = "data"``).
+
+``augment`` (images only) is 003's "PCD with data augmentation" (003 §4.3, Table 1 second row: Carbone, Hua,
+Coste, Vanden-Eijnden, "Efficient training of energy-based models using Jarzynski equality", 2023), the
+augmentation of Du et al. 2021 that 003 cites: each chain state drawn from the persistent state is randomly
+augmented (``flip``: left-right flips only; ``du2021``: crop-rescale, flip, colour distortion, blur;
+algorithms/augment.py) before its ULA steps, as a transition of the sampler; the positives are left alone.
+``none`` (the default) draws no random number more than plain PCD.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from algorithms.augment import augment
+from algorithms.base import ConfigError
 from algorithms.contrastive import ContrastiveConfig, ContrastiveEBM
 from algorithms.samplers import ChainBank
 
@@ -24,6 +33,15 @@ from algorithms.samplers import ChainBank
 class PCDConfig(ContrastiveConfig):
     n_persistent: int = 8192
     init: Literal["uniform", "normal", "data", "model"] = "uniform"
+    #: random augmentation of the chain states drawn each iteration, before their ULA steps (image targets only;
+    #: 003 §4.3 / Du et al. 2021): none, left-right flips, or Du et al.'s crop + flip + colour + blur
+    augment: Literal["none", "flip", "du2021"] = "none"
+
+
+def image_shape(target):
+    """The (C, H, W) of an image target, None for a vector target."""
+    shape = getattr(target, "shape", None)
+    return tuple(shape) if shape is not None and len(shape) == 3 else None
 
 
 class PCD(ContrastiveEBM):
@@ -31,8 +49,16 @@ class PCD(ContrastiveEBM):
     paper = "000 Alg. 3 (ULA-EBM); 003 Alg. 4 (PCD)"
     Config = PCDConfig
 
+    @classmethod
+    def check_target(cls, config, target):
+        if config.augment != "none" and image_shape(target) is None:
+            raise ConfigError(f"augment = {config.augment!r} needs an image target; "
+                              f"{getattr(target, 'name', target)!r} is not one (use augment = \"none\")")
+
     def __init__(self, problem, energy, config):
+        self.check_target(config, problem.target)
         super().__init__(problem, energy, config)
+        self._shape = image_shape(problem.target)
         self.bank = ChainBank(self.initial(config.init, config.n_persistent))
         self._idx = None
 
@@ -41,9 +67,14 @@ class PCD(ContrastiveEBM):
             # the whole bank moves (003's PCD): the loss is a mean over the chains and each chain gets its own
             # noise, so drawing it in a random order and scattering it back changes nothing but the order
             self._idx = None
-            return self.bank.states
+            return self._augment(self.bank.states)
         self._idx, x = self.bank.draw(x_pos.shape[0])
-        return x
+        return self._augment(x)
+
+    def _augment(self, x):
+        if self.config.augment == "none":
+            return x
+        return augment(x, self._shape, self.config.augment)
 
     def keep(self, x_neg):
         if self._idx is None:

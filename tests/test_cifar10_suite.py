@@ -14,8 +14,8 @@ import pytest
 from bench import published
 from bench.suite import load_suite, resolve_cells
 
-ALGOS = ["pcd", "jarzynski_multinomial", "jarzynski_systematic", "ebm_noisy", "noise_free_euler", "self_adversarial",
-         "coopflow_t30", "coopflow_t200", "coopflow_pre", "nt_ebm", "nce_ebm", "flowmc_ebm"]
+ALGOS = ["pcd", "pcd_augment", "jarzynski_multinomial", "jarzynski_systematic", "ebm_noisy", "noise_free_euler",
+         "self_adversarial", "coopflow_t30", "coopflow_t200", "coopflow_pre", "nt_ebm", "nce_ebm", "flowmc_ebm"]
 
 
 def write_cifar(folder, per_class: int, test_per_class: int = 5, seed: int = 0):
@@ -57,6 +57,11 @@ def test_suite_resolves_smoke_and_quick_on_digits():
     assert noisy.algo.n_steps == clean.algo.n_steps and noisy.algo.step_size == clean.algo.step_size
     assert noisy.train.energy == clean.train.energy and noisy.algo.init == "normal"
     assert math.isclose(noisy.algo.noise_scale * math.sqrt(2 * noisy.algo.step_size), 0.1, rel_tol=1e-3)
+    # 003 Table 1's first two rows differ in the augmentation of the chains only
+    aug, plain = quick["pcd_augment"], quick["pcd"]
+    assert (aug.algo.augment, plain.algo.augment) == ("du2021", "none") and aug.train == plain.train
+    assert {k: v for k, v in vars(aug.algo).items() if k != "augment"} == {
+        k: v for k, v in vars(plain.algo).items() if k != "augment"}
     assert quick["jarzynski_multinomial"].algo.resampling == "multinomial"
     assert quick["jarzynski_systematic"].algo.resampling == "systematic"
     assert [quick[f"coopflow_{k}"].algo.setting for k in ("t30", "t200", "pre")] == ["t30", "t200", "pre"]
@@ -122,4 +127,6 @@ def test_published_image_tables_well_formed():
         assert all(len(v) == len(spec["columns"]) for v in spec["published"].values())
         assert len(spec.get("labels", spec["columns"])) == len(spec["columns"])
     assert names["table1_003"]["published"]["jarzynski_systematic"][:2] == [30.24, 6.97]
+    assert names["table1_003"]["published"]["pcd_augment"][:2] == [36.43, 6.54]
+    assert set(names["table1_003"]["published"]) <= set(ALGOS)
     assert names["table1_002"]["published"]["noise_free_euler"][0] == 61.6
