@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import algorithms
-from bench.cli import main
 from bench import store as store_mod
+from bench.cli import main
 from bench.store import KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
