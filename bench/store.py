@@ -58,9 +58,12 @@ def code_version() -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file in the same folder, fsynced, then renamed over it.
+    The temporary's name carries the writer's process id, so that a temporary left by a writer that was killed
+    (SIGKILL cannot be caught) is recognised and removed later (``remove_stale_temporaries``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -73,6 +76,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries of ``atomic_write_bytes`` under ``folder`` whose writer no longer runs (a killed
+    sweep); a live writer's temporaries are left alone. Returns the removed paths."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 3)[-3] if tmp.name.count(".") >= 4 else ""
+        # ".<name>.<pid>.<random>.tmp": the pid is the field before mkstemp's random part
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
@@ -167,6 +193,8 @@ class ResultStore:
 
     def __init__(self, out: Path):
         self.out = Path(out)
+        if self.out.is_dir():  # what a killed earlier run of this sweep left half-written
+            remove_stale_temporaries(self.out)
 
     def _merge(self, name: str, new: pd.DataFrame) -> None:
         path = self.out / name
