@@ -71,7 +71,23 @@ class AffineCoupling(nn.Module):
         return torch.cat([a, (b - t) * torch.exp(-s)], -1)[:, self.order], -s.sum(-1)
 
 
-class RealNVP(nn.Module):
+class GaussianBase:
+    """The base rho = N(0, sigma^2 I) of a flow with a ``dim`` and a ``base_scale`` buffer (sigma), shared by the
+    vector RealNVP and the image flow (algorithms/image_flows.py)."""
+
+    dim: int
+    base_scale: Tensor
+
+    def base_log_prob(self, z: Tensor) -> Tensor:
+        s = self.base_scale.to(z)
+        return -0.5 * (z / s).pow(2).sum(-1) - self.dim * (torch.log(s) + 0.5 * math.log(2 * math.pi))
+
+    def base_sample(self, n: int) -> Tensor:
+        p = self.base_scale
+        return p * torch.randn(n, self.dim, device=p.device, dtype=p.dtype)
+
+
+class RealNVP(GaussianBase, nn.Module):
     """RealNVP on R^d with base N(0, sigma^2 I).
 
     Defaults follow 000 App. C.2: 4 couplings whose nets are "MLPs with 16 neurons on 3 layers (about 1k
@@ -94,15 +110,6 @@ class RealNVP(nn.Module):
             for layer in self.layers:
                 nn.init.zeros_(layer.net[-1].weight)
                 nn.init.zeros_(layer.net[-1].bias)
-
-    # ----------------------------------------------------------------- the base rho
-    def base_log_prob(self, z: Tensor) -> Tensor:
-        s = self.base_scale.to(z)
-        return -0.5 * (z / s).pow(2).sum(-1) - self.dim * (torch.log(s) + 0.5 * math.log(2 * math.pi))
-
-    def base_sample(self, n: int) -> Tensor:
-        p = self.base_scale
-        return p * torch.randn(n, self.dim, device=p.device, dtype=p.dtype)
 
     # ----------------------------------------------------------------- the map, both directions
     def forward(self, z: Tensor, work: Work | None = None) -> tuple[Tensor, Tensor]:

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from algorithms.flows import GaussianBase
 from algorithms.work import Work
 
 COUPLINGS = ("affine", "additive")
@@ -192,7 +193,7 @@ class FlowStep(nn.Module):
         return y, ladj
 
 
-class ImageFlow(nn.Module):
+class ImageFlow(GaussianBase, nn.Module):
     """Multiscale Glow-style flow on flattened images of shape (C, H, W), base N(0, sigma^2 I).
 
     ``n_levels`` scale levels of ``n_steps`` steps each; coupling networks of ``hidden`` channels. 001 A.3 for
@@ -272,14 +273,6 @@ class ImageFlow(nn.Module):
         return h, ladj
 
     # ----------------------------------------------------------------- the vector-flow interface
-    def base_log_prob(self, z: Tensor) -> Tensor:
-        s = self.base_scale.to(z)
-        return -0.5 * (z / s).pow(2).sum(-1) - self.dim * (torch.log(s) + 0.5 * math.log(2 * math.pi))
-
-    def base_sample(self, n: int) -> Tensor:
-        p = self.base_scale
-        return p * torch.randn(n, self.dim, device=p.device, dtype=p.dtype)
-
     def forward(self, z: Tensor, work: Work | None = None) -> tuple[Tensor, Tensor]:
         """x = T(z) and log |det dT/dz| on flattened images (sampling direction)."""
         if work is not None:
