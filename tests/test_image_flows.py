@@ -4,6 +4,7 @@ the papers' image energies (algorithms/conv_energies.py) with their parameter co
 
 import pytest
 import torch
+from tiny_images import Digits8
 
 from algorithms.flows import FlowConfig, RealNVP, flow_for
 from algorithms.image_flows import ImageFlow, max_levels, n_parameters, squeeze, unsqueeze
@@ -116,21 +117,6 @@ def test_paper_energy_sizes_and_zero_init(name):
 
 
 # ---------------------------------------------------------------- each flow algorithm learns on 8x8 digits
-class Digits8:
-    """The 8x8 digits of scikit-learn in [-1, 1], flattened, shape (1, 8, 8): a tiny image target."""
-
-    name = "digits8_test"
-    dim = 64
-    shape = (1, 8, 8)
-    box = ((-1.0, 1.0),) * 64
-    has_density = False
-
-    def __init__(self):
-        from sklearn.datasets import load_digits
-
-        self.x = torch.tensor(load_digits().data, dtype=torch.float32) / 16 * 2 - 1
-
-
 FLOW = dict(flow_layers=2, flow_hidden=16, flow_levels=2)
 CASES = {
     "nt_ebm": dict(pretrain_steps=30, pretrain_batch=64, n_steps=5, n_persistent=128, lr=1e-2, **FLOW),

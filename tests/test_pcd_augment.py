@@ -7,6 +7,7 @@ import bench  # noqa: F401  (binds our own `datasets` package first)
 # isort: split
 import pytest
 import torch
+from tiny_images import Digits8
 
 import datasets
 from algorithms.augment import augment, color_distortion, flip_mask, gaussian_blur, hflip, resized_crop
@@ -22,21 +23,6 @@ IMG = torch.tensor([[[-1.0, -0.5, 0.0], [0.1, 0.2, 0.9]],
 MIRROR = torch.tensor([[[0.0, -0.5, -1.0], [0.9, 0.2, 0.1]],
                        [[-0.8, 0.4, 0.3], [0.6, -0.2, 1.0]]])
 SHAPE = (2, 2, 3)
-
-
-class Digits8:
-    """The 8x8 digits of scikit-learn in [-1, 1], flattened, shape (1, 8, 8): a tiny image target."""
-
-    name = "digits8_test"
-    dim = 64
-    shape = (1, 8, 8)
-    box = ((-1.0, 1.0),) * 64
-    has_density = False
-
-    def __init__(self):
-        from sklearn.datasets import load_digits
-
-        self.x = torch.tensor(load_digits().data, dtype=torch.float32) / 16 * 2 - 1
 
 
 # ---------------------------------------------------------------- the augmentations themselves
