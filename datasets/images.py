@@ -205,8 +205,8 @@ def _mnist_folder(kind: str) -> Path:
     for c in cands:
         if any((c / (IDX_FILES["train_images"] + s)).is_file() for s in ("", ".gz")):
             return c
-    where = ", ".join(str(c) for c in cands) or "nowhere"
-    raise DataError(f"{kind}: no {IDX_FILES['train_images']}[.gz] found (looked in {where}); give the folder of "
+    where = f"looked in {', '.join(str(c) for c in cands)}" if cands else "no data folder given"
+    raise DataError(f"{kind}: no {IDX_FILES['train_images']}[.gz] found ({where}); give the folder of "
                     f"its IDX files with --data-dir DIR or {DATA_ENV}=DIR (files in DIR/{kind} or DIR)")
 
 
