@@ -72,8 +72,9 @@ class AffineCoupling(nn.Module):
 
 
 class GaussianBase:
-    """The base rho = N(0, sigma^2 I) of a flow with a ``dim`` and a ``base_scale`` buffer (sigma), shared by the
-    vector RealNVP and the image flow (algorithms/image_flows.py)."""
+    """The base rho = N(0, sigma^2 I) of a flow with a ``dim`` and a ``base_scale`` buffer (sigma), and the
+    flow's density and sampling from its ``forward`` (z -> x) and ``inverse`` (x -> z), each returning the map
+    and its log |det|; shared by the vector RealNVP and the image flow (algorithms/image_flows.py)."""
 
     dim: int
     base_scale: Tensor
@@ -85,6 +86,17 @@ class GaussianBase:
     def base_sample(self, n: int) -> Tensor:
         p = self.base_scale
         return p * torch.randn(n, self.dim, device=p.device, dtype=p.dtype)
+
+    def log_prob(self, x: Tensor, work: Work | None = None) -> Tensor:
+        """log lambda(x) = log rho(T^-1 x) + log |det J_{T^-1}(x)| (000 eq. 5)."""
+        z, ladj = self.inverse(x, work)
+        return self.base_log_prob(z) + ladj
+
+    def sample(self, n: int, work: Work | None = None) -> tuple[Tensor, Tensor]:
+        """n samples x = T(z), z ~ rho, with their log lambda(x) (one pass each)."""
+        z = self.base_sample(n)
+        x, ladj = self.forward(z, work)
+        return x, self.base_log_prob(z) - ladj
 
 
 class RealNVP(GaussianBase, nn.Module):
@@ -132,17 +144,6 @@ class RealNVP(GaussianBase, nn.Module):
             ladj = ladj + l
         return x, ladj
 
-    # ----------------------------------------------------------------- the density lambda
-    def log_prob(self, x: Tensor, work: Work | None = None) -> Tensor:
-        """log lambda(x) = log rho(T^-1 x) + log |det J_{T^-1}(x)| (000 eq. 5)."""
-        z, ladj = self.inverse(x, work)
-        return self.base_log_prob(z) + ladj
-
-    def sample(self, n: int, work: Work | None = None) -> tuple[Tensor, Tensor]:
-        """n samples x = T(z), z ~ rho, with their log lambda(x) (one pass each)."""
-        z = self.base_sample(n)
-        x, ladj = self.forward(z, work)
-        return x, self.base_log_prob(z) - ladj
 
 
 @dataclass

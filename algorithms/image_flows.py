@@ -287,15 +287,6 @@ class ImageFlow(GaussianBase, nn.Module):
         z, ladj = self.encode(self._image(x))
         return z.reshape(x.shape[0], -1), ladj
 
-    def log_prob(self, x: Tensor, work: Work | None = None) -> Tensor:
-        z, ladj = self.inverse(x, work)
-        return self.base_log_prob(z) + ladj
-
-    def sample(self, n: int, work: Work | None = None) -> tuple[Tensor, Tensor]:
-        z = self.base_sample(n)
-        x, ladj = self.forward(z, work)
-        return x, self.base_log_prob(z) - ladj
-
 
 def n_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
