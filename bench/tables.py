@@ -254,9 +254,11 @@ def weights_table(results: pd.DataFrame, true_weights: dict[str, list[float]]) -
     if s.empty:
         return pd.DataFrame()
     s = s.assign(mode=s["metric"].str.extract(r"\[(\d+)\]")[0].astype(int))
+    # one row per (target, algorithm) that has weights: a cell without any (diverged on every seed) has no row
     wide = s.pivot_table(index=["target", "algorithm"], columns="mode", values="mean", dropna=False)
-    wide.columns = [f"w{k}" for k in wide.columns]
     imp = s.groupby(["target", "algorithm"]).agg(k=("n_improper", "max"), n=("n_seeds", "max"))
+    wide = wide.reindex(imp.index)
+    wide.columns = [f"w{k}" for k in wide.columns]
     if (imp["k"] > 0).any():
         wide["improper"] = [f"{k}/{k + n}" if k else "" for k, n in zip(imp["k"], imp["n"], strict=True)]
     truth = pd.DataFrame([{"target": t, "algorithm": "p* (true)", **{f"w{k}": w for k, w in enumerate(ws)}}

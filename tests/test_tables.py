@@ -153,3 +153,25 @@ def test_bad_settings_value_is_refused(tmp_path, monkeypatch):
                                      'n_iters = 3\nsettings = "papr"\n')
     with pytest.raises(BenchError, match="settings must be one of paper, extrapolated, quick, smoke"):
         resolve_cells(load_suite("s"), "quick")
+
+
+def test_weights_table_means_over_proper_seeds_beside_the_truth():
+    """Known answers: the mean weight per mode over the proper seeds, 'k/n' improper marks, the true weights as
+    their own row, and no row for a cell without weights (it diverged) even when another cell is improper
+    (a pivot over all target x algorithm pairs once put a row there and broke the 'improper' column)."""
+    w0 = [0.1, 0.9, 0.3]  # the improper second seed's 0.9 must not enter the mean
+    res = results({("two_mode", "a"): {"ebm_weight[0]": [0.6, 0.8], "ebm_weight[1]": [0.4, 0.2]},
+                   ("four_mode", "a"): {"ebm_weight[0]": w0, **{f"ebm_weight[{k}]": [0.3] * 3 for k in (1, 2, 3)},
+                                        "improper": [0.0, 1.0, 0.0]},
+                   ("four_mode", "b"): {f"ebm_weight[{k}]": [0.1 * (k + 1)] * 2 for k in range(4)},
+                   ("two_mode", "b"): {"kl": [1.0, 2.0]}})  # diverged before any weight was measured
+    w = tables.weights_table(res, {"two_mode": [2 / 3, 1 / 3], "four_mode": [0.25] * 4})
+    assert list(w.index) == [("four_mode", "a"), ("four_mode", "b"), ("four_mode", "p* (true)"),
+                             ("two_mode", "a"), ("two_mode", "p* (true)")]
+    assert w.loc[("four_mode", "a"), "w0"] == "0.2" and w.loc[("four_mode", "a"), "improper"] == "1/3"
+    assert [w.loc[("four_mode", "b"), f"w{k}"] for k in range(4)] == ["0.1", "0.2", "0.3", "0.4"]
+    assert w.loc[("four_mode", "b"), "improper"] == ""
+    assert (w.loc[("two_mode", "a"), "w0"], w.loc[("two_mode", "a"), "w1"]) == ("0.7", "0.3")
+    assert w.loc[("two_mode", "a"), "w2"] == ""  # fewer modes: blank, not NaN
+    assert w.loc[("two_mode", "p* (true)"), "w0"] == "0.6667"
+    assert tables.IMPROPER_NOTE in w.attrs["notes"]
