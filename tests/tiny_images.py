@@ -16,3 +16,20 @@ class Digits8:
         from sklearn.datasets import load_digits
 
         self.x = torch.tensor(load_digits().data, dtype=torch.float32) / 16 * 2 - 1
+
+
+def assert_learns(alg, score, data: torch.Tensor, test: torch.Tensor, ref: torch.Tensor, steps: int = 25,
+                  margin: float = 0.5) -> None:
+    """Train ``alg`` for ``steps`` iterations on random batches of 32 from ``data`` (no NaN in any log): the
+    energy gap ``score(test) - score(ref)`` (held-out digits against reference images) must fall by more than
+    ``margin`` from its value at the start."""
+
+    def gap():
+        with torch.no_grad():
+            return float(score(test).mean() - score(ref).mean())
+
+    g0 = gap()
+    for _ in range(steps):
+        logs = alg.step(data[torch.randint(0, data.shape[0], (32,))])
+        assert all(v == v for v in logs.values())  # no nan
+    assert gap() < g0 - margin, (g0, gap())
