@@ -174,6 +174,8 @@ def test_plan_leaves_out_cells_finished_in_out(capsys, tmp_path):
     assert p.finished == 1 and list(p.configs["target"]) == ["rings"] and p.cells == 1
     assert "1 cells already finished" in str(p)
     assert sorted(p.name for p in out.rglob("*")) == before
+    done = bench.plan("toy2d", "smoke", ["cd"], ["two_mode"], out=out, progress=False)
+    assert done.finished == 1 and done.cells == 0 and done.cpu_hours == 0 and "nothing to run" in str(done)
 
 
 def test_api_plan_bad_arguments(tmp_path):
