@@ -298,7 +298,7 @@ def _fmt_bytes(b: float) -> str:
     if b != b:
         return "?"
     for unit, k in (("GiB", 2**30), ("MiB", 2**20)):
-        if b >= k:
+        if b >= 1000 * k / 1024:
             return f"{b / k:.3g} {unit}"
     return f"{b / 2**10:.3g} KiB"
 
@@ -489,6 +489,11 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
         bar.close()
         torch.set_num_threads(saved)
     machine["load_after"] = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    if len(rows) and max(r["threads"] for r in rows) > 1 and max(machine["load_before"], machine["load_after"]) > cores:
+        notes.append(f"note: timed with several torch threads per process on a loaded machine (load above its {cores} "
+                     "cores): threads waiting for each other inflate the CPU time (measured 9x on gmm50d paper "
+                     f"jarzynski); -j {cores} times one thread per process")
     if not all(r["peak_mem_reset"] for r in rows):
         notes.append("note: this system cannot reset a process's peak memory: 'peak mem' is the planner's peak so far")
     return Plan(pd.DataFrame(rows), n_jobs, threads, device, machine, finished, notes)
