@@ -11,17 +11,21 @@ energy-gradient evaluations of each phase:
 * one trace point (``eval_every``) at the last of those iterations, at full size (grids, negatives' weights);
 * the evaluation chains of R-hat / ESS (``n_chains`` chains of ``burn_in + n_draws`` steps), run at the
   trace point and after training with ``n_draws`` cut to ``CHAIN_FRACTION`` of it (at least ``MIN_DRAWS``) and
-  ``burn_in`` in the same proportion; the rest of the evaluation (grids, negatives, image metrics) at full size;
+  ``burn_in`` in the same proportion;
+* the negatives drawn after training (``n_negatives``) cut the same way (at least ``MIN_NEGATIVES``; image
+  targets keep all, their sample-quality metrics are computed on them), and drawn once more on the trained
+  algorithm after the run to time them alone; the rest of the evaluation (grids, image metrics) at full size;
 * the audit of high-dimensional runs (``audit_chains`` chains of ``audit_burn_in + audit_draws`` steps), cut
   the same way.
 
 Projection for one cell (``project``): setup + warm-up + (n_iters - warm-up) x the mean timed iteration
 + n_trace x one trace point + (n_rhat + 1) x the evaluation chains scaled to full length (R-hat along training,
-000 Fig. 6, and the one after training) + the rest of the evaluation + the audit scaled to full length. The
-chains' cost is taken as proportional to their length (sampler steps, and arviz's statistics on the kept
-draws), which over-counts any fixed part of it. ``n_iters`` is the fidelity's, or, with ``--budget``, the
-iteration at which the energy-gradient evaluations counted in the short run reach the budget. A cell that
-would pass ``--cell-timeout`` is cut there (status timeout: no evaluation).
+000 Fig. 6, and the one after training) + the negatives scaled to their full number + the rest of the evaluation
++ the audit scaled to full length. The chains' cost is taken as proportional to their length (sampler steps,
+and arviz's statistics on the kept draws), which over-counts any fixed part of it; the same for the negatives.
+``n_iters`` is the fidelity's, or, with ``--budget``, the iteration at which the energy-gradient evaluations
+counted in the short run reach the budget. A cell that would pass ``--cell-timeout`` is cut there (status
+timeout: no evaluation).
 
 What it cannot see: an iteration cost that changes later in training (CoopFlow's warm-up phase, a sampler
 whose step count adapts), divergence (a diverged cell stops early: the projection is an upper bound), and
@@ -59,6 +63,8 @@ from bench.errors import BenchError
 #: draws (so that a fixed cost of a short chain is not multiplied by a large factor)
 CHAIN_FRACTION = 0.1
 MIN_DRAWS = 50
+#: the negatives drawn after training while timing: the same fraction, at least this many
+MIN_NEGATIVES = 256
 #: timed training iterations at the least, whatever ``seconds`` says
 MIN_TIMED = 3
 PHASES = ["setup", "train", "trace", "rhat", "evaluate", "audit"]
@@ -77,8 +83,8 @@ class PhaseClock:
         self.cpu: dict[str, float] = defaultdict(float)
         self.grad: dict[str, int] = defaultdict(int)
         self.n: dict[str, int] = defaultdict(int)
-        self.work = None
-        self._g = 0
+        self.work = self.alg = None
+        self._g = 0  # a run's Work starts at 0: the setup's work (a flow's pre-training) counts
         self._w, self._c = self._now()
 
     def _now(self) -> tuple[float, float]:
@@ -86,8 +92,8 @@ class PhaseClock:
             torch.cuda.synchronize()
         return time.perf_counter(), time.process_time()
 
-    def follow(self, work) -> None:
-        self.work, self._g = work, work.grad_evals
+    def follow(self, work, alg) -> None:
+        self.work, self.alg = work, alg
 
     def mark(self, phase: str) -> None:
         if phase == "step" and self.n["warmup"] < self.warmup:
@@ -113,17 +119,38 @@ def shortened(n_draws: int, burn_in: int) -> tuple[int, int]:
     return short, round(burn_in * short / n_draws) if n_draws else burn_in
 
 
+def shortened_negatives(cell) -> int:
+    """The negatives drawn after training while timing: ``CHAIN_FRACTION`` of ``n_negatives``, at least
+    ``MIN_NEGATIVES``; all of them on image targets, whose sample-quality metrics on the negatives are not scaled."""
+    n = cell.train.n_negatives
+    if hasattr(datasets.get_target(cell.target), "classifier"):
+        return n
+    return min(n, max(MIN_NEGATIVES, math.ceil(n * CHAIN_FRACTION)))
+
+
 def timing_cell(cell):
     """The cell the planner runs: the same settings, but with one trace point with R-hat at the end of the timed
-    iterations, evaluation chains and audit cut short (``shortened``), no budget, no time limit (the clock ends
-    training), seed 0."""
+    iterations, evaluation chains, audit and negatives cut short (``shortened``, ``shortened_negatives``), no
+    budget, no time limit (the clock ends training), seed 0."""
     t = cell.train
     n_draws, burn_in = shortened(t.n_draws, t.burn_in)
     audit_draws, audit_burn_in = shortened(t.audit_draws, t.audit_burn_in)
     short = dataclasses.replace(
         t, eval_every=t.eval_every or 10**9, rhat_every=1 if t.n_chains >= 2 else 0, n_draws=n_draws,
-        burn_in=burn_in, audit_draws=audit_draws, audit_burn_in=audit_burn_in, grad_budget=0, time_limit_s=0.0)
+        burn_in=burn_in, audit_draws=audit_draws, audit_burn_in=audit_burn_in, n_negatives=shortened_negatives(cell),
+        grad_budget=0, time_limit_s=0.0)
     return dataclasses.replace(cell, train=short, seed=0)
+
+
+def time_negatives(clock: PhaseClock, n: int) -> None:
+    """Time, on the trained algorithm, what the evaluation does with its ``n`` negatives (``draw_negatives(n)``
+    and ``chain_starts(n)`` for the initial weights), as the phase "negatives"; the projection scales it to the
+    full number."""
+    with torch.no_grad():
+        clock.mark("idle")
+        clock.alg.draw_negatives(n)
+        clock.alg.chain_starts(n)
+        clock.mark("negatives")
 
 
 def trace_points(n_iters: int, eval_every: int, rhat_every: int, chains: bool = True) -> tuple[int, int]:
@@ -191,7 +218,9 @@ def project(clock: PhaseClock, times: dict[str, float], train, short, budget_ite
         if chains and n["rhat"] else 0.0
     short_chain = times["rhat"] / n["rhat"] if n["rhat"] else 0.0
     evaluated = n["evaluate"] > 0
-    eval_t = (max(times["evaluate"] - (short_chain if chains else 0.0), 0.0) + per_chain) if evaluated else 0.0
+    # the negatives drawn while timing (phase "negatives", timed again after the run) scaled to their full number
+    neg = times["negatives"] * (train.n_negatives / short.n_negatives - 1) if n["negatives"] else 0.0
+    eval_t = (max(times["evaluate"] - (short_chain if chains else 0.0), 0.0) + per_chain + neg) if evaluated else 0.0
     a_short = short.audit_burn_in + short.audit_draws
     audit_t = times["audit"] * (train.audit_burn_in + train.audit_draws) / a_short if train.audit_chains else 0.0
     phases = {"setup": times["setup"], "train": train_t, "trace": per_trace * n_trace, "rhat": per_chain * n_rhat,
@@ -382,7 +411,8 @@ class Plan:
                f"gives it (up to {self.threads}; one for small batches): {m['warmup']} warm-up iterations (not in "
                f"the rate), then at least {MIN_TIMED} and at most {m['iters']} timed ones (until {m['seconds']:g} s "
                f"of CPU time; column 'timed'); one trace point at full size; the evaluation chains and the audit at "
-               f"{CHAIN_FRACTION:.0%} of their length (at least {MIN_DRAWS} draws), scaled to full length; setup "
+               f"{CHAIN_FRACTION:.0%} of their length (at least {MIN_DRAWS} draws) and the negatives drawn after "
+               f"training at {CHAIN_FRACTION:.0%} of their number, scaled to full size; setup "
                "(data, energy, flow pre-training) at full size. %phase: share of a cell's projected CPU time "
                "(setup, training, trace points, R-hat along training, evaluation after training, audit). Wall time "
                "at the load measured while timing; 'idle' is CPU time / threads. Not foreseen: divergence (a "
@@ -404,10 +434,12 @@ def _time_config(cell, device: str, threads: int, warmup: int, iters: int, secon
     clock = PhaseClock(warmup, iters, seconds, device)  # after the reset: its gc and trim are not the cell's
     try:
         rows, _, _ = run_cell(short, device=device, threads=threads, clock=clock)
+        mem = peak_memory_bytes()
+        if rows and rows[0]["status"] == "ok" and short.train.n_negatives < cell.train.n_negatives:
+            time_negatives(clock, short.train.n_negatives)
         short = short.train
     except ConfigError as e:  # a constraint only the algorithm's construction can check (as in bench.sweep)
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
-    mem = peak_memory_bytes()
     gpu = torch.cuda.max_memory_allocated(torch.device(device)) if cuda else None
     status = rows[0]["status"] if rows else "?"
     reason = rows[0]["reason"] if rows else ""

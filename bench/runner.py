@@ -38,13 +38,13 @@ class TimeLimit(RuntimeError):
 
 class NoClock:
     """The runner's phase clock when nothing is timed (``bench.planner.PhaseClock`` times the phases of a run cut
-    short): ``mark(phase)`` ends a phase, ``follow(work)`` gives it the run's work counts, ``enough()`` ends
-    training early."""
+    short): ``mark(phase)`` ends a phase, ``follow(work, alg)`` gives it the run's work counts and algorithm,
+    ``enough()`` ends training early."""
 
     def mark(self, phase: str) -> None:
         pass
 
-    def follow(self, work: Work) -> None:
+    def follow(self, work: Work, alg) -> None:
         pass
 
     def enough(self) -> bool:
@@ -96,8 +96,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     if hasattr(target, "classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()
-    clock.follow(work)
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
+    clock.follow(work, alg)
     n_iters = cfg.iterations()
     sched = None
     if cfg.lr_final_ratio < 1 and isinstance(getattr(alg, "optimizer", None), torch.optim.Optimizer):

@@ -74,21 +74,23 @@ def test_budget_iterations_counts_setup_steps_and_chains():
 def test_projection_arithmetic():
     """project() on a clock with known phase times: 2 warm-up steps of 1 s, 4 timed steps of 0.5 s, one trace
     point of 3 s, one R-hat run of 2 s at a tenth of the chains' length, evaluation 2.5 s (of which 2 s are its
-    chains), audit 1 s at a tenth of its length, setup 7 s."""
+    chains) with a tenth of the negatives, which take 0.3 s, audit 1 s at a tenth of its length, setup 7 s."""
     from bench.suite import TrainConfig
 
     clock = plan_mod.PhaseClock()
-    clock.n.update(warmup=2, step=4, trace=1, rhat=1, evaluate=1, audit=1)
-    times = {"setup": 7.0, "warmup": 2.0, "step": 2.0, "trace": 3.0, "rhat": 2.0, "evaluate": 2.5, "audit": 1.0}
+    clock.n.update(warmup=2, step=4, trace=1, rhat=1, evaluate=1, audit=1, negatives=1)
+    times = {"setup": 7.0, "warmup": 2.0, "step": 2.0, "trace": 3.0, "rhat": 2.0, "evaluate": 2.5, "audit": 1.0,
+             "negatives": 0.3}
     train = TrainConfig(n_data=100, batch_size=10, n_iters=1000, eval_every=100, rhat_every=2, n_chains=8,
-                        n_draws=1000, burn_in=100, audit_chains=8, audit_draws=1000, audit_burn_in=100)
+                        n_draws=1000, burn_in=100, audit_chains=8, audit_draws=1000, audit_burn_in=100,
+                        n_negatives=1000)
     short = TrainConfig(n_data=100, batch_size=10, n_iters=1000, eval_every=100, rhat_every=1, n_chains=8,
-                        n_draws=100, burn_in=10, audit_chains=8, audit_draws=100, audit_burn_in=10)
+                        n_draws=100, burn_in=10, audit_chains=8, audit_draws=100, audit_burn_in=10, n_negatives=100)
     p = plan_mod.project(clock, times, train, short)
     assert (p.n_iters, p.n_trace, p.n_rhat) == (1000, 10, 5)
     assert p.phases == pytest.approx({"setup": 7.0, "train": 2.0 + 0.5 * 998, "trace": 30.0, "rhat": 5 * 20.0,
-                                      "evaluate": 0.5 + 20.0, "audit": 10.0})
-    assert p.total == pytest.approx(7 + 501 + 30 + 100 + 20.5 + 10)
+                                      "evaluate": 0.5 + 20.0 + 0.3 * 9, "audit": 10.0})
+    assert p.total == pytest.approx(7 + 501 + 30 + 100 + 23.2 + 10)
 
 
 def test_shortened_chains_keep_the_burn_in_share():
