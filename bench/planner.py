@@ -437,6 +437,7 @@ def _time_config(cell, device: str, threads: int, warmup: int, iters: int, secon
         mem = peak_memory_bytes()
         if rows and rows[0]["status"] == "ok" and short.train.n_negatives < cell.train.n_negatives:
             time_negatives(clock, short.train.n_negatives)
+        clock.alg = clock.work = None  # freed before the next configuration's memory is measured
         short = short.train
     except ConfigError as e:  # a constraint only the algorithm's construction can check (as in bench.sweep)
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
