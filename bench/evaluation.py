@@ -117,7 +117,7 @@ class Probe:
         t = self.target
         if not (t.has_modes and samples_exactly(self.energy)):
             return None
-        if hasattr(self.energy, "unit_components") and hasattr(t, "region_masses"):
+        if hasattr(self.energy, "unit_components") and t.has("region_masses"):
             return t.region_masses(*self.energy.unit_components()).numpy()
         x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
         return sample_mode_weights(t.assign(x), t.n_modes)
@@ -171,7 +171,7 @@ class Probe:
             out["kl_estimate"] = float(est + u_test.mean() + self.log_true.mean())
             if log_z is not None:
                 out["log_z_error"] = float(est - log_z)
-        if hasattr(self.target, "teacher_params"):
+        if self.target.has("teacher"):
             named = dict(self.energy.named_parameters())
             for name, true in self.target.teacher_params().items():
                 if name in named:
@@ -187,7 +187,7 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
     if t.has_modes and neg is not None:
         for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
-    if hasattr(t, "label_metrics"):
+    if t.has("classifier"):
         out.update(label_point(probe, alg))
     return out
 
@@ -217,7 +217,7 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
 
 
 def image_fidelity(target, negs, n_ref: int, device) -> dict[str, float]:
-    """Sample quality of generated images (targets with ``fidelity_metrics``, the cifar10 suite's): FID and IS with
+    """Sample quality of generated images (sample_quality targets, the cifar10 suite's): FID and IS with
     the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
     Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
     (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
@@ -249,7 +249,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m, grid_pts = probe.measure(alg, cfg.eval_grid)
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
     art["negatives"] = negs[:2000].float().numpy()
-    if hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False):
+    if target.has("classifier") and target.has("sample_quality"):
         m.update(image_fidelity(target, negs, cfg.n_eval_samples, device))
     if grid_pts is not None:
         pts, area, logu = grid_pts
@@ -269,7 +269,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
                 m[f"ebm_weight_relerr[{k}]"] = float(e)
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
-    if hasattr(target, "label_metrics"):
+    if target.has("classifier"):
         m.update(label_point(probe, alg))
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))

@@ -41,7 +41,7 @@ def image_grid(x: np.ndarray, shape, n: int = GRID) -> np.ndarray:
 
 
 def _image_targets(results: pd.DataFrame) -> list[str]:
-    return sorted(t for t in results["target"].unique() if hasattr(datasets.get_target(t), "label_metrics"))
+    return sorted(t for t in results["target"].unique() if datasets.get_target(t).has("image"))
 
 
 def sample_grids(store, results: pd.DataFrame, path: Path) -> Path | None:
@@ -92,7 +92,7 @@ def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Pa
 
     if traces.empty:
         return None
-    targets = [t for t in traces["target"].unique() if hasattr(datasets.get_target(t), "label_metrics")]
+    targets = [t for t in traces["target"].unique() if datasets.get_target(t).has("image")]
     tr = traces[traces["target"].isin(targets)]
     if tr.empty:
         return None

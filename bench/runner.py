@@ -74,9 +74,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, getattr(target, "shape", None)).to(device=dev, dtype=dtype)
+    energy = make_energy(cfg.energy, target.dim, target.shape).to(device=dev, dtype=dtype)
     probe = Probe(target, energy, cfg, dev)
-    if hasattr(target, "classifier"):
+    if target.has("classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)

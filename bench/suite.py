@@ -329,11 +329,11 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
         key = (c.target, c.train.energy)
         try:
             target = datasets.get_target(c.target)
-            if hasattr(target, "check_data"):
+            if target.has("data_files"):
                 target.check_data()  # image targets: their files are read and checked now (datasets/images.py)
             if key not in energies:
                 t = datasets.get_target(c.target)
-                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None))
+                energies[key] = make_energy(c.train.energy, t.dim, t.shape)
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:
