@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from algorithms.energies import ENERGIES, Energy
+from algorithms.energies import Energy
 
 
 def image_shape(dim: int) -> tuple[int, int, int]:
@@ -64,7 +64,6 @@ class Conv003Small(Conv003):
     width = 8
 
 
-ENERGIES.update({"conv003": Conv003, "conv003_small": Conv003Small})
 
 
 # ===========================================================================================================
@@ -213,4 +212,5 @@ PAPER_IMAGE_ENERGIES = {
     "convnet_swish": _sized(StridedConvEnergy, nf=64, mults=(2, 4, 8), act=nn.SiLU),
     "convnet_swish_small": _sized(StridedConvEnergy, nf=8, mults=(2, 4, 8), act=nn.SiLU),
 }
-ENERGIES.update(PAPER_IMAGE_ENERGIES)
+#: the image energies; bench.registry registers them
+BUILT_IN = {"conv003": Conv003, "conv003_small": Conv003Small, **PAPER_IMAGE_ENERGIES}

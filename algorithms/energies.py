@@ -323,13 +323,17 @@ class SmallSwishMLP(SwishMLP):
         super().__init__(dim, (64,) * 3)
 
 
-ENERGIES = {
+#: the vector energies (the image ones: conv_energies.BUILT_IN); bench.registry registers them
+BUILT_IN = {
     "toy_mlp": ToyMLP,
     "swish_mlp": SwishMLP,
     "swish_mlp_small": SmallSwishMLP,
     "quadratic": QuadraticEnergy,
     "gmm_student": GMMStudent,
 }
+
+#: name -> class of every registered energy, built-in or plug-in: filled by bench.registry.register only
+ENERGIES: dict[str, type[Energy]] = {}
 
 
 def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None) -> Energy:

@@ -243,7 +243,7 @@ def cmd_test_plugin(args) -> int:
 
     import algorithms
     from algorithms.base import ConfigError, build_config
-    from bench import plugins
+    from bench import plugins, registry
     from bench.learning import smoke_test
     from bench.suite import load_suite
 
@@ -253,7 +253,7 @@ def cmd_test_plugin(args) -> int:
     where = f"test-plugin {args.name}"
     if ":" in args.name:
         cls = plugins.load_ref(args.name, str(Path.cwd()), where)
-        plugins.check_plugin("algorithms", getattr(cls, "name", ""), cls, where)
+        registry.check("algorithms", getattr(cls, "name", ""), cls, where)
     elif args.name in algorithms.ALGORITHMS:
         cls = algorithms.ALGORITHMS[args.name]
     else:
@@ -279,7 +279,7 @@ def cmd_test_plugin(args) -> int:
         print(f"{'ok  ' if ok else 'FAIL'}  {check}: {detail}")
     failed = sum(not ok for _, ok, _ in checks)
     registered = algorithms.ALGORITHMS.get(getattr(cls, "name", "")) is cls
-    src = plugins.origin("algorithms", cls.name) if registered else plugins.source_file(cls)
+    src = registry.origin("algorithms", cls.name) if registered else registry.source_file(cls)
     print(f"{cls.__name__} ({src}): {len(checks) - failed} of {len(checks)} checks passed")
     return 1 if failed else 0
 
@@ -288,7 +288,8 @@ def cmd_list(args) -> int:
     import algorithms
     import datasets
     from algorithms.energies import ENERGIES
-    from bench.plugins import BUILT_IN, load_entry_points, origin
+    from bench.plugins import load_entry_points
+    from bench.registry import BUILT_IN, origin
     from bench.suite import available_suites, load_suite
 
     load_entry_points()

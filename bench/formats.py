@@ -100,7 +100,7 @@ def environment(device: str = "cpu") -> dict:
     """Where a sweep runs: interpreter, OS, CPU, torch build, GPU (for a CUDA device) and package versions."""
     import torch
 
-    from bench.plugins import ORIGINS
+    from bench.registry import ORIGINS
     from bench.store import code_version
 
     plugin_dists = sorted({src.split("entry point of ", 1)[1].rsplit(" ", 1)[0]

@@ -23,7 +23,7 @@ from typing import Literal
 import algorithms
 import datasets
 from algorithms.base import AT_LEAST_1, NONNEG, ConfigError, bounds, build_config
-from bench import plugins
+from bench import plugins, registry
 from bench.errors import BenchError
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -121,7 +121,7 @@ class Cell:
         target_version = datasets.get_target(self.target).version
         parts = [self.key(), self.base, target_version, self.config(), self.code_version]
         # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
-        own = [plugins.fingerprint(k, n) for k, n in
+        own = [registry.fingerprint(k, n) for k, n in
                (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]
         if any(own):
             parts.append(own)

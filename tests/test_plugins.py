@@ -16,7 +16,7 @@ import algorithms
 import bench as bench_api
 import datasets
 from algorithms import energies
-from bench import plugins
+from bench import plugins, registry
 from bench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def clean(monkeypatch):
     monkeypatch.setattr(algorithms, "ALGORITHMS", dict(algorithms.ALGORITHMS))
     monkeypatch.setattr(datasets, "TARGETS", dict(datasets.TARGETS))
     monkeypatch.setattr(energies, "ENERGIES", dict(energies.ENERGIES))
-    monkeypatch.setattr(plugins, "ORIGINS", {})
+    monkeypatch.setattr(registry, "ORIGINS", {})
     monkeypatch.setattr(plugins, "SPECS", {})
     monkeypatch.setattr(sys, "path", list(sys.path))
     before = set(sys.modules)
