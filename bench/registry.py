@@ -1,18 +1,21 @@
-"""The one registry of algorithms, targets and energies: the suite's own and plug-ins come in through the same door.
+"""The one registry of algorithms, targets, energies and metrics: the suite's own and plug-ins come in by one door.
 
 Every entry, built-in or not, is added by ``register(kind, name, obj, source, where)``, which checks it against
 its kind's contract (``check``) and records where it came from (``ORIGINS``: "built-in", "entry point of <dist>
 <version>", or "<file> (<module:Class>)"). The built-ins are the ``BUILT_IN`` lists of the packages that define
-them (``algorithms``, ``datasets``, ``algorithms.energies`` and ``algorithms.conv_energies``), registered when
-this module is imported; plug-ins come from suite files and entry points (``bench.plugins``).
+them (``algorithms``, ``datasets``, ``algorithms.energies`` and ``algorithms.conv_energies``,
+``metrics.catalogue``), registered when this module is imported; plug-ins come from suite files and entry points
+(``bench.plugins``).
 
 The registered entries live in the tables the rest of the suite reads: ``algorithms.ALGORITHMS``,
-``datasets.TARGETS`` and ``algorithms.energies.ENERGIES`` (name -> class). Only ``register`` writes them.
+``datasets.TARGETS``, ``algorithms.energies.ENERGIES`` (name -> class) and ``metrics.catalogue.METRICS`` (name ->
+``Metric``). Only ``register`` writes them.
 
 The checks (one set for every entry) are those a class can pass without running anything expensive: the right
 base class, every abstract method implemented, a ``name`` equal to the registered name (a target or algorithm),
 a ``Config`` dataclass that builds from its defaults (an algorithm), a target that builds, has one box interval
-per dimension, mode weights that sum to 1 and, unless it reads data files, samples of shape (n, dim). What needs
+per dimension, mode weights that sum to 1 and, unless it reads data files, samples of shape (n, dim), a metric
+whose fields are valid (known quantities, a compute function, a direction where it is gated). What needs
 training or many samples is ``bench test-plugin``'s (bench/learning.py, bench/target_checks.py).
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-KINDS = ("algorithms", "targets", "energies")
+KINDS = ("algorithms", "targets", "energies", "metrics")
 BUILT_IN = "built-in"
 
 #: (kind, name) -> where it came from: "built-in", "entry point of <dist> <version>", or "<file> (<module:Class>)"
@@ -38,8 +41,10 @@ def table(kind: str) -> dict:
     import algorithms
     import datasets
     from algorithms import energies
+    from metrics import catalogue
 
-    tables = {"algorithms": algorithms.ALGORITHMS, "targets": datasets.TARGETS, "energies": energies.ENERGIES}
+    tables = {"algorithms": algorithms.ALGORITHMS, "targets": datasets.TARGETS, "energies": energies.ENERGIES,
+              "metrics": catalogue.METRICS}
     if kind not in tables:
         raise BenchError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     return tables[kind]
@@ -60,6 +65,9 @@ def check(kind: str, name: str, obj, where: str) -> None:
     from algorithms.energies import Energy
     from datasets.base import Target
 
+    if kind == "metrics":
+        _check_metric(name, obj, where)
+        return
     base = {"algorithms": TrainingAlgorithm, "targets": Target, "energies": Energy}[kind]
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise BenchError(f"{where}: {obj!r} is not a subclass of {base.__module__}.{base.__name__}")
@@ -82,6 +90,36 @@ def check(kind: str, name: str, obj, where: str) -> None:
                              f"{type(e).__name__}: {e}") from None
     if kind == "targets":
         _check_target(obj, where)
+
+
+def _check_metric(name: str, m, where: str) -> None:
+    from metrics.catalogue import QUANTITIES, Gate, Metric
+
+    if not isinstance(m, Metric):
+        raise BenchError(f"{where}: {m!r} is not a metrics.catalogue.Metric")
+    if m.name != name:
+        raise BenchError(f"{where}: the metric's name must be {name!r} (its registered name), got {m.name!r}")
+    if not (isinstance(m.description, str) and m.description.strip()):
+        raise BenchError(f"{where}: metric {name!r} needs a description (a phrase saying what it measures)")
+    unknown = [n for n in m.needs if n not in QUANTITIES]
+    if unknown:
+        raise BenchError(f"{where}: metric {name!r} needs unknown quantity {unknown[0]!r}; valid: "
+                         f"{', '.join(QUANTITIES)}")
+    if m.reported_by:
+        if m.compute is not None and not m.needs:
+            raise BenchError(f"{where}: metric {name!r} has a compute function but no needs")
+    elif not (callable(m.compute) and m.needs):
+        raise BenchError(f"{where}: metric {name!r} needs a compute function of its needs (or reported_by)")
+    if m.better not in (-1, 0, 1):
+        raise BenchError(f"{where}: metric {name!r}: better must be -1 (lower is better), +1 or 0, got {m.better!r}")
+    if m.gate is not None:
+        if not isinstance(m.gate, Gate) or m.gate.scale not in ("log", "linear"):
+            raise BenchError(f"{where}: metric {name!r}: gate must be a Gate with scale 'log' or 'linear'")
+        if m.better == 0:
+            raise BenchError(f"{where}: metric {name!r} is gated but says no direction (better = 0)")
+    for inst in m.headlines():
+        if inst != m.name and not (m.pattern is not None and m.pattern.fullmatch(inst)):
+            raise BenchError(f"{where}: metric {name!r}: headline names {inst!r}, which is not one of its instances")
 
 
 def _check_target(cls, where: str) -> None:
@@ -123,10 +161,12 @@ def built_ins() -> dict[str, dict]:
     import algorithms
     import datasets
     from algorithms import conv_energies, energies
+    from metrics import catalogue
 
     return {"algorithms": {cls.name: cls for cls in algorithms.BUILT_IN},
             "targets": {cls.name: cls for cls in datasets.BUILT_IN},
-            "energies": {**energies.BUILT_IN, **conv_energies.BUILT_IN}}
+            "energies": {**energies.BUILT_IN, **conv_energies.BUILT_IN},
+            "metrics": {m.name: m for m in catalogue.BUILT_IN}}
 
 
 def register_built_ins() -> None:
@@ -137,6 +177,8 @@ def register_built_ins() -> None:
 
 
 def source_file(obj) -> str:
+    if not inspect.isclass(obj) and callable(getattr(obj, "compute", None)):  # a metric: its compute's file
+        obj = obj.compute
     try:
         return str(Path(inspect.getsourcefile(obj)).resolve())
     except (TypeError, OSError):
@@ -154,7 +196,8 @@ def fingerprint(kind: str, name: str, params: dict | None = None) -> str:
         data = Path(source_file(obj)).read_bytes()
     except OSError:
         data = b""
-    head = json.dumps([kind, name, obj.__module__, obj.__qualname__, params or {}], sort_keys=True).encode()
+    what = [getattr(obj, "__module__", ""), getattr(obj, "__qualname__", type(obj).__qualname__)]
+    head = json.dumps([kind, name, *what, params or {}], sort_keys=True).encode()
     return hashlib.sha1(head + data).hexdigest()[:12]
 
 

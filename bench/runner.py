@@ -2,8 +2,8 @@
 
 The training loop is the same for every algorithm: draw a batch of positives from the fixed training
 set, call ``algorithm.step``. Trace points (mode weights over training) are taken every ``eval_every``
-iterations. Evaluation after training (``bench.evaluation``) computes every metric the target's ground truth
-allows.
+iterations. Evaluation after training (``bench.evaluation``) computes every registered metric the target's
+ground truth allows (metrics/catalogue.py), the audit of the mode weights included.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import datasets
 from algorithms.base import Diverged, Problem
 from algorithms.energies import make_energy
 from algorithms.work import Work
-from bench.audit import audit_metrics
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
@@ -116,7 +115,6 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
         metrics, art = evaluate(probe, alg)
-        metrics.update(audit_metrics(probe, cfg, metrics))
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

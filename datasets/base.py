@@ -39,7 +39,7 @@ CAPABILITIES: dict[str, tuple[str, str]] = {
                 "the independent audit of the EBM's mode weights (flowMC with a proposal at the means)"),
     "image": ("shape = (C, H, W) of the flattened images it samples",
               "convolutional energies and image flows, sample grids"),
-    "classifier": ("classifier(): the suite's classifier of its images",
+    "classifier": ("classifier() and off_class(x): the suite's classifier of its images",
                    "class weights of generated images (003 Fig. 3), classifier FID / IS features"),
     "sample_quality": ("fidelity_metrics = True", "FID / IS of the generated images after training"),
     "teacher": ("teacher_params(): the true parameters of a teacher-student target",
@@ -97,6 +97,10 @@ class Target(ABC):
     # ---- optional capabilities (CAPABILITIES): a target has one when it overrides the method
     def classifier(self):
         """The suite's classifier of this target's images (metrics/classifier.py)."""
+        raise NoGroundTruth(f"target {self.name!r} has no classifier")
+
+    def off_class(self, x: Tensor) -> Tensor:
+        """True for each image the classifier puts outside the target's own classes (with ``classifier``)."""
         raise NoGroundTruth(f"target {self.name!r} has no classifier")
 
     def teacher_params(self) -> dict:

@@ -384,26 +384,10 @@ class BiasedImages(Target):
         """Mode of each image: the suite's classifier's most likely class among the target's classes."""
         return self.classifier().predict_among(x, self.classes)
 
-    def label_metrics(self, x: Tensor, weights: Tensor | None = None) -> dict[str, float]:
-        """003 §4.2 / Fig. 3: the weight of each class among samples x (their normalised weights summed per label,
-        uniform without weights), its relative error, their mean, the share of samples the classifier puts outside
-        the target's classes, and the classifier's held-out accuracy."""
-        from metrics.classifier import label_weights, relative_weight_error
-
-        clf = self.classifier()
-        x = x.detach().cpu().float()
-        w = None if weights is None else weights.detach().cpu().double()
-        lab = clf.predict_among(x, self.classes).numpy()
-        got = label_weights(lab, self.n_modes, None if w is None else w.numpy())
-        err = relative_weight_error(got, self.mode_weights.numpy())
-        full = clf.predict(x).numpy()
-        off = ~np.isin(full, self.classes)
-        out = {f"label_weight[{k}]": float(v) for k, v in enumerate(got)}
-        out.update({f"label_weight_relerr[{k}]": float(e) for k, e in enumerate(err)})
-        out["label_weight_relerr_mean"] = float(err.mean())
-        out["off_class_share"] = float(off.mean() if w is None else w.numpy()[off].sum())
-        out["classifier_accuracy"] = clf.accuracy
-        return out
+    def off_class(self, x: Tensor) -> Tensor:
+        """True for each image whose most likely class (among all the classifier knows) is not one of the
+        target's (``off_class_share``, metrics/catalogue.py)."""
+        return torch.as_tensor(~np.isin(self.classifier().predict(x).numpy(), self.classes))
 
     def describe(self) -> dict:
         return {**super().describe(), "dataset": self.dataset, "classes": list(self.classes),

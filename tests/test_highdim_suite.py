@@ -133,20 +133,22 @@ def test_highdim_tables_on_a_fixture_with_known_answers():
 
 
 def test_audit_metrics_compare_negatives_with_the_audit():
-    """neg_weight_mse_vs_audit is the MSE between the two weight vectors (known answer on an exact EBM)."""
+    """neg_weight_mse_vs_audit is the MSE between the two weight vectors (known answer on an exact EBM); no audit
+    without audit_chains."""
     import datasets
     from algorithms.energies import TargetEnergy
-    from bench.audit import audit_metrics
+    from bench.evaluation import Probe, Quantities, measure
 
     t = datasets.get_target("hd_mixture16_unequal")
-
-    class P:
-        target, energy = t, TargetEnergy(t)
-
-    torch.manual_seed(0)
-    neg = {f"neg_weight[{k}]": 0.25 for k in range(4)}
-    out = audit_metrics(P(), _cfg(audit_chains=64, audit_draws=100, audit_burn_in=50), neg)
-    w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
-    assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
-    assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2
-    assert audit_metrics(P(), _cfg(audit_chains=0), neg) == {}
+    neg = np.full(4, 0.25)
+    for chains in (64, 0):
+        probe = Probe(t, TargetEnergy(t), _cfg(audit_chains=chains, audit_draws=100, audit_burn_in=50,
+                                               n_eval_samples=100), torch.device("cpu"))
+        torch.manual_seed(0)
+        out = measure(Quantities(probe, None, given={"negative_mode_weights": neg}), "audit")
+        if not chains:
+            assert out == {}
+            continue
+        w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
+        assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
+        assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2
