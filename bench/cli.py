@@ -319,41 +319,28 @@ def cmd_list(args) -> int:
         doc = (cls.__doc__ or "").strip().split(": ")[0].split(". ")[0].splitlines()[0][:70] if cls.__doc__ else ""
         buf.write(f"  {n:<16} {doc}{where('energies', n)}\n")
     buf.write("metrics:\n")
-    for n, desc in METRICS.items():
-        buf.write(f"  {n:<24} {desc}\n")
+    for line in metric_lines(where):
+        buf.write(line)
     print(buf.getvalue(), end="")
     return 0
 
 
-METRICS = {
-    "ebm_weight[k]": "mass of mode k's region under the EBM, grid integration",
-    "ebm_weight_mse": "mean over modes of (EBM weight - true weight)^2 (000 Table 3, col. 4)",
-    "ebm_weight_relerr[k]": "(EBM weight - true weight) / true weight",
-    "neg_weight[k]": "fraction of negative samples in mode k's region",
-    "neg_weight_mse": "negative samples' weights vs true weights",
-    "neg_weight_mse_vs_ebm": "negative samples' weights vs the EBM's (000 Table 3, col. 3)",
-    "init_weight_mse_vs_ebm": "chain initialisations' weights vs the EBM's (000 Table 3, col. 2)",
-    "logp_median_sq_error": "median over x ~ p* of (log p_theta - log p*)^2, grid-normalised (000 Table 1)",
-    "max_rhat": "max over dims of rank-normalised split R-hat (arviz), chains from the final state, adaptation "
-                "frozen, burn_in draws dropped",
-    "max_rhat_deterministic": "the same R-hat for noise-free evaluation chains (CoopFlow, 002): collapse to fixed "
-                              "points, not mixing",
-    "max_rhat_classic": "max over dims of classic Gelman-Rubin R-hat (001)",
-    "min_ess_bulk / min_ess_tail": "min over dims of arviz bulk / tail ESS of the same chains",
-    "test_loglik": "mean log-density of the EBM (grid-normalised or exact log Z) on held-out target samples",
-    "kl / kl_estimate": "KL(p* || p_theta) with the model normalised exactly or on the grid / Jarzynski's (003 eq. 12)",
-    "mass_outside_box": "fraction of the model's mass on a 3x wider box (same centre) outside the evaluation box",
-    "border_density_ratio": "max model density on the evaluation box's border / max on the box",
-    "improper": "1 if mass_outside_box > 0.01 (bench.evaluation.LEAK_TOL): grid metrics are of the box's restriction",
-    "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
-    "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
-    "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",
-    "label_weight[k]": "image targets: weight of class k among generated images read by the suite's classifier "
-                       "(Jarzynski: walker weights summed per label, 003 §4.2)",
-    "label_weight_relerr[k] / _mean": "|label weight - true weight| / true weight (003 Fig. 3), and its mean",
-    "classifier_accuracy / off_class_share": "the classifier's held-out accuracy / share of generated images it "
-                                             "puts outside the target's classes",
-}
+def metric_lines(where=lambda kind, name: "") -> list[str]:
+    """One line per registered metric (metrics/catalogue.py): its name, its description, what the gate does with
+    it and its headline label, and where it came from."""
+    from metrics.catalogue import METRICS
+
+    out = []
+    for n, m in METRICS.items():
+        notes = []
+        if m.gate is not None:
+            notes.append(f"gated, {'lower' if m.better < 0 else 'higher'} is better, {m.gate.scale} scale")
+        heads = m.headlines()
+        if heads:
+            notes.append("headline " + ", ".join(heads.values()))
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        out.append(f"  {n:<24} {m.description}{extra}{where('metrics', n)}\n")
+    return out
 
 
 def main(argv=None) -> int:

@@ -395,7 +395,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
 
 def declared(name: str) -> bool:
     """Whether a registered metric declares ``name`` (by name or as an instance of its pattern)."""
-    return any(m.name == name or (m.pattern is not None and m.pattern.fullmatch(name)) for m in registered_metrics())
+    return catalogue.declaration(name) is not None
 
 
 def evaluation_chains(alg, n_chains: int, n_draws: int, burn_in: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import pandas as pd
 import datasets
 from bench import tables, tables_highdim, tables_images
 from bench.store import ResultStore, save_outputs
+from metrics.catalogue import headline_labels
 
 #: text tables wrap their columns at this width
 WIDTH = 110
@@ -45,7 +46,7 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
         sub = res[res["suite"] == suite]
         if ref and ref in set(sub["algorithm"]) and sub["fidelity"].nunique() == 1:
             d = tables.paired_differences(sub, ref)
-            d = d[d["metric"].isin(tables.KEY_METRICS)]
+            d = d[d["metric"].isin(headline_labels())]
             if len(d) and d["n_pairs"].max() >= 2:
                 out.append((f"paired_{suite}", f"{tables.describe(sub)}: difference to {ref}, paired by seed, "
                             "mean and 95 % CI (n.s.: the CI contains 0)",

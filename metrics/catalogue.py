@@ -249,7 +249,8 @@ BUILT_IN: list[Metric] = [
            lambda q: q["fid"]),
     Metric("is_<extractor>_mean", "Inception Score of the negatives with the named extractor's logits",
            ("quality",), lambda q: q["is_mean"]),
-    Metric("is_<extractor>_std", "its standard deviation over splits", ("quality",), lambda q: q["is_std"]),
+    Metric("is_<extractor>_std", "standard deviation of that Inception Score over its splits", ("quality",),
+           lambda q: q["is_std"]),
     Metric("out_of_range_frac", "share of the generated pixel values outside [-1, 1] (clamped before FID / IS)",
            ("quality",), lambda q: q["out_of_range_frac"]),
     Metric("fid_n_generated", "generated images behind the FID / IS", ("quality",), lambda q: q["n_generated"]),
@@ -331,4 +332,19 @@ BUILT_IN: list[Metric] = [
 #: name -> Metric of every registered metric, built-in or plug-in: filled by bench.registry.register only
 METRICS: dict[str, Metric] = {}
 
-__all__ = ["BUILT_IN", "LEAK_TOL", "METRICS", "QUANTITIES", "STAGES", "Gate", "Metric", "reported"]
+
+def declaration(name: str) -> Metric | None:
+    """The registered metric that declares ``name``: by its name, else the first whose pattern it is an instance
+    of; None for a name no declaration covers (an older result, an algorithm's own undeclared number)."""
+    name = str(name)
+    if name in METRICS:
+        return METRICS[name]
+    return next((m for m in METRICS.values() if m.pattern is not None and m.pattern.fullmatch(name)), None)
+
+
+def headline_labels() -> dict[str, str]:
+    """Metric name -> column label of the headline table, in the order of registration."""
+    return {inst: label for m in METRICS.values() for inst, label in m.headlines().items()}
+
+__all__ = ["BUILT_IN", "LEAK_TOL", "METRICS", "QUANTITIES", "STAGES", "Gate", "Metric", "declaration",
+           "headline_labels", "reported"]
