@@ -78,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "baseline":
             b.add_argument("--force", action="store_true", help="replace an existing baseline file")
 
-    tp = sub.add_parser("test-plugin", help="smoke-test an algorithm on a tiny target, as the suite tests its own")
-    tp.add_argument("name", help="a registered algorithm (an entry point, or a plug-in of --suite), or module:Class "
-                    "(a module in the working directory)")
-    tp.add_argument("--suite", help="a suite file whose [plugins.algorithms] names the algorithm")
+    tp = sub.add_parser("test-plugin", help="check an algorithm, target, energy or metric as the suite checks its own")
+    tp.add_argument("name", help="a registered name (built-in, an entry point, or a plug-in of --suite), or "
+                    "module:Object (a module in the working directory)")
+    tp.add_argument("--kind", choices=("algorithms", "targets", "energies", "metrics"),
+                    help="which kind NAME is, where it names entries of several kinds")
+    tp.add_argument("--suite", help="a suite file whose [plugins.*] names the plug-in")
     tp.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="settings of the algorithm's Config for the tiny case (TOML values)")
-    tp.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
+                    help="settings of an algorithm's Config for the tiny case (TOML values)")
+    tp.add_argument("--iters", type=int, default=150, help="training iterations of an algorithm (default 150)")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
@@ -238,13 +240,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_test_plugin(args) -> int:
-    import tomllib
-
-    import algorithms
-    from algorithms.base import ConfigError, build_config
+def _plugin_under_test(args):
+    """(kind, registered name or None, object) of ``bench test-plugin NAME``."""
     from bench import plugins, registry
-    from bench.learning import smoke_test
     from bench.suite import load_suite
 
     plugins.load_entry_points()
@@ -252,35 +250,82 @@ def cmd_test_plugin(args) -> int:
         load_suite(args.suite)
     where = f"test-plugin {args.name}"
     if ":" in args.name:
-        cls = plugins.load_ref(args.name, str(Path.cwd()), where)
-        registry.check("algorithms", getattr(cls, "name", ""), cls, where)
-    elif args.name in algorithms.ALGORITHMS:
-        cls = algorithms.ALGORITHMS[args.name]
-    else:
-        raise BenchError(f"unknown algorithm {args.name!r}; valid: {', '.join(sorted(algorithms.ALGORITHMS))}, or "
-                         "module:Class, or --suite FILE with the plug-in in its [plugins.algorithms]")
+        obj = plugins.load_ref(args.name, str(Path.cwd()), where)
+        kind = args.kind or _kind_of(obj, where)
+        name = getattr(obj, "name", "") or args.name.split(":")[-1]
+        obj = plugins.member(kind, name, obj, {}, where)
+        registry.check(kind, getattr(obj, "name", name), obj, where)
+        return kind, None, obj
+    kinds = [k for k in registry.KINDS if args.name in registry.table(k) and args.kind in (None, k)]
+    if not kinds:
+        kinds_text = registry.singular(args.kind) if args.kind else "algorithm, target, energy or metric"
+        valid = sorted(registry.table(args.kind)) if args.kind else []
+        raise BenchError(f"unknown {kinds_text} {args.name!r}{'; valid: ' + ', '.join(valid) if valid else ''}; "
+                         "or module:Object, or --suite FILE with the plug-in in its [plugins.*]")
+    if len(kinds) > 1:
+        raise BenchError(f"{args.name!r} names entries of several kinds ({', '.join(kinds)}): say which with --kind")
+    return kinds[0], args.name, registry.table(kinds[0])[args.name]
+
+
+def _kind_of(obj, where: str) -> str:
+    import inspect
+
+    from algorithms.base import TrainingAlgorithm
+    from algorithms.energies import Energy
+    from datasets.base import Target
+    from metrics.catalogue import Metric
+
+    if isinstance(obj, Metric):
+        return "metrics"
+    for kind, base in (("algorithms", TrainingAlgorithm), ("targets", Target), ("energies", Energy)):
+        if inspect.isclass(obj) and issubclass(obj, base):
+            return kind
+    raise BenchError(f"{where}: {obj!r} is no algorithm, target, energy or metric (a subclass of "
+                     "TrainingAlgorithm, Target or Energy, or a metrics.catalogue.Metric)")
+
+
+def cmd_test_plugin(args) -> int:
+    import tomllib
+
+    from algorithms.base import ConfigError, build_config
+    from bench import contracts, registry
+    from bench.learning import smoke_test
+
     if args.iters < 1:
         raise BenchError(f"--iters must be >= 1, got {args.iters}")
-    overrides = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+    kind, name, obj = _plugin_under_test(args)
+    if args.set and kind != "algorithms":
+        what = {"targets": "a target", "energies": "an energy", "metrics": "a metric"}[kind]
+        raise BenchError(f"--set is for an algorithm's Config; {args.name!r} is {what}")
+    if kind == "algorithms":
+        overrides = {}
+        for item in args.set:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+            try:
+                overrides[key] = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                overrides[key] = text
         try:
-            overrides[key] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            overrides[key] = text
-    try:
-        build_config(cls.Config, overrides, f"--set ({cls.__name__}.Config)")
-    except ConfigError as e:
-        raise BenchError(str(e)) from None
-    checks = smoke_test(cls, args.iters, **overrides)
+            build_config(obj.Config, overrides, f"--set ({obj.__name__}.Config)")
+        except ConfigError as e:
+            raise BenchError(str(e)) from None
+        checks = smoke_test(obj, args.iters, **overrides)
+    elif kind == "targets":
+        checks = contracts.check_target(obj())
+    elif kind == "energies":
+        checks = contracts.check_energy(obj)
+    else:
+        checks = contracts.check_metric(obj)
     for check, ok, detail in checks:
-        print(f"{'ok  ' if ok else 'FAIL'}  {check}: {detail}")
-    failed = sum(not ok for _, ok, _ in checks)
-    registered = algorithms.ALGORITHMS.get(getattr(cls, "name", "")) is cls
-    src = registry.origin("algorithms", cls.name) if registered else registry.source_file(cls)
-    print(f"{cls.__name__} ({src}): {len(checks) - failed} of {len(checks)} checks passed")
+        print(f"{'n/a ' if ok is None else 'ok  ' if ok else 'FAIL'}  {check}: {detail}")
+    failed = sum(ok is False for _, ok, _ in checks)
+    passed = sum(ok is True for _, ok, _ in checks)
+    label = getattr(obj, "__name__", None) or f"metric {obj.name}"
+    src = registry.origin(kind, name) if name is not None else registry.source_file(obj)
+    print(f"{label} ({src}): {passed} of {passed + failed} checks passed"
+          + (f", {len(checks) - passed - failed} not applicable" if passed + failed < len(checks) else ""))
     return 1 if failed else 0
 
 
@@ -316,8 +361,7 @@ def cmd_list(args) -> int:
         buf.write(f"  {n:<16} {t.paper}; {truth}{where('targets', n)}\n")
     buf.write("energies:\n")
     for n, cls in ENERGIES.items():
-        doc = (cls.__doc__ or "").strip().split(": ")[0].split(". ")[0].splitlines()[0][:70] if cls.__doc__ else ""
-        buf.write(f"  {n:<16} {doc}{where('energies', n)}\n")
+        buf.write(f"  {n:<22} {cls.describe()}{where('energies', n)}\n")
     buf.write("metrics:\n")
     for line in metric_lines(where):
         buf.write(line)

@@ -1,16 +1,20 @@
-"""Algorithms, targets and energies from outside this package: plug-ins, and the two routes they come in by.
+"""Algorithms, targets, energies and metrics from outside this package: plug-ins, and the two routes they come in by.
 
 A plug-in comes from one of two places:
 
-- an installed package's **entry points**, in the groups ``ebm_bench.algorithms``, ``ebm_bench.targets`` and
-  ``ebm_bench.energies`` (the entry point's name is the registered name), e.g. in its ``pyproject.toml``::
+- an installed package's **entry points**, in the groups ``ebm_bench.algorithms``, ``ebm_bench.targets``,
+  ``ebm_bench.energies`` and ``ebm_bench.metrics`` (the entry point's name is the registered name), e.g. in its
+  ``pyproject.toml``::
 
       [project.entry-points."ebm_bench.algorithms"]
       my_ula = "my_package.algo:MyULA"
 
-- a **suite file**'s ``[plugins.algorithms]``, ``[plugins.targets]`` and ``[plugins.energies]`` tables of
-  ``name = "module:Class"`` references; ``module`` is imported with the suite file's folder first on the path,
-  so a loose ``my_algo.py`` beside the suite file works.
+- a **suite file**'s ``[plugins.algorithms]``, ``[plugins.targets]``, ``[plugins.energies]`` and
+  ``[plugins.metrics]`` tables of ``name = "module:Object"`` references; ``module`` is imported with the suite
+  file's folder first on the path, so a loose ``my_algo.py`` beside the suite file works. A target or an energy
+  may be a member of a parametric family: ``name = { ref = "module:Class", param = value, ... }`` registers
+  ``Class.with_params`` (e.g. ``hd_mixture8 = { ref = "datasets.highdim:HDMixture", dim = 8 }``); a target class
+  without a name of its own (a family, as ``HDMixture``) is registered the same way, with its defaults.
 
 Either way the class goes through the door the built-ins go through (``bench.registry.register``): the same
 checks, the same tables, and ``bench.registry.ORIGINS`` records where it came from (``bench list`` shows it).
@@ -20,12 +24,13 @@ Any fault is one ``BenchError`` line naming the plug-in.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.registry import KINDS, register, singular, source_file
+from bench.registry import KINDS, register, singular, source_file, table
 
 GROUP = "ebm_bench.{kind}"
 
@@ -58,13 +63,34 @@ def load_ref(ref: str, folder: str | None, where: str):
     return obj
 
 
+def member(kind: str, name: str, obj, params: dict, where: str):
+    """A family's member with ``params`` (a target or an energy's ``with_params``); a target class without a
+    name of its own is a family too. Anything else is returned as it is."""
+    family = kind == "targets" and inspect.isclass(obj) and not getattr(obj, "name", "")
+    if not params and not family:
+        return obj
+    if kind not in ("targets", "energies") or not (inspect.isclass(obj) and hasattr(obj, "with_params")):
+        raise BenchError(f"{where}: parameters are for a target or an energy class (with_params), not {obj!r}")
+    try:
+        inspect.signature(obj.__init__).bind(None, *([0] if kind == "energies" else []), **params)
+    except TypeError as e:
+        raise BenchError(f"{where}: {obj.__name__} does not take these parameters ({e})") from None
+    return obj.with_params(name, **params) if kind == "targets" else obj.with_params(**params)
+
+
 def register_specs(specs: dict, where: str = "") -> None:
-    """Register the plug-ins of a suite file: {kind: {name: {"ref": "module:Class", "path": folder}}}."""
+    """Register the plug-ins of a suite file: {kind: {name: {"ref": "module:Object", "path": folder,
+    "params": {...}}}}."""
     for kind, entries in specs.items():
         for name, spec in entries.items():
+            if SPECS.get((kind, name)) == spec and name in table(kind):
+                continue  # the same spec again (e.g. a results folder's record of it): already registered
             w = f"{where} [plugins.{kind}] {name}" if where else f"plug-in {singular(kind)} {name!r}"
-            obj = load_ref(spec["ref"], spec.get("path"), f"{w} = {spec['ref']!r}")
-            register(kind, name, obj, f"{source_file(obj)} ({spec['ref']})", f"{w} = {spec['ref']!r}")
+            w = f"{w} = {spec['ref']!r}"
+            params = spec.get("params") or {}
+            obj = member(kind, name, load_ref(spec["ref"], spec.get("path"), w), params, w)
+            shown = "".join(f", {k}={v!r}" for k, v in params.items())
+            register(kind, name, obj, f"{source_file(obj)} ({spec['ref']}{shown})", w)
             SPECS[(kind, name)] = dict(spec)
 
 
@@ -72,17 +98,22 @@ def suite_specs(suite_data: dict, path: Path) -> dict:
     """The ``[plugins.*]`` tables of a suite file as specs; their modules are looked up beside the file."""
     table = suite_data.get("plugins", {})
     if not isinstance(table, dict):
-        raise BenchError(f"{path}: 'plugins' must be tables [plugins.algorithms], [plugins.targets], "
-                         "[plugins.energies]")
+        raise BenchError(f"{path}: 'plugins' must be tables {', '.join(f'[plugins.{k}]' for k in KINDS)}")
     folder = str(Path(path).resolve().parent)
     out = {}
     for kind, entries in table.items():
         if kind not in KINDS:
             raise BenchError(f"{path}: unknown section [plugins.{kind}]; valid: "
                              f"{', '.join(f'[plugins.{k}]' for k in KINDS)}")
-        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
-            raise BenchError(f"{path}: [plugins.{kind}] must map names to 'module:Class' strings")
-        out[kind] = {name: {"ref": ref, "path": folder} for name, ref in entries.items()}
+        ok = isinstance(entries, dict) and all(
+            isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("ref"), str)) for v in entries.values())
+        if not ok:
+            raise BenchError(f"{path}: [plugins.{kind}] must map names to 'module:Class' strings or to tables "
+                             "{ ref = 'module:Class', parameter = value, ... }")
+        out[kind] = {}
+        for name, v in entries.items():
+            ref, params = (v, {}) if isinstance(v, str) else (v["ref"], {k: x for k, x in v.items() if k != "ref"})
+            out[kind][name] = {"ref": ref, "path": folder, **({"params": params} if params else {})}
     return out
 
 
@@ -102,19 +133,23 @@ def load_entry_points() -> None:
                 _entry_points_loaded = False
                 raise BenchError(f"{where}: loading it raised {type(e).__name__}: {e}") from None
             try:
-                register(kind, ep.name, obj, f"entry point of {dist}", where)
+                register(kind, ep.name, member(kind, ep.name, obj, {}, where), f"entry point of {dist}", where)
             except BenchError:
                 _entry_points_loaded = False
                 raise
 
 
 def used_specs(cells) -> dict:
-    """The suite-file plug-ins a list of cells uses (so that a worker or a later reader can register them)."""
+    """The suite-file plug-ins a list of cells uses (so that a worker or a later reader can register them): their
+    algorithms, targets and energies, and every suite-file metric (measured in every cell)."""
     out: dict = {}
     for c in cells:
         for kind, name in (("algorithms", c.base), ("targets", c.target), ("energies", c.train.energy)):
             if (kind, name) in SPECS:
                 out.setdefault(kind, {})[name] = SPECS[(kind, name)]
+    for (kind, name), spec in SPECS.items():
+        if kind == "metrics" and cells:
+            out.setdefault(kind, {})[name] = spec
     return out
 
 

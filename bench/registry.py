@@ -176,6 +176,11 @@ def register_built_ins() -> None:
             register(kind, name, obj, BUILT_IN, f"built-in {singular(kind)} {name!r}")
 
 
+def plug_in_metrics() -> list[str]:
+    """The registered metrics that are plug-ins: measured in every cell, so part of every cell's key."""
+    return [n for n in table("metrics") if origin("metrics", n) != BUILT_IN]
+
+
 def source_file(obj) -> str:
     if not inspect.isclass(obj) and callable(getattr(obj, "compute", None)):  # a metric: its compute's file
         obj = obj.compute
@@ -185,19 +190,19 @@ def source_file(obj) -> str:
         return "?"
 
 
-def fingerprint(kind: str, name: str, params: dict | None = None) -> str:
-    """A hash of a plug-in's source file (and its distribution for an entry point, its parameters for a
-    parametric one): it enters the cell's key, so that a changed plug-in re-runs. Empty for a built-in (the code
-    version covers those)."""
+def fingerprint(kind: str, name: str) -> str:
+    """A hash of a plug-in's source file (and its parameters for a family member): it enters the cell's key, so
+    that a changed plug-in re-runs. Empty for a built-in (the code version covers those)."""
     if origin(kind, name) == BUILT_IN:
         return ""
     obj = table(kind)[name]
+    params = getattr(obj, "params", None) if inspect.isclass(obj) else None
     try:
         data = Path(source_file(obj)).read_bytes()
     except OSError:
         data = b""
     what = [getattr(obj, "__module__", ""), getattr(obj, "__qualname__", type(obj).__qualname__)]
-    head = json.dumps([kind, name, *what, params or {}], sort_keys=True).encode()
+    head = json.dumps([kind, name, *what, params or {}], sort_keys=True, default=repr).encode()
     return hashlib.sha1(head + data).hexdigest()[:12]
 
 

@@ -123,6 +123,7 @@ class Cell:
         # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
         own = [registry.fingerprint(k, n) for k, n in
                (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]
+        own += [registry.fingerprint("metrics", n) for n in registry.plug_in_metrics()]
         if any(own):
             parts.append(own)
         blob = json.dumps(parts, sort_keys=True, default=str)

@@ -64,6 +64,8 @@ class Target(ABC):
     shape: tuple[int, int, int] | None = None
     #: capability "sample_quality"
     fidelity_metrics: bool = False
+    #: the parameters a family member was made with (``with_params``), part of what it is
+    params: dict = {}
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -137,6 +139,19 @@ class Target(ABC):
     def capabilities(self) -> list[str]:
         """The capabilities this target has, in the order of CAPABILITIES."""
         return [c for c in CAPABILITIES if self.has(c)]
+
+    @classmethod
+    def with_params(cls, name: str, doc: str | None = None, **params) -> type[Target]:
+        """The member ``name`` of a parametric family: a subclass of ``cls`` whose constructor takes no argument and
+        builds ``cls(**params)`` (e.g. ``HDMixture.with_params("hd_mixture8", dim=8)``). The suite's own family
+        members and a suite file's ``name = { ref = "module:Class", param = value }`` are made this way."""
+        def __init__(self):
+            cls.__init__(self, **params)
+
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        return type(f"{cls.__name__}[{name}]", (cls,), {
+            "name": name, "__init__": __init__, "__module__": cls.__module__, "params": dict(params),
+            "__doc__": doc or f"{cls.__name__}({shown}): {(cls.__doc__ or '').strip().splitlines()[0]}"})
 
     def test_set(self, n: int = 10_000) -> Tensor:
         """A fixed held-out set: the same points for every run, algorithm and seed."""
