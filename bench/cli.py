@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="results folder (default ./results/<suite>-<fidelity>)")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     r.add_argument("--data-dir", type=Path, help="folder of image data files (MNIST / Fashion-MNIST IDX, CIFAR-10 "
-                   "batches); sets EBM_BENCH_DATA (datasets/images.py)")
+                   "batches); default: the suite file's data_dir, else $EBM_BENCH_DATA (datasets/images.py)")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="local Inception-v3 weights for FID/KID/IS (torch-fidelity's weights-inception-2015-12-05-"
                    "6726825d.pth; checked before any cell runs, never downloaded); "
-                   "default: $EBM_BENCH_INCEPTION_WEIGHTS")
+                   "default: the suite file's inception_weights, else $EBM_BENCH_INCEPTION_WEIGHTS")
 
     ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
     ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
@@ -108,20 +107,10 @@ def cmd_run(args) -> int:
     from bench.api import run
     from bench.store import ResultStore
 
-    if args.inception_weights is not None:  # checked (exists, sha256) before anything runs; cells read the variable
-        from metrics.fidelity import ENV_INCEPTION_WEIGHTS, InceptionExtractor
-
-        InceptionExtractor(args.inception_weights)
-        os.environ[ENV_INCEPTION_WEIGHTS] = str(args.inception_weights.resolve())
     out = args.out or default_out(args.suite, args.fidelity)
-    if args.data_dir is not None:
-        from datasets.images import DATA_ENV
-
-        if not args.data_dir.is_dir():
-            raise BenchError(f"--data-dir {args.data_dir}: no such folder")
-        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
-        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
+        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S,
+        args.data_dir, args.inception_weights)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(ResultStore(out))

@@ -72,8 +72,10 @@ class Probe:
     """What does not change while a cell trains: the target, the energy (whose parameters do), the settings, the
     target's fixed held-out set and its log-density there, and p*'s log normaliser on each evaluation grid."""
 
-    def __init__(self, target, energy, cfg, device):
+    def __init__(self, target, energy, cfg, device, inception_weights: str | None = None):
         self.target, self.energy, self.cfg, self.device = target, energy, cfg, device
+        #: the Inception weights file for Inception FID / IS (None: EBM_BENCH_INCEPTION_WEIGHTS, if set)
+        self.inception_weights = inception_weights
         self.test = target.test_set(cfg.n_eval_samples)
         self.log_true = target.log_prob(self.test.double()) if target.has("density") else None
         self.exact_log_z = has_exact_log_z(energy)
@@ -267,7 +269,8 @@ class Quantities:
         t = self.target
         if not (self.final and t.has("classifier") and t.has("sample_quality")):
             return None
-        return sample_quality(t, self["negatives"], self.probe.cfg.n_eval_samples, self.probe.device)
+        return sample_quality(t, self["negatives"], self.probe.cfg.n_eval_samples, self.probe.device,
+                              getattr(self.probe, "inception_weights", None))
 
     # ---- the algorithm, chains, audit
     def _algorithm_metrics(self):
@@ -341,14 +344,14 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     return measure(Quantities(probe, alg, final=False, chains=True), "chains")
 
 
-def sample_quality(target, negs, n_ref: int, device) -> dict:
-    """Sample quality of generated images (sample_quality targets, the cifar10 suite's): FID and IS with
-    the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
+def sample_quality(target, negs, n_ref: int, device, inception_weights: str | None = None) -> dict:
+    """Sample quality of generated images (sample_quality targets, the cifar10 suite's): FID and IS with the
+    suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
     Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
-    (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
-    images are the ``n_negatives`` drawn after training, unweighted. The protocol (extractor, counts, split, pixel
-    quantisation) is metrics/fidelity.py's FidelityProtocol. Returns the ``quality`` quantity
-    (metrics.catalogue.QUANTITIES)."""
+    (``inception_weights``, else EBM_BENCH_INCEPTION_WEIGHTS). The reference is ``n_ref`` held-out images (the
+    "test" split); the generated images are the ``n_negatives`` drawn after training, unweighted. The protocol
+    (extractor, counts, split, pixel quantisation) is metrics/fidelity.py's FidelityProtocol. Returns the
+    ``quality`` quantity (metrics.catalogue.QUANTITIES)."""
     import os
 
     from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor
@@ -357,8 +360,9 @@ def sample_quality(target, negs, n_ref: int, device) -> dict:
     ref = target.test_set(n_ref)
     dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
     extractors = [ClassifierExtractor.from_classifier(target.classifier())]
-    if os.environ.get(ENV_INCEPTION_WEIGHTS):
-        extractors.append(InceptionExtractor(os.environ[ENV_INCEPTION_WEIGHTS]))
+    weights = inception_weights or os.environ.get(ENV_INCEPTION_WEIGHTS)
+    if weights:
+        extractors.append(InceptionExtractor(weights))
     out = {"fid": {}, "is_mean": {}, "is_std": {}, "n_generated": float(len(negs)), "n_reference": float(len(ref))}
     for ext in extractors:
         q = measure_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),

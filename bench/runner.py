@@ -23,6 +23,7 @@ from algorithms.work import Work
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
+from datasets.images import use_data_dir
 
 
 def measuring(dev: torch.device):
@@ -68,13 +69,14 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     if threads:
         torch.set_num_threads(threads)
     cfg = cell.train
+    use_data_dir(cell.resources.get("data_dir"))  # this process reads the cell's image files from there
     target = datasets.get_target(cell.target)
     gen = torch.Generator().manual_seed(cell.seed)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
     energy = make_energy(cfg.energy, target.dim, target.shape).to(device=dev, dtype=dtype)
-    probe = Probe(target, energy, cfg, dev)
+    probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
     if target.has("classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()

@@ -111,6 +111,9 @@ class Cell:
     base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
     code_version: str = ""
     settings: str = ""  # where the settings come from (SETTINGS); a label, not part of cell_id
+    #: where the cell finds its files: {"data_dir": folder of image data, "inception_weights": file}; locations,
+    #: not part of cell_id (the data's identity is the target's version, the weights' is checked by sha256)
+    resources: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.base = self.base or self.algorithm
@@ -181,6 +184,9 @@ def load_suite(name: str) -> dict:
             raise BenchError(f"{path}: missing '{key}'")
         if key != "fidelity":
             _names_list(path, data, key)
+    for key in RESOURCES:
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise BenchError(f"{path}: '{key}' must be a path (a string), got {data[key]!r}")
     fids = data["fidelity"]
     if not isinstance(fids, dict) or not fids or not all(isinstance(v, dict) for v in fids.values()):
         raise BenchError(f"{path}: 'fidelity' must be tables [fidelity.NAME] (e.g. [fidelity.quick]), "
@@ -205,6 +211,36 @@ def load_suite(name: str) -> dict:
     data["plugin_specs"] = plugins.suite_specs(data, path)
     plugins.register_specs(data["plugin_specs"], str(path))
     return data
+
+
+RESOURCES = ("data_dir", "inception_weights")
+
+
+def suite_resources(suite: dict, data_dir=None, inception_weights=None) -> dict:
+    """Where a run's cells find their files: the folder of image data and the Inception weights file, as given
+    (arguments of ``bench.run``: ``--data-dir``, ``--inception-weights``), else as the suite file says
+    (``data_dir = "..."``, ``inception_weights = "..."``, relative to the suite file's folder); left out, the
+    environment variables EBM_BENCH_DATA / EBM_BENCH_INCEPTION_WEIGHTS apply. Checked now: the folder exists,
+    the weights file is torch-fidelity's (sha256)."""
+    out = {}
+    for key, given, flag in (("data_dir", data_dir, "--data-dir"), ("inception_weights", inception_weights,
+                                                                    "--inception-weights")):
+        where = flag
+        if given is None and key in suite:
+            if not isinstance(suite[key], str) or not suite[key]:
+                raise BenchError(f"{suite['path']}: '{key}' must be a path (a string), got {suite[key]!r}")
+            given, where = Path(suite["path"]).parent / Path(suite[key]).expanduser(), f"{suite['path']}: {key}"
+        if given is None:
+            continue
+        path = Path(given).expanduser().resolve()
+        if key == "data_dir" and not path.is_dir():
+            raise BenchError(f"{where} {given}: no such folder")
+        if key == "inception_weights":
+            from metrics.fidelity import InceptionExtractor
+
+            InceptionExtractor(path)  # exists and is torch-fidelity's file (sha256), before anything runs
+        out[key] = str(path)
+    return out
 
 
 def _check_names(kind: str, names, valid) -> None:

@@ -17,8 +17,9 @@ Data is never downloaded. It comes from files the user already has:
   a restricted unpickler that builds numpy arrays and nothing else;
 * scikit-learn's bundled 8x8 digits (1,797 images, 17 grey levels), always installed with scikit-learn.
 
-Where the files are: the folder given by ``python -m bench run --data-dir DIR`` or the environment variable
-``EBM_BENCH_DATA`` (the flag sets the variable). MNIST is looked for in ``DIR/mnist`` then ``DIR``;
+Where the files are: the folder given to ``use_data_dir`` (which ``bench.run(data_dir=...)``, a suite file's
+``data_dir`` and ``python -m bench run --data-dir DIR`` call, in each process that runs a cell), else the
+environment variable ``EBM_BENCH_DATA``. MNIST is looked for in ``DIR/mnist`` then ``DIR``;
 Fashion-MNIST in ``DIR/fashion-mnist``, ``DIR`` and Debian's ``/usr/share/datasets/fashion-mnist`` (package
 ``dataset-fashion-mnist``); CIFAR-10 in ``DIR/cifar-10-batches-py`` then ``DIR``. A missing, truncated or
 corrupt file raises ``DataError`` with one line naming the file and what is wrong (the CLI prints it and exits
@@ -193,7 +194,20 @@ class LabelledImages:
         return h.hexdigest()[:16]
 
 
+#: the data folder given by the caller (use_data_dir); None: the environment variable's
+_DATA_DIR: Path | None = None
+
+
+def use_data_dir(folder) -> None:
+    """Read image data from ``folder`` (None: from ``EBM_BENCH_DATA`` again)."""
+    global _DATA_DIR
+    _DATA_DIR = None if folder is None else Path(folder).expanduser()
+
+
 def data_dir() -> Path | None:
+    """The data folder: the one given to ``use_data_dir``, else ``EBM_BENCH_DATA``, else None."""
+    if _DATA_DIR is not None:
+        return _DATA_DIR
     v = os.environ.get(DATA_ENV, "").strip()
     return Path(v).expanduser() if v else None
 
