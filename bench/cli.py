@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.api import default_out
 from bench.errors import BenchError
+from metrics.fidelity import SetupError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
 DASK_CONNECT_TIMEOUT_S = 10
@@ -386,7 +387,7 @@ def main(argv=None) -> int:
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
                     "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin}
         return commands[args.command](args)
-    except BenchError as e:
+    except (BenchError, SetupError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a folder that cannot be written, a lost connection: files are intact

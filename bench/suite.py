@@ -236,9 +236,12 @@ def suite_resources(suite: dict, data_dir=None, inception_weights=None) -> dict:
         if key == "data_dir" and not path.is_dir():
             raise BenchError(f"{where} {given}: no such folder")
         if key == "inception_weights":
-            from metrics.fidelity import InceptionExtractor
+            from metrics.fidelity import InceptionExtractor, SetupError
 
-            InceptionExtractor(path)  # exists and is torch-fidelity's file (sha256), before anything runs
+            try:
+                InceptionExtractor(path)  # exists and is torch-fidelity's file (sha256), before anything runs
+            except SetupError as e:
+                raise BenchError(str(e)) from None
         out[key] = str(path)
     return out
 

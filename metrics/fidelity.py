@@ -11,7 +11,7 @@ Two kinds of feature extractor:
 - :class:`InceptionExtractor`: torch-fidelity's ``inception-v3-compat`` (the TensorFlow FID network), with its
   weights read from a local file given as an argument, ``--inception-weights PATH`` or the environment variable
   ``EBM_BENCH_INCEPTION_WEIGHTS``. It never downloads: a missing file, or a file whose sha256 is not the one
-  torch-fidelity publishes, is one :class:`~bench.errors.BenchError` line before anything runs. Metrics are
+  torch-fidelity publishes, is one :class:`SetupError` line before anything runs. Metrics are
   named ``fid_inception``, ``kid_inception_mean``, ``is_inception_mean``, ...
 - :class:`ClassifierExtractor`: any torch module mapping images to a feature vector (and optionally a head
   mapping features to class logits, for IS), e.g. the suite's own digit classifier. It is registered with
@@ -41,7 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+
+class SetupError(RuntimeError):
+    """A feature extractor cannot be set up (its weights file is missing or not the published one, torch-fidelity
+    cannot be imported): the message is one line saying what and where; the command line prints it as a
+    ``bench: error`` line (exit status 2)."""
+
 
 #: environment variable naming the local Inception weights file
 ENV_INCEPTION_WEIGHTS = "EBM_BENCH_INCEPTION_WEIGHTS"
@@ -62,7 +67,7 @@ def _torch_fidelity():
         import torch_fidelity.utils  # noqa: F401
     except (ImportError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BenchError(f"torch-fidelity (FID, KID, IS) cannot be imported: {first} (install torch and torchvision "
+        raise SetupError(f"torch-fidelity (FID, KID, IS) cannot be imported: {first} (install torch and torchvision "
                          "as a matching pair, e.g. with -c constraints.txt)") from None
     return torch_fidelity
 
@@ -82,7 +87,7 @@ class InceptionExtractor:
 
     ``weights``: the path of ``weights-inception-2015-12-05-6726825d.pth`` (torch-fidelity's release file); when
     None, the environment variable ``EBM_BENCH_INCEPTION_WEIGHTS``. The file must exist and its sha256 must
-    start with 6726825d, else a :class:`BenchError` says so in one line. ``verify=False`` accepts any file (e.g.
+    start with 6726825d, else a :class:`SetupError` says so in one line. ``verify=False`` accepts any file (e.g.
     random weights for timing): it is then reported as ``inception-v3-compat-unverified`` and its metrics are
     named ``fid_inception_unverified`` ..., never as Inception FID.
     """
@@ -96,7 +101,7 @@ class InceptionExtractor:
         self.weights_sha256 = sha256_file(self.weights)
         verified = self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX)
         if verify and not verified:
-            raise BenchError(f"{self.weights}: sha256 {self.weights_sha256[:16]}... is not that of torch-fidelity's "
+            raise SetupError(f"{self.weights}: sha256 {self.weights_sha256[:16]}... is not that of torch-fidelity's "
                              f"Inception weights ({INCEPTION_FILE}, sha256 {INCEPTION_SHA256_PREFIX}...)")
         self.name = INCEPTION if verified else f"{INCEPTION}-unverified"
         self.suffix = "inception" if verified else "inception_unverified"
@@ -118,15 +123,15 @@ class InceptionExtractor:
 
 def resolve_inception_weights(weights: str | Path | None = None) -> Path:
     """The Inception weights file from the argument or ``EBM_BENCH_INCEPTION_WEIGHTS``; a missing one is a
-    one-line :class:`BenchError`, never a download."""
+    one-line :class:`SetupError`, never a download."""
     given = weights if weights is not None else os.environ.get(ENV_INCEPTION_WEIGHTS) or None
     if given is None:
-        raise BenchError(f"Inception FID needs the weights file {INCEPTION_FILE}: pass --inception-weights PATH or "
+        raise SetupError(f"Inception FID needs the weights file {INCEPTION_FILE}: pass --inception-weights PATH or "
                          f"set {ENV_INCEPTION_WEIGHTS} (the suite never downloads it)")
     path = Path(given).expanduser()
     if not path.is_file():
         source = "--inception-weights" if weights is not None else ENV_INCEPTION_WEIGHTS
-        raise BenchError(f"{path}: no such Inception weights file (from {source}; expected {INCEPTION_FILE})")
+        raise SetupError(f"{path}: no such Inception weights file (from {source}; expected {INCEPTION_FILE})")
     return path
 
 

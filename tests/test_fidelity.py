@@ -12,7 +12,6 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from bench.errors import BenchError
 from metrics import fidelity as F
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,17 +253,17 @@ def no_network(monkeypatch):
 
 
 def test_missing_inception_weights_is_one_clear_line_and_no_download(no_network, tmp_path, monkeypatch):
-    with pytest.raises(BenchError, match="--inception-weights PATH or set EBM_BENCH_INCEPTION_WEIGHTS") as e:
+    with pytest.raises(F.SetupError, match="--inception-weights PATH or set EBM_BENCH_INCEPTION_WEIGHTS") as e:
         F.InceptionExtractor()
     assert "\n" not in str(e.value)
-    with pytest.raises(BenchError, match="no such Inception weights file"):
+    with pytest.raises(F.SetupError, match="no such Inception weights file"):
         F.InceptionExtractor(tmp_path / "absent.pth")
     monkeypatch.setenv(F.ENV_INCEPTION_WEIGHTS, str(tmp_path / "absent.pth"))
-    with pytest.raises(BenchError, match=f"from {F.ENV_INCEPTION_WEIGHTS}"):
+    with pytest.raises(F.SetupError, match=f"from {F.ENV_INCEPTION_WEIGHTS}"):
         F.InceptionExtractor()
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(b"not the weights")
-    with pytest.raises(BenchError, match="is not that of torch-fidelity's Inception weights"):
+    with pytest.raises(F.SetupError, match="is not that of torch-fidelity's Inception weights"):
         F.InceptionExtractor(wrong)
 
 
@@ -352,7 +351,7 @@ def test_a_broken_torch_fidelity_import_is_one_line(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import raises ImportError
-    with pytest.raises(BenchError, match="torch-fidelity .* cannot be imported") as e:
+    with pytest.raises(F.SetupError, match="torch-fidelity .* cannot be imported") as e:
         F.sample_quality(_images(4, 19), _images(4, 20), extractor=_flat_extractor(), reference_split="test",
                          shape=SHAPE, metrics=("fid",))
     assert "\n" not in str(e.value)
