@@ -347,8 +347,8 @@ def cmd_list(args) -> int:
     buf.write("targets:\n")
     for n, cls in datasets.TARGETS.items():
         t = cls()
-        truth = "exact density + modes" if t.has_density and t.has_modes else "samples only"
-        buf.write(f"  {n:<16} {t.paper}; {truth}{where('targets', n)}\n")
+        truth = ", ".join(t.capabilities()) or "samples only"
+        buf.write(f"  {n:<22} {t.paper}; {truth}{where('targets', n)}\n")
     buf.write("energies:\n")
     for n, cls in ENERGIES.items():
         buf.write(f"  {n:<22} {cls.describe()}{where('energies', n)}\n")
