@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.api import default_out
 from bench.errors import BenchError
-from metrics.fidelity import SetupError
+from metrics.sample_quality import SetupError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
 DASK_CONNECT_TIMEOUT_S = 10

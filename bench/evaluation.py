@@ -350,12 +350,12 @@ def sample_quality(target, negs, n_ref: int, device, inception_weights: str | No
     Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
     (``inception_weights``, else EBM_BENCH_INCEPTION_WEIGHTS). The reference is ``n_ref`` held-out images (the
     "test" split); the generated images are the ``n_negatives`` drawn after training, unweighted. The protocol
-    (extractor, counts, split, pixel quantisation) is metrics/fidelity.py's FidelityProtocol. Returns the
+    (extractor, counts, split, pixel quantisation) is metrics/sample_quality.py's QualityProtocol. Returns the
     ``quality`` quantity (metrics.catalogue.QUANTITIES)."""
     import os
 
-    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor
-    from metrics.fidelity import sample_quality as measure_quality
+    from metrics.sample_quality import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor
+    from metrics.sample_quality import sample_quality as measure_quality
 
     ref = target.test_set(n_ref)
     dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"

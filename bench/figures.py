@@ -1,7 +1,7 @@
 """What every figure shares (matplotlib / seaborn, PNG): the curve of a metric over training as the mean and min-max
 band over seeds (``curve_frame``, ``draw_band``), one colour per algorithm (``palette``), legends below the panels,
 the marking of improper models, and writing the PNG atomically (``save``). The figure modules (bench/plots.py,
-plots_highdim.py, plots_images.py, plots_fidelity.py) import these; none imports another."""
+plots_highdim.py, plots_images.py, plots_quality.py) import these; none imports another."""
 
 from __future__ import annotations
 

@@ -236,7 +236,7 @@ def suite_resources(suite: dict, data_dir=None, inception_weights=None) -> dict:
         if key == "data_dir" and not path.is_dir():
             raise BenchError(f"{where} {given}: no such folder")
         if key == "inception_weights":
-            from metrics.fidelity import InceptionExtractor, SetupError
+            from metrics.sample_quality import InceptionExtractor, SetupError
 
             try:
                 InceptionExtractor(path)  # exists and is torch-fidelity's file (sha256), before anything runs

@@ -41,7 +41,7 @@ CAPABILITIES: dict[str, tuple[str, str]] = {
               "convolutional energies and image flows, sample grids"),
     "classifier": ("classifier() and off_class(x): the suite's classifier of its images",
                    "class weights of generated images (003 Fig. 3), classifier FID / IS features"),
-    "sample_quality": ("fidelity_metrics = True", "FID / IS of the generated images after training"),
+    "sample_quality": ("sample_quality = True", "FID / IS of the generated images after training"),
     "teacher": ("teacher_params(): the true parameters of a teacher-student target",
                 "the student's parameter errors param_error[name] (003 Fig. 1)"),
     "region_masses": ("region_masses(means, weights): the mass a unit-covariance mixture puts in each region",
@@ -63,7 +63,7 @@ class Target(ABC):
     #: capability "image": (C, H, W) of the flattened images, else None
     shape: tuple[int, int, int] | None = None
     #: capability "sample_quality"
-    fidelity_metrics: bool = False
+    sample_quality: bool = False
     #: the parameters a family member was made with (``with_params``), part of what it is
     params: dict = {}
 
@@ -131,7 +131,7 @@ class Target(ABC):
         if capability == "image":
             return self.shape is not None
         if capability == "sample_quality":
-            return bool(self.fidelity_metrics)
+            return bool(self.sample_quality)
         method = {"classifier": "classifier", "teacher": "teacher_params", "region_masses": "region_masses",
                   "data_files": "check_data"}[capability]
         return getattr(type(self), method) is not getattr(Target, method)

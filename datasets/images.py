@@ -455,7 +455,7 @@ class Digits8(BiasedImages):
     paper = "stand-in for CIFAR-10 (this suite's)"
     version = "1"
     #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    fidelity_metrics = True
+    sample_quality = True
 
     def __init__(self):
         super().__init__("digits8", tuple(range(10)), (140,) * 10, dequantize=True, shape=(1, 8, 8))
@@ -469,7 +469,7 @@ class CIFAR10(BiasedImages):
     paper = "001 / 002 / 003 / 004 Table 1, 000 C.6"
     version = "1"
     #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    fidelity_metrics = True
+    sample_quality = True
 
     def __init__(self):
         super().__init__("cifar10", tuple(range(10)), (5000,) * 10, dequantize=True, flip=True, shape=(3, 32, 32))

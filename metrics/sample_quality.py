@@ -1,6 +1,6 @@
 """Sample quality of image models: FID, KID and IS through torch-fidelity, under a pinned protocol.
 
-Every number comes with its :class:`FidelityProtocol` (``as_dict()`` goes into the result's config): the range the
+Every number comes with its :class:`QualityProtocol` (``as_dict()`` goes into the result's config): the range the
 images were given in and how they were quantised, the number of generated and reference images, the reference
 split, the feature extractor, its weights' sha256, and torch-fidelity's version and settings. Published FIDs
 (Heusel et al. 2017) use Inception-v3 on 50,000 generated against 50,000 reference images; a number measured any
@@ -26,7 +26,7 @@ expects; values outside the range are clamped and their share of the generated p
 error (a diverged sampler is the runner's to record).
 
 Also here: the energy histograms of samples against data (Grenioux et al. 2023, Fig. 7) and their distances
-(:func:`energy_histograms`), and :class:`FidelityTrace`, the FID over training that a runner's trace points call.
+(:func:`energy_histograms`), and :class:`QualityTrace`, the FID over training that a runner's trace points call.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def extract_features(images_u8: Tensor, extractor, *, batch_size: int = 64, devi
 # ----------------------------------------------------------------------------------------------- protocol
 
 @dataclass(frozen=True)
-class FidelityProtocol:
+class QualityProtocol:
     """Everything that decides an FID/KID/IS value; ``as_dict()`` goes with every result."""
 
     extractor: str
@@ -363,7 +363,7 @@ class FidelityProtocol:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["value_range"], d["image_shape"] = list(self.value_range), list(self.image_shape)
-        return {f"fidelity_{k}": v for k, v in d.items()}
+        return {f"quality_{k}": v for k, v in d.items()}
 
 
 @dataclass
@@ -400,7 +400,7 @@ class SampleQuality:
     ``_std``, ``out_of_range_frac``); ``protocol``: how they were measured."""
 
     metrics: dict
-    protocol: FidelityProtocol
+    protocol: QualityProtocol
 
     def as_dict(self) -> dict:
         return {**self.metrics, **self.protocol.as_dict()}
@@ -467,7 +467,7 @@ def sample_quality(generated, reference, *, extractor, reference_split: str | No
         out[f"is_{s}_mean"], out[f"is_{s}_std"] = v[tf.KEY_METRIC_ISC_MEAN], v[tf.KEY_METRIC_ISC_STD]
     out["out_of_range_frac"] = out_frac
     ch = "as given" if extractor.channels is None else f"grey repeated to {extractor.channels} channels"
-    protocol = FidelityProtocol(
+    protocol = QualityProtocol(
         extractor=extractor.name, weights_sha256=extractor.weights_sha256,
         feature_layers={m: extractor.layers[m] for m in metrics}, value_range=ref.value_range,
         image_shape=ref.image_shape, n_gen=n_gen, n_ref=ref.n, reference_split=ref.split,
@@ -476,7 +476,7 @@ def sample_quality(generated, reference, *, extractor, reference_split: str | No
     return SampleQuality(out, protocol)
 
 
-class FidelityTrace:
+class QualityTrace:
     """FID (and optionally KID/IS) over training: reference features computed once, then one call per trace
     point with that point's samples. Returns ``{metric: value}`` for the runner's trace rows; ``protocol`` is
     that of the last call (the same at every point when n_gen is)."""
@@ -487,7 +487,7 @@ class FidelityTrace:
         self.value_range, self.shape, self.batch_size, self.device = value_range, shape, batch_size, device
         self.reference = reference_features(reference, extractor=extractor, split=reference_split,
                                             value_range=value_range, shape=shape, batch_size=batch_size, device=device)
-        self.protocol: FidelityProtocol | None = None
+        self.protocol: QualityProtocol | None = None
 
     def __call__(self, generated) -> dict[str, float]:
         q = sample_quality(generated, self.reference, extractor=self.extractor, metrics=self.metrics,

@@ -1,4 +1,4 @@
-"""Figures of sample quality (metrics/fidelity.py), written as PNG:
+"""Figures of sample quality (metrics/sample_quality.py), written as PNG:
 
 - ``energy_histogram``: energies of samples against data on shared bins (Grenioux et al. 2023, Fig. 7), with the
   overlap, W1, mean gap and std ratio in the legend.
@@ -23,7 +23,7 @@ from bench.tables import describe  # noqa: E402
 
 
 def energy_histogram(hist, path: Path, title: str = "", labels=("samples", "data")) -> Path:
-    """Draw an :class:`~metrics.fidelity.EnergyHistograms` (densities on shared bins)."""
+    """Draw an :class:`~metrics.sample_quality.EnergyHistograms` (densities on shared bins)."""
     fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
     centres, width = (hist.edges[:-1] + hist.edges[1:]) / 2, np.diff(hist.edges)
     ax.bar(centres, hist.density_data, width=width, alpha=0.5, color="#4c72b0", label=labels[1])
