@@ -49,16 +49,23 @@ def _names(names, what: str):
 
 def resolve(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
             out: str | Path | None = None, device: str = "cpu", jobs: int = 0, budget: int | None = None,
-            cell_timeout: float | None = None, backend: str = "local", scheduler: str | None = None):
-    """The checks ``run`` and ``plan`` share (names, values, every cell built, the device, ``out`` writable):
-    returns (suite data, cells, device, out). A BenchError (one line) on bad input; nothing is written."""
+            cell_timeout: float | None = None, backend: str = "local", scheduler: str | None = None,
+            data_dir: str | Path | None = None, inception_weights: str | Path | None = None):
+    """The checks ``run`` and ``plan`` share (names, values, the suite's resources, every cell built, the device,
+    ``out`` writable): returns (suite data, cells, device, out). A BenchError (one line) on bad input; nothing is
+    written."""
     from bench.store import check_writable
-    from bench.suite import load_suite, resolve_cells
+    from bench.suite import load_suite, resolve_cells, suite_resources
+    from datasets.images import use_data_dir
 
     data = load_suite(suite)
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)):
         raise BenchError(f"--seeds must be an integer, got {seeds!r}")
+    resources = suite_resources(data, data_dir, inception_weights)
+    use_data_dir(resources.get("data_dir"))  # the suite's image files are read and checked when it is resolved
     cells = resolve_cells(data, fidelity, _names(algorithms, "--algorithms"), _names(targets, "--targets"), seeds)
+    for c in cells:
+        c.resources = dict(resources)
     device = check_device(device)
     if jobs < 0:
         raise BenchError(f"-j must be >= 0, got {jobs}")
@@ -85,12 +92,14 @@ def resolve(suite: str, fidelity: str = "quick", algorithms=None, targets=None, 
 def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
         out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
         budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
-        scheduler: str | None = None, connect_timeout_s: float = 10,
-        resume_across_code: bool = False) -> pd.DataFrame:
+        scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
+        inception_weights: str | Path | None = None, resume_across_code: bool = False) -> pd.DataFrame:
     """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
     ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
-    value, status, config, work counts, ...). Every cell is validated before the first one runs.
+    value, status, config, work counts, ...). Every cell is validated before the first one runs. ``data_dir``:
+    the folder of image data files; ``inception_weights``: torch-fidelity's Inception weights file (Inception FID
+    / IS); either may also be given in the suite file (``bench.suite.suite_resources``).
 
     ``resume_across_code``: a cell finished in ``out`` under another code version (everything else the same)
     counts as finished, and its rows (with the code version that produced them) are kept and returned; by
@@ -99,7 +108,7 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
     from bench.sweep import finished_as, run_sweep
 
     data, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
-                                       cell_timeout, backend, scheduler)
+                                       cell_timeout, backend, scheduler, data_dir, inception_weights)
     run_sweep(cells, out, device=device, jobs=jobs, force=force, backend=backend, scheduler=scheduler,
               connect_timeout_s=connect_timeout_s, across_code=resume_across_code)
     store = ResultStore(out)
@@ -112,7 +121,8 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
 def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
          out: str | Path | None = None, device: str = "cpu", jobs: int = 0, budget: int | None = None,
          cell_timeout: float | None = None, resume_across_code: bool = False, iters: int = 50,
-         seconds: float = 2.0, warmup: int = 2, progress: bool = True):
+         seconds: float = 2.0, warmup: int = 2, progress: bool = True, data_dir: str | Path | None = None,
+         inception_weights: str | Path | None = None):
     """The projected cost of ``run`` with the same arguments, measured on this machine before anything runs
     (``bench.planner``): every distinct cell configuration (cells that differ only by seed share one) is run once
     through the runner, cut short, and its setup, training iterations, trace points, evaluation chains and
@@ -131,7 +141,7 @@ def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, see
         raise BenchError(f"--seconds must be a positive number, got {seconds!r}")
     explicit_out = out is not None
     _, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
-                                    cell_timeout)
+                                    cell_timeout, data_dir=data_dir, inception_weights=inception_weights)
     return make_plan(cells, device, jobs, out if explicit_out else None, resume_across_code, iters=iters,
                      seconds=seconds, warmup=warmup, progress=progress)
 

@@ -123,7 +123,7 @@ def shortened_negatives(cell) -> int:
     """The negatives drawn after training while timing: ``CHAIN_FRACTION`` of ``n_negatives``, at least
     ``MIN_NEGATIVES``; all of them on image targets, whose sample-quality metrics on the negatives are not scaled."""
     n = cell.train.n_negatives
-    if hasattr(datasets.get_target(cell.target), "classifier"):
+    if datasets.get_target(cell.target).has("image"):
         return n
     return min(n, max(MIN_NEGATIVES, math.ceil(n * CHAIN_FRACTION)))
 
@@ -151,6 +151,20 @@ def time_negatives(clock: PhaseClock, n: int) -> None:
         clock.alg.draw_negatives(n)
         clock.alg.chain_starts(n)
         clock.mark("negatives")
+
+
+def time_audit(clock: PhaseClock, cell, short) -> None:
+    """Time the audit alone, as the phase "audit", on the trained energy at the short length ``short`` (the
+    TrainConfig the run had): the evaluation ran it once inside its own phase, which the projection takes it out
+    of and scales to full length (``bench.evaluation`` computes it among the other quantities, unmarked)."""
+    from bench.audit import audit_weights
+
+    target = datasets.get_target(cell.target)
+    if not (short.audit_chains and target.has("mixture")):
+        return
+    clock.mark("idle")
+    audit_weights(clock.alg.energy, target, short.audit_chains, short.audit_draws, short.audit_burn_in)
+    clock.mark("audit")
 
 
 def trace_points(n_iters: int, eval_every: int, rhat_every: int, chains: bool = True) -> tuple[int, int]:
@@ -220,9 +234,13 @@ def project(clock: PhaseClock, times: dict[str, float], train, short, budget_ite
     evaluated = n["evaluate"] > 0
     # the negatives drawn while timing (phase "negatives", timed again after the run) scaled to their full number
     neg = times["negatives"] * (train.n_negatives / short.n_negatives - 1) if n["negatives"] else 0.0
-    eval_t = (max(times["evaluate"] - (short_chain if chains else 0.0), 0.0) + per_chain + neg) if evaluated else 0.0
-    a_short = short.audit_burn_in + short.audit_draws
-    audit_t = times["audit"] * (train.audit_burn_in + train.audit_draws) / a_short if train.audit_chains else 0.0
+    # the audit ran inside the evaluation at its short length (phase "audit": the same audit timed alone after
+    # the run): taken out of the evaluation and scaled to full length
+    a_short = times["audit"] / n["audit"] if n["audit"] else 0.0
+    rest = times["evaluate"] - (short_chain if chains else 0.0) - a_short
+    eval_t = (max(rest, 0.0) + per_chain + neg) if evaluated else 0.0
+    a_len = short.audit_burn_in + short.audit_draws
+    audit_t = a_short * (train.audit_burn_in + train.audit_draws) / a_len if evaluated and a_len else 0.0
     phases = {"setup": times["setup"], "train": train_t, "trace": per_trace * n_trace, "rhat": per_chain * n_rhat,
               "evaluate": eval_t, "audit": audit_t}
     g_step = clock.grad["step"] / n_step if n_step else clock.grad["warmup"] / max(n_warm, 1)
@@ -423,6 +441,17 @@ class Plan:
         return "\n".join(lines)
 
 
+def warm_imports() -> None:
+    """Import what a run imports on first use (arviz-stats for R-hat / ESS: about 2 s), so that the first
+    configuration timed does not book it in a short chain that the projection then multiplies by ten."""
+    import numpy as np
+
+    from metrics.mixing import ess_bulk, max_rhat
+
+    x = np.random.default_rng(0).normal(size=(2, 8, 1))
+    max_rhat(x), ess_bulk(x)
+
+
 def _time_config(cell, device: str, threads: int, warmup: int, iters: int, seconds: float):
     from bench.runner import run_cell
 
@@ -437,6 +466,8 @@ def _time_config(cell, device: str, threads: int, warmup: int, iters: int, secon
         mem = peak_memory_bytes()
         if rows and rows[0]["status"] == "ok" and short.train.n_negatives < cell.train.n_negatives:
             time_negatives(clock, short.train.n_negatives)
+        if rows and rows[0]["status"] == "ok":
+            time_audit(clock, cell, short.train)
         clock.alg = clock.work = None  # freed before the next configuration's memory is measured
         short = short.train
     except ConfigError as e:  # a constraint only the algorithm's construction can check (as in bench.sweep)
@@ -460,6 +491,7 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
 
     first = cells[0]
     stamp(cells)
+    warm_imports()
     finished = 0
     if out is not None and Path(out).is_dir():
         todo = unfinished(cells, ResultStore(out), across_code=across_code)

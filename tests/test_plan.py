@@ -73,13 +73,14 @@ def test_budget_iterations_counts_setup_steps_and_chains():
 
 def test_projection_arithmetic():
     """project() on a clock with known phase times: 2 warm-up steps of 1 s, 4 timed steps of 0.5 s, one trace
-    point of 3 s, one R-hat run of 2 s at a tenth of the chains' length, evaluation 2.5 s (of which 2 s are its
-    chains) with a tenth of the negatives, which take 0.3 s, audit 1 s at a tenth of its length, setup 7 s."""
+    point of 3 s, one R-hat run of 2 s at a tenth of the chains' length, evaluation 3.5 s (of which 2 s are its
+    chains and 1 s the audit at a tenth of its length, timed alone again as the phase "audit") with a tenth of the
+    negatives, which take 0.3 s, setup 7 s."""
     from bench.suite import TrainConfig
 
     clock = plan_mod.PhaseClock()
     clock.n.update(warmup=2, step=4, trace=1, rhat=1, evaluate=1, audit=1, negatives=1)
-    times = {"setup": 7.0, "warmup": 2.0, "step": 2.0, "trace": 3.0, "rhat": 2.0, "evaluate": 2.5, "audit": 1.0,
+    times = {"setup": 7.0, "warmup": 2.0, "step": 2.0, "trace": 3.0, "rhat": 2.0, "evaluate": 3.5, "audit": 1.0,
              "negatives": 0.3}
     train = TrainConfig(n_data=100, batch_size=10, n_iters=1000, eval_every=100, rhat_every=2, n_chains=8,
                         n_draws=1000, burn_in=100, audit_chains=8, audit_draws=1000, audit_burn_in=100,
