@@ -321,6 +321,10 @@ def measured_cost(root: Path, res: pd.DataFrame) -> str:
     runs = res.drop_duplicates(KEY)
     parts = [f"{len(runs)} runs, {_hours(float(runs['wall_time_s'].sum()))} of run time (training and evaluation "
              "of each run, summed; flow pre-training not included)"]
+    cpu = runs["cpu_time_s"].dropna() if "cpu_time_s" in runs else pd.Series(dtype=float)
+    if len(cpu):  # older results have no CPU time
+        parts[0] += (f", {cpu.sum() / 3600:.2g} CPU-hours (setup included" +
+                     (f"; {len(cpu)} of the runs recorded it)" if len(cpu) < len(runs) else ")"))
     for folder in sorted(runs["_folder"].unique()):
         env_path = Path(root) / folder / "environment.json"
         where = ""
@@ -407,7 +411,11 @@ def section(root: Path, row: dict, disagreements: list[dict] = ()) -> tuple[dict
             fids.append(fid)
         cost = measured_cost(root, res)
         verdict, measured = row["verdict"] or "no verdict yet", "/".join(fids) + " fidelity"
-        lines += [f"**Cost:** {cost}.", "", f"**Verdict:** {verdict}.", ""]
+        lines += [f"**Cost:** {cost}.", ""]
+        projected = projected_cost(root, row) if row["plan"].get("file") else ""
+        if projected.startswith("projected cost"):  # the projection made before the run, beside what it took
+            lines += [f"**Before the run,** `bench plan` {projected}.", ""]
+        lines += [f"**Verdict:** {verdict}.", ""]
     if row.get("diagnosis", "").strip():
         lines += [row["diagnosis"].strip(), ""]
     entry = {"item": f"[{row['item']}](#{_anchor(row)})", "verdict": verdict, "measured at": measured,

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _rows(target, algorithm, metric, values, **extra):
     return [{"suite": "toy2d", "target": target, "algorithm": algorithm, "fidelity": "paper", "seed": s,
              "metric": metric, "value": v, "status": "ok", "settings": "paper", "code_version": "abc123",
-             "wall_time_s": 600.0, "cell_id": f"{algorithm}-{target}-{s}", **extra} for s, v in enumerate(values)]
+             "wall_time_s": 600.0, "cpu_time_s": 1200.0, "cell_id": f"{algorithm}-{target}-{s}", **extra}
+            for s, v in enumerate(values)]
 
 
 @pytest.fixture
@@ -27,7 +28,9 @@ def fixture_root(tmp_path):
     docs.mkdir(parents=True)
     (docs / "a.toml").write_text('item = "000 Table 1"\ntitle = "log-density error"\norder = 1\n'
                                  'published = "table1_000"\nresults = ["results/reproduction/toy2d-paper"]\n'
-                                 'verdict = "partly reproduced"\ndiagnosis = "Because of the rings."\n')
+                                 'verdict = "partly reproduced"\ndiagnosis = "Because of the rings."\n'
+                                 '[plan]\nfile = "results/reproduction/plans/highdim-paper.csv"\n'
+                                 'algorithms = ["flowmc_ebm"]\n')
     (docs / "b.toml").write_text('item = "000 Table 2"\ntitle = "R-hat"\norder = 2\npublished = "table2_000"\n'
                                  'results = ["results/reproduction/highdim-paper"]\n[plan]\n'
                                  'file = "results/reproduction/plans/highdim-paper.csv"\n'
@@ -46,7 +49,9 @@ def fixture_root(tmp_path):
               "code_version": "def456", "peak_mem_bytes": 2**30, "load_before": 12.5, "load_after": 9.25}
     pd.DataFrame([{**common, "target": "hd_mixture16", "algorithm": "nt_ebm", "cells": 3, "cpu_s": 1200.0},
                   {**common, "target": "hd_mixture32", "algorithm": "ula_ebm", "cells": 3, "cpu_s": 2400.0},
-                  {**common, "target": "hd_mixture32", "algorithm": "cd", "cells": 3, "cpu_s": 99999.0}]
+                  {**common, "target": "hd_mixture32", "algorithm": "cd", "cells": 3, "cpu_s": 99999.0},
+                  {**common, "suite": "toy2d", "target": "rings", "algorithm": "flowmc_ebm", "cells": 3,
+                   "cpu_s": 2400.0}]
                  ).to_csv(plans / "highdim-paper.csv", index=False)
     return tmp_path
 
@@ -61,8 +66,11 @@ def test_page_from_known_numbers(fixture_root):
     assert "| coopflow | 58.75 |  | 7.78 |" in page  # every published digit
     assert "**Verdict:** partly reproduced." in page and "Because of the rings." in page
     # cost: 6 runs of 600 s; where (environment.json), code, RUN.md
-    assert "6 runs, 1 h of run time" in page and "on Test CPU, 2 cores" in page and "code abc123" in page
+    assert "6 runs, 1 h of run time (training and evaluation of each run, summed; flow pre-training not included), " \
+           "2 CPU-hours (setup included)" in page and "on Test CPU, 2 cores" in page and "code abc123" in page
     assert "[RUN.md](../results/reproduction/toy2d-paper/RUN.md)" in page
+    # the projection made before the run, beside what it took: 3 x 2400 s = 2 CPU-hours
+    assert "**Before the run,** `bench plan` projected cost: 3 cells, 2 CPU-hours, 1.3 h wall with -j 2" in page
     # not run yet: the projection of the two algorithms it needs (cd left out): (3 x 1200 + 3 x 2400) / 3600 = 3
     # CPU-hours; on 2 processes the six cells (1200 s x 3, 2400 s x 3) take 6000 s = 1.7 h
     assert "**Not run yet** (projected cost: 6 cells, 3 CPU-hours, 1.7 h wall with -j 2 on idle cores, peak memory " \
