@@ -96,23 +96,55 @@ class MALA:
     def run(self, energy: Energy, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False,
             stats: ChainStats | None = None) -> Tensor:
         """n_steps MALA steps from x; returns the end states, or with ``keep_chain`` the (n, n_steps, d)
-        states after each step. Acceptances are added to ``stats``; ``step_size`` adapts in place."""
+        states after each step. Acceptances are added to ``stats``; ``step_size`` adapts in place.
+
+        Beyond the gradient and the draw a step makes a few passes over the (n, d) states and allocates no
+        (n, d) tensor (but the proposal, with ``keep_chain``): the noise, the proposal (which becomes the new
+        state in place) and the gradient live in buffers of the run, and the proposal-density ratio is
+        computed in the gradient's next buffer (``_log_q_ratio``). At 64k chains fresh (n, d) tensors (page faults)
+        cost more than the arithmetic."""
         x = x.detach()
         chain = []
         if n_steps > 0:
             u, g = energy.value_and_grad(x, work)
+            g_bufs = (g.new_empty(g.shape), g.new_empty(g.shape))  # contiguous: _log_q_ratio views one as (n, d)
+            # without keep_chain the states live in two buffers too (a kept chain needs a new tensor per step);
+            # from a strided view they do not, so that the noise is drawn in the same memory order as before
+            dtype = torch.promote_types(x.dtype, g.dtype)  # x - h g: a float64 energy makes float64 states
+            y_bufs = None if keep_chain or not x.is_contiguous() else \
+                tuple(torch.empty(x.shape, dtype=dtype, device=x.device) for _ in "ab")
+            xi = torch.empty_like(x)
+            ones = g.new_ones(g[0].numel())
         for _ in range(n_steps):
             h = self.step_size
-            xi = torch.randn_like(x)
-            y = torch.add(x, g, alpha=-h).add_(xi, alpha=math.sqrt(2 * h))
+            if xi.dtype != x.dtype or xi.stride() != x.stride():
+                xi = torch.empty_like(x)
+            xi.normal_()  # = torch.randn_like(x): the same draws
+            out = None if y_bufs is None else y_bufs[0] if x is not y_bufs[0] else y_bufs[1]
+            y = torch.add(x, g, alpha=-h, out=out).add_(xi, alpha=math.sqrt(2 * h))
             uy, gy = energy.value_and_grad(y, work)
-            # y - x + h g = sqrt(2h) xi exactly, so log q(y|x) = -|xi|^2 / 2 (not rebuilt from y - x + h g)
-            log_q_fwd = xi.square().sum(-1).mul_(-0.5)
-            log_q_bwd = torch.sub(x, y).add_(gy, alpha=h).square_().sum(-1).mul_(-1 / (4 * h))
-            acc = _mh_accept(u - uy + log_q_bwd - log_q_fwd)
-            x, u, g = _keep_accepted(acc, (x, u, g), (y, uy, gy))
+            g_next = g_bufs[0] if g is not g_bufs[0] else g_bufs[1]  # scratch for the ratio, then the new g
+            acc = _mh_accept(u - uy + _log_q_ratio(g, gy, xi, h, g_next, ones))
+            a = acc.view(-1, *([1] * (x.dim() - 1)))
+            # y and gy may share memory (an energy may return its input as gradient: U = |x|^2 / 2); writing y
+            # changes only rejected rows, where gy is not read, so the gradient goes to a buffer of its own
+            g = torch.where(a, gy, g, out=g_next)
+            x = torch.where(a, y, x, out=y)
+            u = torch.where(acc, uy, u)
             self.step_size = _record(acc, self.adaptation, h, stats, chain if keep_chain else None, x)
         return _stack(chain, x) if keep_chain else x
+
+
+def _log_q_ratio(g: Tensor, gy: Tensor, xi: Tensor, h: float, scratch: Tensor, ones: Tensor) -> Tensor:
+    """log q(x | y) - log q(y | x) of the MALA proposal y = x - h g + sqrt(2h) xi (g, gy: grad U at x, y).
+
+    With v = g + gy, x - y + h gy = h v - sqrt(2h) xi, so -|x - y + h gy|^2 / (4h) + |xi|^2 / 2 is exactly
+    sqrt(h/2) v . (xi - sqrt(h/8) v): the same ratio as the two densities written out (up to rounding), in
+    three passes over (n, d) instead of seven. Overwrites ``xi`` and ``scratch``; the row sums are a
+    matrix-vector product with ``ones`` (a reduction over a short last axis is slow on CPU)."""
+    v = torch.add(g, gy, out=scratch)
+    xi.add_(v, alpha=-math.sqrt(h / 8))
+    return torch.mv(v.mul_(xi).view(v.shape[0], -1), ones).mul_(math.sqrt(h / 2))
 
 
 def _keep_accepted(acc: Tensor, current, proposed):

@@ -15,7 +15,9 @@ their gradient without an autograd graph, so the ratio can fall below 1).
   per chain).
 
 Chains: 256 (the 2-D suites' batch: dispatch-bound, the fixed cost per step), 4096 and 65536; the toy MLP of
-000 (10.6k parameters) in 2-D, float32, one thread. The same tests run on CUDA where a GPU is present.
+000 (10.6k parameters) in 2-D, float32, one thread; MALA also on 003's student in d = 50, float64 (a cheap
+closed-form gradient, so the step's own passes over the (n, d) states show). The same tests run on CUDA where a
+GPU is present.
 """
 
 import statistics
@@ -24,7 +26,7 @@ import time
 import pytest
 import torch
 
-from algorithms.energies import ToyMLP
+from algorithms.energies import GMMStudent, ToyMLP
 from algorithms.flows import RealNVP
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC
 from algorithms.samplers import ula
@@ -85,11 +87,11 @@ def _record(benchmark, step, limit, device, n, steps):
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
 
 
-def _setup(device, n):
+def _setup(device, n, energy="toy_mlp"):
     torch.manual_seed(0)
-    energy = ToyMLP().to(device)
-    x = torch.randn(n, 2, device=device)
-    return energy, x
+    if energy == "student50":
+        return GMMStudent(50).double().to(device), torch.randn(n, 50, dtype=torch.float64, device=device)
+    return ToyMLP().to(device), torch.randn(n, 2, device=device)
 
 
 @pytest.mark.parametrize("n", CHAINS)
@@ -108,10 +110,11 @@ def test_ula_step(benchmark, device, n):
     _record(benchmark, step, limit, device, n, K)
 
 
+@pytest.mark.parametrize("energy", ["toy_mlp", "student50"])
 @pytest.mark.parametrize("n", CHAINS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_mala_step(benchmark, device, n):
-    energy, x = _setup(device, n)
+def test_mala_step(benchmark, device, n, energy):
+    energy, x = _setup(device, n, energy)
     work = Work()
     mala = MALA(0.01, Adaptation(0.75, enabled=False))
 

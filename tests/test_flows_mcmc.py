@@ -241,6 +241,63 @@ def test_mala_and_hmc_leave_a_gaussian_invariant(kind):
             _assert_gaussian(ula(energy, x0, 0.15, 20, Work()))
 
 
+def _mala_reference(energy, x, h, n_steps):
+    """MALA as 000 Alg. 4 writes it: both proposal densities in full, a fresh tensor for everything."""
+    u, g = energy.value_and_grad(x, Work())
+    for _ in range(n_steps):
+        xi = torch.randn_like(x)
+        y = x - h * g + math.sqrt(2 * h) * xi
+        uy, gy = energy.value_and_grad(y, Work())
+        log_q_fwd = -((y - x + h * g) ** 2).sum(-1) / (4 * h)
+        log_q_bwd = -((x - y + h * gy) ** 2).sum(-1) / (4 * h)
+        log_r = torch.nan_to_num(u - uy + log_q_bwd - log_q_fwd, nan=-math.inf)
+        acc = torch.rand_like(log_r).log() < log_r
+        x, u, g = torch.where(acc[:, None], y, x), torch.where(acc, uy, u), torch.where(acc[:, None], gy, g)
+    return x
+
+
+class InputIsGradient(Energy):
+    """U = |x|^2 / 2 whose ``value_and_grad`` returns its input itself as the gradient (an energy may)."""
+
+    def forward(self, x):
+        return 0.5 * (x**2).sum(-1)
+
+    def value_and_grad(self, x, work):
+        return self(x), x
+
+
+@pytest.mark.parametrize("kind", ["quadratic", "anisotropic", "input-is-gradient"])
+def test_mala_takes_the_written_out_algorithm_s_steps(kind):
+    """The sampler's in-place bookkeeping and its short form of the proposal-density ratio take the same
+    accept/reject decisions, on the same random stream, as the densities written out (000 Alg. 4): the
+    chains agree to rounding after 50 steps (a decision taken differently would move a chain by ~sqrt(2h))."""
+    energy = {"quadratic": _gaussian_energy, "anisotropic": lambda: AnisotropicGaussian(),
+              "input-is-gradient": InputIsGradient}[kind]()
+    x0 = torch.randn(4000, 2, dtype=torch.float64)
+    torch.manual_seed(1)
+    ref = _mala_reference(energy.double(), x0, 0.3, 50)
+    torch.manual_seed(1)
+    stats = ChainStats()
+    out = MALA(0.3, Adaptation(0.75, enabled=False)).run(energy.double(), x0, 50, Work(), stats=stats)
+    assert 0.3 < stats.rate < 0.95
+    assert torch.allclose(out, ref, rtol=0, atol=1e-9)
+    assert not torch.allclose(out, x0)
+
+
+def test_mala_leaves_its_input_and_keeps_each_step_s_states():
+    energy = InputIsGradient()
+    x0 = torch.randn(500, 3)
+    before = x0.clone()
+    torch.manual_seed(2)
+    chain = MALA(0.5, Adaptation(0.75, enabled=False)).run(energy, x0, 6, Work(), keep_chain=True)
+    torch.manual_seed(2)
+    end = MALA(0.5, Adaptation(0.75, enabled=False)).run(energy, x0, 6, Work())
+    assert torch.equal(x0, before)
+    assert chain.shape == (500, 6, 3)
+    assert torch.equal(chain[:, -1], end)
+    assert len({tuple(chain[:, k].flatten()[:5].tolist()) for k in range(6)}) == 6  # states not overwritten
+
+
 class AnisotropicGaussian(Energy):
     """N(0, diag(0.5^2, 1.5^2)). (On an isotropic Gaussian, fixed-length HMC's acceptance has a cliff in the
     step size that the multiplicative rule straddles.)"""
