@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 
-from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, fit_flow, flow_for
 from algorithms.samplers import h_from_004_delta, ula
@@ -67,6 +67,11 @@ class CoopFlowConfig(FlowConfig, OptimConfig):
     pretrain_batch: int = field(default=256, metadata=AT_LEAST_1)
     warmup_iters: int = field(default=100, metadata=NONNEG)
     energy_reg: float = field(default=0.0, metadata=NONNEG)
+    #: 004's public image code, not its paper (off by default): each coordinate of a Langevin step's drift
+    #: limited to [-drift_clamp, drift_clamp] (the code: 0.1), and with ``image_clamp`` the revised samples
+    #: clamped to the image range [-1, 1] after every step (image targets only)
+    drift_clamp: float = field(default=0.0, metadata=NONNEG)
+    image_clamp: bool = False
 
 
 class CoopFlow(TrainingAlgorithm):
@@ -76,9 +81,15 @@ class CoopFlow(TrainingAlgorithm):
     #: the evaluation chains are the noise-free Langevin of step 6 (gradient descent on E): deterministic
     stochastic_chains = False
 
+    @classmethod
+    def check_target(cls, config, target):
+        if config.image_clamp and getattr(target, "shape", None) is None:
+            raise ConfigError("image_clamp clamps pixels to [-1, 1]: image targets only")
+
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         cfg = config
+        self._clamp = dict(drift_clamp=cfg.drift_clamp, bounds=(-1.0, 1.0) if cfg.image_clamp else None)
         T, delta = SETTINGS[cfg.setting]
         self.n_steps = cfg.n_steps or T
         self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
@@ -98,7 +109,7 @@ class CoopFlow(TrainingAlgorithm):
             return self.flow.sample(n, self.work)[0]
 
     def sample(self, x0):
-        return ula(self.energy, x0, self.h, self.n_steps, self.work, noise=False)
+        return ula(self.energy, x0, self.h, self.n_steps, self.work, noise=False, **self._clamp)
 
     def step(self, x_pos):
         cfg = self.config
@@ -129,7 +140,7 @@ class CoopFlow(TrainingAlgorithm):
         return self.flow_samples(n)
 
     def run_chains(self, x0, n_draws):
-        return ula(self.energy, x0, self.h, n_draws, self.work, noise=False, keep_chain=True)
+        return ula(self.energy, x0, self.h, n_draws, self.work, noise=False, keep_chain=True, **self._clamp)
 
     def extra_metrics(self, test_x):
         with torch.no_grad():
