@@ -18,6 +18,13 @@ PAPER_TABLES = [
             "coopflow": [58.75, 7.78],
             "flowmc_ebm": [0.94, 0.40],
         },
+        "notes": {
+            "coopflow": "the log-density error of CoopFlow's EBM, as 000 measured it; 004 §4.2 does not claim that "
+                        "this EBM is a density of the data (its noise-free revision never moves samples between "
+                        "modes, so nothing fixes the EBM's relative mode levels) and evaluates samples instead: "
+                        "see neg_weight_mse. Our EBM is improper (most of its mass outside the box) at every "
+                        "setting tried; docs/choices.md \"CoopFlow\"",
+        },
     },
     {
         "name": "table3_000",
