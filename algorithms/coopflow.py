@@ -21,9 +21,16 @@ Tables 4-5 give h: "ula with 5e-4 step size", 256 steps).
 Choices the papers leave open, and ours:
 * The flow starts at the identity with base N(0, sigma^2 I), sigma^2 the data's largest per-coordinate
   variance (as the other flow algorithms), instead of 004's data-dependent initialisation of its image flow.
-* The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (004's public code) are
-  image-specific code details not in the paper: not applied. The test-time step increase (x 4/3, 004 A.3)
-  is not applied either: evaluation chains use the training step. They are noise-free, hence deterministic
+* The per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] of 004's public code are not
+  in the paper: off by default, ``drift_clamp`` / ``image_clamp`` switch them on (measured on 8x8 digits, quick,
+  seed 0: they stop Pre's energy runaway at the quick flow learning rate, classifier FID 447 -> 85, and with
+  004's flow learning rate 22 -> 12; docs/choices.md "CoopFlow"). The test-time step increase (x 4/3, 004 A.3)
+  is not applied: evaluation chains use the training step.
+* The revision's length T h decides whether the EBM's energy stays bounded: on the toy targets T h = 0.005
+  (10 steps of 000's h = 5e-4) ran away (max |U| 5e5 on eight_gaussians), 000's 256 x 5e-4 = 0.128 did not.
+  Its EBM is not a density of the data at any T h tried (004 §4.2 does not claim one): the revision never
+  moves a sample between separated modes, so the EBM's relative mode levels are not learned (they wander
+  over training while the samples keep the data's weights). They are noise-free, hence deterministic
   (``stochastic_chains = False``): their R-hat is reported as ``max_rhat_deterministic``, which measures
   collapse to fixed points, not mixing.
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
