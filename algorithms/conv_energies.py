@@ -208,8 +208,9 @@ PAPER_IMAGE_ENERGIES = {
     "resnet_ebm_small": _sized(ResidualEBM, ch=8, n_out=16),
     "shortrun_convnet": ShortRunConvNet,  # 003 CIFAR-10, n_f = 128
     "shortrun_convnet_small": _sized(ShortRunConvNet, nf=8),
-    # 002 A.2 Table 2 ("nf = 64 for CIFAR-10, swish after each convolutional layer"): its layer list is not in
-    # the text we have; the strided ConvNet shape above with n_f = 64 and swish is this suite's stand-in
+    # 002 A.2 Table 2, CIFAR-10 column: 3x3 conv(nf), 4x4 conv(2 nf) /2, 4x4 conv(4 nf) /2, 4x4 conv(8 nf) /2,
+    # flatten + FC to a scalar (here a convolution over the whole remaining map: the same map), swish after
+    # each convolution, nf = 64
     "convnet_swish": _sized(StridedConvEnergy, nf=64, mults=(2, 4, 8), act=nn.SiLU),
     "convnet_swish_small": _sized(StridedConvEnergy, nf=8, mults=(2, 4, 8), act=nn.SiLU),
 }
