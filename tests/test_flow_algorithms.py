@@ -187,7 +187,8 @@ def test_coopflow_clamps_of_the_authors_image_code():
 def test_toy2d_coopflow_keeps_000s_langevin_length_and_a_short_warm_up():
     """000 Tables 4-5: 256 noise-free steps of h = 5e-4 (T h = 0.128); App. C.1: the pre-trained flow frozen for
     less than 5 % of training. The quick fidelity may cut T but not T h: at T h = 0.005 (its earlier 10 x 5e-4)
-    the EBM's energy ran away (eight_gaussians: max |U| 5e5, test log-likelihood -37,884)."""
+    the EBM's energy ran away (eight_gaussians: max |U| 5e5, test log-likelihood -37,884). Nor may it raise h
+    past 4x 000's: at 32 x 4e-3 (8x) the steps overshot the modes and four_mode seed 1 ran away (max |U| 1e9)."""
     from bench.suite import load_suite, resolve_cells
 
     suite = load_suite("toy2d")
@@ -195,6 +196,7 @@ def test_toy2d_coopflow_keeps_000s_langevin_length_and_a_short_warm_up():
         for cell in resolve_cells(suite, fidelity, ["coopflow"], None, seeds=1):
             a = cell.algo
             assert a.setting == "pre" and a.n_steps * a.step_size == pytest.approx(256 * 5e-4)
+            assert a.step_size <= 4 * 5e-4
             assert 0 < a.warmup_iters < 0.05 * cell.train.iterations()
     (paper,) = resolve_cells(suite, "paper", ["coopflow"], ["four_mode"], seeds=1)
     assert (paper.algo.n_steps, paper.algo.step_size, paper.algo.lr) == (256, 5e-4, 1e-3)
