@@ -109,6 +109,14 @@ PAPER_TABLES += [
             "noise_free_euler": [61.6, None, None],
             "self_adversarial": [47.9, None, None],
         },
+        "notes": {
+            "self_adversarial": "not reproduced at quick settings: eq. (12)'s generator term (weight 1) overpowers "
+                                "the small energy network (the loss E(x+) - E(x-) stays near +10 instead of "
+                                "oscillating around 0 as in 002 Fig. 5, samples collapse onto a few classes, FID "
+                                "worse with longer training); at weight 0.1-0.3 it lowers FID slightly in every "
+                                "seed. Its gradient is checked against known answers; 002's own scale was not run. "
+                                "docs/choices.md \"002 Table 1\"",
+        },
     },
     {
         "name": "table1_004",
