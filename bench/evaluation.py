@@ -34,6 +34,7 @@ from algorithms.base import Diverged
 from algorithms.energies import has_exact_log_z, samples_exactly, states_mode_weights
 from metrics.density import (
     border_density_ratio,
+    energy_spread,
     enlarged_box,
     grid,
     grid_log_normalizer,
@@ -53,6 +54,8 @@ LEAK_FACTOR = 3
 #: its cells are this many times as wide as the evaluation grid's (at least LEAK_MIN_CELLS per box width)
 LEAK_COARSENING = 4
 LEAK_MIN_CELLS = 8
+#: max U - min U over the held-out test set (metrics.density.energy_spread), at every trace point and after training
+ENERGY_SPREAD = "energy_spread"
 
 
 def dtype_of(energy) -> torch.dtype:
@@ -158,6 +161,7 @@ class Probe:
                 out[f"ebm_weight[{k}]"] = float(wk)
             out["ebm_weight_mse"] = weight_mse(w, self.target.mode_weights.numpy())  # 000 Table 3, col. 4
         u_test = _energy_on(self.energy, self.test, self.device)
+        out[ENERGY_SPREAD] = energy_spread(u_test)
         if log_z is not None:
             logp_model = -u_test - log_z
             out["test_loglik"] = float(logp_model.mean())
