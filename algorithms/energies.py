@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -63,10 +64,18 @@ def states_mode_weights(energy) -> bool:
 
 
 class MLPEnergy(Energy):
-    """A fully connected energy d -> hidden... -> 1."""
+    """A fully connected energy d -> hidden... -> 1: U = f / temperature, f the network's output.
 
-    def __init__(self, dim: int, hidden: tuple[int, ...], activation: str = "leaky_relu", slope: float = 0.05):
+    ``temperature`` T is the "custom temperature" of Nijkamp et al. 2020's code, which 000 App. C.1 follows for
+    its ULA-EBM: that code's Langevin step x' = x - grad f + eps xi samples exp(-2 f / eps^2), so its model is
+    U = f / T with T = eps^2 / 2, the ULA step h (algorithms/samplers.py); 1 (the default) makes U the output."""
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], activation: str = "leaky_relu", slope: float = 0.05,
+                 temperature: float = 1.0):
         super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = float(temperature)
         acts = {
             "leaky_relu": lambda: nn.LeakyReLU(slope),
             "swish": nn.SiLU,
@@ -83,7 +92,8 @@ class MLPEnergy(Energy):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.net(x).squeeze(-1)
+        f = self.net(x).squeeze(-1)
+        return f if self.temperature == 1.0 else f / self.temperature
 
     def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
         """U(x) and grad_x U(x) by the chain rule written out (one forward, one backward of matrix products),
@@ -107,6 +117,8 @@ class MLPEnergy(Energy):
             g = last.weight.expand(x.shape[0], -1)
             for (lin, _), (h, back) in zip(reversed(layers[:-1]), reversed(pre), strict=True):
                 g = back[1](g, h).mm(lin.weight)
+            if self.temperature != 1.0:
+                u, g = u / self.temperature, g / self.temperature
         work.energy_evals += x.shape[0]
         work.grad_evals += x.shape[0]
         return u, g
@@ -147,8 +159,8 @@ class ToyMLP(MLPEnergy):
     grows: d -> 32 -> 64 -> 64 -> 64 -> 1, 10,529 + 32 d parameters (11,041 at d = 16, 12,577 at d = 64);
     000 gives no other sizing for d."""
 
-    def __init__(self, dim: int = 2):
-        super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05)
+    def __init__(self, dim: int = 2, temperature: float = 1.0):
+        super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05, temperature)
 
 
 class QuadraticEnergy(Energy):
@@ -332,10 +344,16 @@ ENERGIES = {
 }
 
 
-def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None) -> Energy:
+def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None, temperature: float = 1.0) -> Energy:
     """The energy ``name`` on dim-dimensional inputs; image energies (``image = True``, conv_energies.py)
-    also get the target's image ``shape`` (C, H, W)."""
+    also get the target's image ``shape`` (C, H, W); ``temperature`` != 1 only for energies that take one
+    (``MLPEnergy``: U = f / temperature)."""
     if name not in ENERGIES:
         raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)}")
     cls = ENERGIES[name]
-    return cls(dim, shape) if getattr(cls, "image", False) else cls(dim)
+    kw = {}
+    if temperature != 1.0:
+        if "temperature" not in inspect.signature(cls).parameters:
+            raise ValueError(f"energy {name!r} has no temperature (only 1 is valid), got {temperature}")
+        kw["temperature"] = temperature
+    return cls(dim, shape, **kw) if getattr(cls, "image", False) else cls(dim, **kw)

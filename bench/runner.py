@@ -21,7 +21,7 @@ from algorithms.base import Diverged, Problem
 from algorithms.energies import make_energy
 from algorithms.work import Work
 from bench.audit import audit_metrics
-from bench.evaluation import Probe, evaluate, rhat_point, trace_point
+from bench.evaluation import ENERGY_SPREAD, Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
 
@@ -38,6 +38,21 @@ class TimeLimit(RuntimeError):
 
 #: a loss this large means the energy has exploded even if it is still finite
 EXPLODED = 1e12
+
+#: an energy whose spread over the held-out test set (``energy_spread``: max U - min U, nats) exceeds this at a
+#: trace point or after training has run away: the run is recorded as ``runaway`` (training and evaluation go on,
+#: the metrics are kept, tables count the run as a failure). See docs/choices.md, "Runaway energies".
+RUNAWAY_SPREAD = 1e4
+
+
+def runaway_check(spread, it: int) -> tuple[int, float] | None:
+    """(iteration, spread) when the energy spread says the energy has run away; None when it has not or was not
+    measured. A non-finite energy on held-out data is divergence, not a runaway."""
+    if spread is None:
+        return None
+    if not math.isfinite(spread):
+        raise Diverged(it, f"non-finite energy on held-out data ({ENERGY_SPREAD} {spread})")
+    return (it, spread) if spread > RUNAWAY_SPREAD else None
 
 
 #: below this many points per sampler call a CPU step is dispatch-bound and a second thread gains nothing
@@ -74,7 +89,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, getattr(target, "shape", None)).to(device=dev, dtype=dtype)
+    energy = make_energy(cfg.energy, target.dim, getattr(target, "shape", None), cfg.temperature)
+    energy = energy.to(device=dev, dtype=dtype)
     probe = Probe(target, energy, cfg, dev)
     if hasattr(target, "classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
@@ -86,6 +102,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         r = cfg.lr_final_ratio  # linear decay of every learning rate to r times its value (003 B.2)
         sched = torch.optim.lr_scheduler.LambdaLR(alg.optimizer, lambda k: 1 - (1 - r) * min(k, n_iters) / n_iters)
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
+    runaway = None  # (iteration, energy spread) of the first trace point past RUNAWAY_SPREAD
     t0 = time.perf_counter()
     it = 0
     try:
@@ -108,6 +125,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                     point = {**logs, **trace_point(probe, alg), **rhat_point(probe, alg, it, last)}
                 traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
                            for k, v in point.items()]
+                runaway = runaway or runaway_check(point.get(ENERGY_SPREAD), it)
                 bar.set_postfix(loss=f"{loss:.3g}")
             if cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
                 raise TimeLimit(f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}")
@@ -117,6 +135,11 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         train_work = work.as_dict()
         metrics, art = evaluate(probe, alg)
         metrics.update(audit_metrics(probe, cfg, metrics))
+        runaway = runaway or runaway_check(metrics.get(ENERGY_SPREAD), it)
+        if runaway:
+            status = "runaway"
+            reason = f"step {runaway[0]}: {ENERGY_SPREAD} {runaway[1]:.3g} nats > {RUNAWAY_SPREAD:g}"
+            metrics["runaway_at"] = float(runaway[0])
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

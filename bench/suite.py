@@ -35,6 +35,10 @@ class TrainConfig:
     ``bounds`` metadata, checked with every other config by ``algorithms.base.build_config``."""
 
     energy: str = "toy_mlp"
+    #: U = f / temperature, f the energy network's output (MLP energies only; algorithms/energies.py MLPEnergy):
+    #: the "custom temperature" of Nijkamp et al. 2020's code, T = eps^2 / 2 = the ULA step h, that 000 App. C.1
+    #: follows for ULA-EBM; 1: U is the network's output
+    temperature: float = field(default=1.0, metadata=bounds(0, lo_open=True))
     dtype: Literal["float32", "float64"] = "float32"
     n_data: int = field(default=60_000, metadata=AT_LEAST_1)
     batch_size: int = field(default=256, metadata=AT_LEAST_1)
@@ -326,14 +330,14 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
     energies = {}
     for c in cells:
         where = f"{suite_path or c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
-        key = (c.target, c.train.energy)
+        key = (c.target, c.train.energy, c.train.temperature)
         try:
             target = datasets.get_target(c.target)
             if hasattr(target, "check_data"):
                 target.check_data()  # image targets: their files are read and checked now (datasets/images.py)
             if key not in energies:
                 t = datasets.get_target(c.target)
-                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None))
+                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None), c.train.temperature)
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:

@@ -1,5 +1,10 @@
 """Tables from a results folder (pandas), laid out like the papers' tables with the published numbers
-in adjacent columns. Only runs that finished ("ok") enter the means; failures are counted.
+in adjacent columns. Only runs that finished ("ok") enter the means; failures (diverged, runaway, timeout) are
+counted: ``outcomes`` per cell, ``status_counts`` per outcome.
+
+EBM results are heavy-tailed across seeds (one seed's KL can be 1e5 times another's), so a mean alone can be
+one seed's number: from MIN_SEEDS_MEDIAN seeds on, a table cell gives the median over the same seeds beside the
+mean ("mean ± CI (med m)").
 
 Every table says what its numbers are: ``describe`` gives the suite, fidelity and seed count for its title,
 a ``settings`` column says where each cell's settings come from (paper, extrapolated, quick, smoke; see
@@ -26,6 +31,10 @@ CELL = ["suite", "fidelity", "target", "algorithm"]
 #: metrics computed from the model's normalised density (on the evaluation grid or exactly)
 DENSITY_METRICS = re.compile(r"ebm_weight.*|.*_vs_ebm|logp_median_sq_error|kl|test_loglik|log_z_error")
 IMPROPER_MARK = "†"
+#: a table cell shows the median beside the mean from this many seeds on (the median of 1 or 2 is the mean)
+MIN_SEEDS_MEDIAN = 3
+#: outcomes in the order ``outcomes`` lists them; any other status follows, by name
+OUTCOMES = ("ok", "runaway", "diverged", "timeout")
 
 
 def is_density_metric(metric: str) -> bool:
@@ -62,14 +71,14 @@ def _flag_improper(ok: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Every metric: mean, standard deviation and 95 % CI half-width over seeds, per
-    suite/fidelity/target/algorithm. Density metrics of improper runs are left out and counted in
-    ``n_improper`` (``n_seeds`` counts the seeds in the mean)."""
+    """Every metric: mean, standard deviation, 95 % CI half-width and median over seeds, per
+    suite/fidelity/target/algorithm. Only finished ("ok") runs enter; density metrics of improper runs are left
+    out and counted in ``n_improper`` (``n_seeds`` counts the seeds in the mean)."""
     ok = _flag_improper(ok_rows(results), results)
     keys = [*CELL, "metric"]
     n_imp = ok.groupby(keys)["_improper"].sum().rename("n_improper")
     g = ok[~ok["_improper"]].groupby(keys)["value"]
-    out = g.agg(mean="mean", std="std", n_seeds="count")
+    out = g.agg(mean="mean", std="std", median="median", n_seeds="count")
     out = out.join(n_imp, how="outer").reset_index()
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
     out["n_improper"] = out["n_improper"].astype(int)
@@ -98,18 +107,38 @@ def describe(results: pd.DataFrame) -> str:
             f"fidelity, {seeds}")
 
 
-def fmt_cell(mean, ci, n_improper=0, n_total=0) -> str:
-    """'mean ± CI half-width' (4 and 2 significant digits), '†k/n' when k of n seeds are improper and left out,
-    blank when there is nothing to show."""
+def fmt_cell(mean, ci, n_improper=0, n_total=0, median=float("nan"), n_seeds=0) -> str:
+    """'mean ± CI half-width' (4 and 2 significant digits), then '(med m)' when the mean is over at least
+    MIN_SEEDS_MEDIAN seeds, '†k/n' when k of n seeds are improper and left out, blank when there is nothing to
+    show."""
     mark = f" {IMPROPER_MARK}{int(n_improper)}/{int(n_total)}" if n_improper else ""
     if pd.isna(mean):
         return f"improper{mark}" if n_improper else ""
-    return f"{mean:.4g}" + ("" if pd.isna(ci) else f" ± {ci:.2g}") + mark
+    med = f" (med {median:.3g})" if n_seeds >= MIN_SEEDS_MEDIAN and not pd.isna(median) else ""
+    return f"{mean:.4g}" + ("" if pd.isna(ci) else f" ± {ci:.2g}") + med + mark
 
 
 def _cells(s: pd.DataFrame) -> pd.Series:
-    return pd.Series([fmt_cell(r.mean, r.ci95, r.n_improper, r.n_seeds + r.n_improper) for r in s.itertuples()],
-                     index=s.index, dtype=object)
+    return pd.Series([fmt_cell(r.mean, r.ci95, r.n_improper, r.n_seeds + r.n_improper, r.median, r.n_seeds)
+                      for r in s.itertuples()], index=s.index, dtype=object)
+
+
+def outcomes(results: pd.DataFrame, by=("target", "algorithm")) -> pd.Series:
+    """Per ``by`` group: how its runs ended, e.g. '3 ok, 1 runaway' ('4 ok' when all finished); outcomes in
+    OUTCOMES order, any other status after them by name."""
+    runs = results.drop_duplicates(KEY)
+    counts = runs.groupby([*by, "status"]).size()
+
+    def line(c: pd.Series) -> str:
+        c = c.droplevel(list(range(len(by))))
+        order = [o for o in OUTCOMES if o in c.index] + sorted(set(c.index) - set(OUTCOMES))
+        return ", ".join(f"{int(c[o])} {o}" for o in order if c[o])
+
+    return counts.groupby(level=list(range(len(by)))).apply(line).rename("runs")
+
+
+MEDIAN_NOTE = (f"(med m): the median over the same seeds as the mean (from {MIN_SEEDS_MEDIAN} seeds); runs: how "
+               "the runs ended; only 'ok' runs enter the means (runaway: the energy ran away, see docs/choices.md)")
 
 
 IMPROPER_NOTE = (f"{IMPROPER_MARK}k/n: k of the n seeds' models are improper (they leak mass out of the evaluation "
@@ -166,12 +195,13 @@ def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
     wide.columns = [KEY_METRICS[m] for m in wide.columns]
     settings = settings_of(results).droplevel(["suite", "fidelity"])
     seeds = results.drop_duplicates(KEY).groupby(["target", "algorithm"])["seed"].nunique()
-    front = pd.DataFrame({"settings": settings.groupby(level=[0, 1]).agg("/".join), "seeds": seeds})
+    front = pd.DataFrame({"settings": settings.groupby(level=[0, 1]).agg("/".join), "seeds": seeds,
+                          "runs": outcomes(results)})
     leak = s[s["metric"] == LEAK_METRIC].set_index(["target", "algorithm"])["mean"]
     if len(leak):
         front["leak"] = leak.map("{:.2g}".format)
     out = front.join(wide, how="right").fillna("")
-    notes = [IMPROPER_NOTE if (shown["n_improper"] > 0).any() else "",
+    notes = [MEDIAN_NOTE, IMPROPER_NOTE if (shown["n_improper"] > 0).any() else "",
              "leak: mean fraction of the model's mass outside the evaluation box" if len(leak) else "",
              "rhat_det: R-hat of deterministic evaluation chains (no noise): the spread of their starting "
              "points, not mixing" if "rhat_det" in out.columns else ""]
@@ -179,8 +209,8 @@ def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(results: pd.DataFrame) -> pd.DataFrame:
-    """Runs per outcome (ok, diverged, timeout), the failure rate and the improper models, per algorithm and
-    target."""
+    """Runs per outcome (ok, runaway, diverged, timeout), the failure rate (every outcome but ok) and the improper
+    models, per algorithm and target."""
     runs = results.drop_duplicates(KEY)
     counts = runs.groupby(CELL + ["status"]).size().unstack(fill_value=0)
     counts["failure_rate"] = 1 - counts.get("ok", 0) / counts.sum(axis=1)
@@ -211,6 +241,7 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     algos = sorted(set(s["algorithm"]) | set(spec["published"]))
     labels = spec.get("labels") or [t for t, _ in spec["columns"]]
     settings = settings_of(results)
+    runs = outcomes(results)
     rows, used = [], set()
     for a in algos:
         row, seeds, where = {"algorithm": a}, [], set()
@@ -225,10 +256,16 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
                                       & (settings.index.get_level_values("target") == t)])
         row["settings"] = "/".join(sorted(where))
         row["seeds"] = min(seeds) if seeds else ""
+        # failed runs of the table's targets (the means are over the 'ok' ones)
+        failed = [f"{t}: {runs[(t, a)]}" for t in dict.fromkeys(t for t, _ in spec["columns"])
+                  if (t, a) in runs.index and runs[(t, a)] != f"{_n_runs(results, t, a)} ok"]
+        row["failed runs"] = "; ".join(failed)
         used |= where
         rows.append(row)
     out = pd.DataFrame(rows).set_index("algorithm")
-    notes = []
+    if not out["failed runs"].astype(bool).any():
+        out = out.drop(columns="failed runs")
+    notes = [MEDIAN_NOTE]
     not_paper = sorted(used - {"paper"})
     if not_paper:
         notes.append(f"WARNING: measured numbers at {', '.join(not_paper)} settings stand beside published ones "
@@ -239,6 +276,11 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     if (s[s["metric"].isin([m for _, m in spec["columns"]])]["n_improper"] > 0).any():
         notes.append(IMPROPER_NOTE)
     return _with_notes(out, notes)
+
+
+def _n_runs(results: pd.DataFrame, target: str, algorithm: str) -> int:
+    runs = results[(results["target"] == target) & (results["algorithm"] == algorithm)]
+    return len(runs.drop_duplicates(KEY))
 
 
 def applicable_tables(results: pd.DataFrame) -> list[dict]:

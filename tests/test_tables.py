@@ -60,7 +60,7 @@ def table1(fidelity="quick", settings=None):
 def test_paper_table_puts_measured_and_published_in_their_columns():
     t = table1()
     # measured: mean ± 95 % CI over seeds
-    assert t.loc["ula_ebm", "eight_gaussians"] == "2 ± 2.5" and t.loc["ula_ebm", "rings"] == "4 ± 0"
+    assert t.loc["ula_ebm", "eight_gaussians"] == "2 ± 2.5 (med 2)" and t.loc["ula_ebm", "rings"] == "4 ± 0 (med 4)"
     # published, 000 Table 1: ULA-EBM 1.86 (8 Gaussians), 5.39 (rings); flowMC-EBM 0.94, 0.40
     assert t.loc["ula_ebm", "eight_gaussians [000 Table 1]"] == "1.86"
     assert t.loc["ula_ebm", "rings [000 Table 1]"] == "5.39"
@@ -80,7 +80,7 @@ def test_table3_published_columns_in_the_papers_order():
     # 000 Table 3, flowMC-EBM: init wrt E 5.19e-4, neg wrt E 3.12e-5, E wrt p* 4.29e-4
     assert [t.loc["flowmc_ebm", f"{c} [000 Table 3]"] for c in ("init wrt E", "neg wrt E", "E wrt p*")] == \
            ["0.000519", "3.12e-05", "0.000429"]
-    assert t.loc["flowmc_ebm", "E wrt p*"] == "0.001 ± 0"
+    assert t.loc["flowmc_ebm", "E wrt p*"] == "0.001 ± 0 (med 0.001)"
 
 
 def test_quick_numbers_beside_published_ones_are_warned_about():
@@ -107,7 +107,7 @@ def test_improper_models_are_marked_not_averaged_as_densities():
     k = tables.key_metrics(res)
     assert k.loc[("four_mode", "a"), "kl"].startswith("0.2 ± ") and k.loc[("four_mode", "a"), "kl"].endswith("†1/3")
     assert k.loc[("four_mode", "b"), "kl"] == "improper †3/3"
-    assert k.loc[("four_mode", "a"), "max_rhat"] == "2 ± 2.5"  # not a density metric: all seeds
+    assert k.loc[("four_mode", "a"), "max_rhat"] == "2 ± 2.5 (med 2)"  # not a density metric: all seeds
     assert k.loc[("four_mode", "a"), "leak"] == "0.13" and k.loc[("four_mode", "b"), "leak"] == "0.5"
     assert tables.IMPROPER_NOTE in k.attrs["notes"]
     assert tables.status_counts(res)["improper"].tolist() == [1, 3]
@@ -175,3 +175,50 @@ def test_weights_table_means_over_proper_seeds_beside_the_truth():
     assert w.loc[("two_mode", "a"), "w2"] == ""  # fewer modes: blank, not NaN
     assert w.loc[("two_mode", "p* (true)"), "w0"] == "0.6667"
     assert tables.IMPROPER_NOTE in w.attrs["notes"]
+
+
+def test_heavy_tailed_seeds_get_the_median_beside_the_mean():
+    # four seeds' KL, one 1e7 times the others (a runaway energy that stayed under the rule): the mean is that
+    # seed's number, the median the typical seed's; sorted 0.01, 0.01, 0.02, 1e5 -> median 0.015
+    res = results({("eight_gaussians", "coopflow"): {"kl": [0.01, 0.02, 1e5, 0.01]}})
+    row = tables.summary(res).iloc[0]
+    assert row["mean"] == pytest.approx(25000.01) and row["median"] == pytest.approx(0.015)
+    cell = tables.key_metrics(res).loc[("eight_gaussians", "coopflow"), "kl"]
+    assert cell.startswith("2.5e+04 ± ") and cell.endswith(" (med 0.015)")
+    # below MIN_SEEDS_MEDIAN seeds the median is the mean (or the mean of two): not shown
+    two = tables.key_metrics(results({("t", "a"): {"kl": [1.0, 3.0]}})).loc[("t", "a"), "kl"]
+    assert "med" not in two and two.startswith("2 ± ")
+    assert tables.fmt_cell(2.0, 0.5, median=1.0, n_seeds=3) == "2 ± 0.5 (med 1)"
+    assert tables.fmt_cell(2.0, 0.5, 1, 4, median=1.0, n_seeds=3) == "2 ± 0.5 (med 1) †1/4"
+
+
+def with_outcomes(res, outcome_of_seed):
+    """Set the status of the given seeds; a diverged run keeps only its diverged_at row, as the runner writes it."""
+    res = res.copy()
+    for seed, status in outcome_of_seed.items():
+        res.loc[res["seed"] == seed, "status"] = status
+    gone = res[res["status"] == "diverged"].drop_duplicates(["target", "algorithm", "seed"])
+    res = res[res["status"] != "diverged"]
+    return pd.concat([res, gone.assign(metric="diverged_at", value=141.0)], ignore_index=True)
+
+
+def test_runaway_and_diverged_runs_are_counted_not_averaged():
+    kl = [0.1, 0.2, 0.3, 26636.0, 5.0]
+    res = with_outcomes(results({("four_mode", "short_run"): {"kl": kl, "ebm_weight_mse": [0.01] * 5},
+                                 ("four_mode", "ula_ebm"): {"kl": [1.0, 2.0, 3.0], "ebm_weight_mse": [0.1] * 3}}),
+                        {3: "runaway", 4: "diverged"})
+    k = tables.key_metrics(res)
+    assert k.loc[("four_mode", "short_run"), "kl"] == f"0.2 ± {T_975_2 * 0.1 / math.sqrt(3):.2g} (med 0.2)"
+    assert k.loc[("four_mode", "short_run"), "runs"] == "3 ok, 1 runaway, 1 diverged"
+    assert k.loc[("four_mode", "ula_ebm"), "runs"] == "3 ok"
+    counts = tables.status_counts(res).droplevel(["suite", "fidelity"])
+    assert counts.loc[("four_mode", "short_run"), "runaway"] == 1
+    assert counts.loc[("four_mode", "short_run"), "failure_rate"] == pytest.approx(2 / 5)
+    # the paper table says which runs failed, per target; a row whose runs all finished says nothing
+    spec = next(s for s in tables.applicable_tables(res) if s["name"] == "table3_000")
+    t = tables.paper_table(res, spec)
+    assert t.loc["short_run", "failed runs"] == "four_mode: 3 ok, 1 runaway, 1 diverged"
+    assert t.loc["ula_ebm", "failed runs"] == ""
+    assert t.loc["short_run", "E wrt p*"] == "0.01 ± 0 (med 0.01)"
+    assert "failed runs" not in tables.paper_table(results({("four_mode", "a"): {"ebm_weight_mse": [0.1]}}),
+                                                   spec).columns
