@@ -79,3 +79,16 @@ def test_a_suite_cell_with_a_temperature_its_energy_cannot_take_fails_before_com
     cell.train.temperature = 0.5
     with pytest.raises(BenchError, match="energy 'gmm_student' has no temperature"):
         dry_run([cell])
+
+
+def test_toy2d_paper_ula_baselines_use_the_codes_convention():
+    """000 App. C.1: ULA-EBM's temperature and learning rate follow Nijkamp et al. 2020: T = h, SGD at 1e-2 x T.
+    CD and short-run share ULA-EBM's settings; the flow-based algorithms keep U = f."""
+    cells = resolve_cells(load_suite("toy2d"), "paper", None, None, 1)
+    for c in cells:
+        if c.algorithm in ("ula_ebm", "cd", "short_run"):
+            assert c.train.temperature == c.algo.step_size, (c.algorithm, c.target)
+            assert c.algo.optimizer == "sgd" and c.algo.lr == pytest.approx(1e-2 * c.algo.step_size)
+        else:
+            assert c.train.temperature == 1.0
+    assert {c.settings for c in cells if c.algorithm == "ula_ebm"} == {"paper"}
