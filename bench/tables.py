@@ -206,7 +206,9 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Rows: algorithms (measured or published). For each (target, metric) column of the paper's table: the
     measured 'mean ± 95 % CI' over seeds and, beside it, the published value (blank where there is none);
     ``settings``: where the measured row's settings come from; ``seeds``: the fewest seeds behind a measured
-    value of the row. Notes warn when the measured numbers are not at the paper's settings."""
+    value of the row. Notes warn when the measured numbers are not at the paper's settings, and carry the
+    table's own footnotes (``spec["notes"]``: per algorithm, why its row does or does not reproduce) for the
+    algorithms measured."""
     s = summary(results)
     algos = sorted(set(s["algorithm"]) | set(spec["published"]))
     labels = spec.get("labels") or [t for t, _ in spec["columns"]]
@@ -238,6 +240,8 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
                      "suite's extrapolation of the paper's")
     if (s[s["metric"].isin([m for _, m in spec["columns"]])]["n_improper"] > 0).any():
         notes.append(IMPROPER_NOTE)
+    # the verdicts of the paper table's rows that do not reproduce (bench/published.py), for its algorithms present
+    notes += [text for algo, text in spec.get("notes", {}).items() if algo in set(s["algorithm"])]
     return _with_notes(out, notes)
 
 
