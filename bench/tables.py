@@ -237,8 +237,8 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
                      "suite's extrapolation of the paper's")
     if (s[s["metric"].isin([m for _, m in spec["columns"]])]["n_improper"] > 0).any():
         notes.append(IMPROPER_NOTE)
-    # the verdicts of the paper table's rows that do not reproduce (bench/published.py), for its algorithms present
-    notes += [text for algo, text in spec.get("notes", {}).items() if algo in set(s["algorithm"])]
+    # the verdicts on the paper table's rows (bench/published.py), for its algorithms run (diverged ones too)
+    notes += [text for algo, text in spec.get("notes", {}).items() if algo in set(results["algorithm"])]
     return _with_notes(out, notes)
 
 

@@ -95,11 +95,17 @@ def test_quick_numbers_beside_published_ones_are_warned_about():
     assert any(n.startswith("extrapolated:") for n in table1("paper", "extrapolated").attrs["notes"])
 
 
-def test_paper_table_footnotes_follow_the_algorithms_measured():
-    spec = {**next(s for s in tables.applicable_tables(table1_results()) if s["name"] == "table1_000"),
-            "notes": {"ula_ebm": "ula: why", "nt_ebm": "nt: why"}}
-    notes = tables.paper_table(table1_results(), spec).attrs["notes"]
-    assert "ula: why" in notes and "nt: why" not in notes  # nt_ebm published but not measured: no footnote
+def test_paper_table_footnotes_follow_the_algorithms_run():
+    res = table1_results()
+    spec = {**next(s for s in tables.applicable_tables(res) if s["name"] == "table1_000"),
+            "notes": {"ula_ebm": "ula: why", "nt_ebm": "nt: why", "cd": "cd: why"}}
+    notes = tables.paper_table(res, spec).attrs["notes"]
+    assert "ula: why" in notes and "nt: why" not in notes  # nt_ebm published but not run: no footnote
+    # a cell that diverged has no value in the table, but its row's footnote says why
+    diverged = pd.DataFrame([{**res.iloc[0].to_dict(), "algorithm": "nt_ebm", "status": "diverged",
+                              "metric": "diverged_at", "value": 7.0}])
+    notes = tables.paper_table(pd.concat([res, diverged], ignore_index=True), spec).attrs["notes"]
+    assert "nt: why" in notes and "cd: why" in notes
 
 
 def test_titles_state_fidelity_and_seeds():
