@@ -71,6 +71,17 @@ PAPER_TABLES = [
             "ula_ebm": [7.30, 9.29, 90.90],
             "flowmc_ebm": [1.01, 1.01, 1.05],
         },
+        "notes": {
+            "nt_ebm": "at d = 16 its row holds (quick, 3 seeds: max R-hat 1.60-1.66 against 2.02, at 1000 "
+                      "iterations and 200 draws per chain, so not comparable in value). At d = 32 and 64, Table 7's "
+                      "settings (128 latent MALA steps, lr 1e-2, reverse-KL flow on one of the four modes) make our "
+                      "energies run away (seed 0: |E| 1.8e6 by iteration 100 at d = 32, 2.5e6 by 80 at d = 64) "
+                      "while the latent step size is driven toward its 1e-8 floor (at d = 32 on it from iteration "
+                      "200, acceptance then falling to 0); the d = 32 cell stops as diverged. Our latent sampler is "
+                      "tested exact; 000 reports finite R-hat (2.50, 3.10), so its runs had something the paper "
+                      "does not state. Evidence: docs/choices.md, 'NT-EBM in high dimension'; docs/reproduction.md, "
+                      "disagreement 1",
+        },
     },
 ]
 

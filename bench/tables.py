@@ -205,7 +205,9 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Rows: algorithms (measured or published). For each (target, metric) column of the paper's table: the
     measured 'mean ± 95 % CI' over seeds and, beside it, the published value (blank where there is none);
     ``settings``: where the measured row's settings come from; ``seeds``: the fewest seeds behind a measured
-    value of the row. Notes warn when the measured numbers are not at the paper's settings."""
+    value of the row. Notes warn when the measured numbers are not at the paper's settings, and carry the
+    table's own footnotes (``spec["notes"]``: per algorithm, why its row does or does not reproduce) for the
+    algorithms measured."""
     s = summary(results)
     algos = sorted(set(s["algorithm"]) | set(spec["published"]))
     labels = spec.get("labels") or [t for t, _ in spec["columns"]]
@@ -237,9 +239,10 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
                      "suite's extrapolation of the paper's")
     if (s[s["metric"].isin([m for _, m in spec["columns"]])]["n_improper"] > 0).any():
         notes.append(IMPROPER_NOTE)
-    # a row's diagnosis (published.py "notes"), shown where that algorithm has a measured value here
-    measured = {a for a in algos if any(out.loc[a, lab] != "" for lab in labels)}
-    notes += [f"{a}: {n}" for a, n in spec.get("notes", {}).items() if a in measured]
+    # a row's diagnosis (bench/published.py "notes"), for its algorithms run here (diverged ones too: a diverged
+    # cell has no value in the table, so its note is the only place that says why)
+    ran = set(results["algorithm"])
+    notes += [f"{a}: {n}" for a, n in spec.get("notes", {}).items() if a in ran]
     return _with_notes(out, notes)
 
 

@@ -51,9 +51,13 @@ def test_paired_flag_marks_only_the_ci_that_contains_zero():
 FOUR = {"eight_gaussians": [1.0, 2.0, 3.0], "rings": [4.0, 4.0, 4.0]}
 
 
+def table1_results(fidelity="quick", settings=None):
+    return results({(t, "ula_ebm"): {"logp_median_sq_error": v} for t, v in FOUR.items()}
+                   | {("rings", "cd"): {"logp_median_sq_error": [0.5, 0.5, 0.5]}}, fidelity, settings=settings)
+
+
 def table1(fidelity="quick", settings=None):
-    res = results({(t, "ula_ebm"): {"logp_median_sq_error": v} for t, v in FOUR.items()}
-                  | {("rings", "cd"): {"logp_median_sq_error": [0.5, 0.5, 0.5]}}, fidelity, settings=settings)
+    res = table1_results(fidelity, settings)
     spec = next(s for s in tables.applicable_tables(res) if s["name"] == "table1_000")
     return tables.paper_table(res, spec)
 
@@ -98,6 +102,19 @@ def test_quick_numbers_beside_published_ones_are_warned_about():
     assert any(n.startswith("WARNING: measured numbers at quick settings") for n in notes)
     assert not any("WARNING" in n for n in table1("paper", "paper").attrs["notes"])
     assert any(n.startswith("extrapolated:") for n in table1("paper", "extrapolated").attrs["notes"])
+
+
+def test_paper_table_footnotes_follow_the_algorithms_run():
+    res = table1_results()
+    spec = {**next(s for s in tables.applicable_tables(res) if s["name"] == "table1_000"),
+            "notes": {"ula_ebm": "ula: why", "nt_ebm": "nt: why", "cd": "cd: why"}}
+    notes = tables.paper_table(res, spec).attrs["notes"]
+    assert "ula_ebm: ula: why" in notes and "nt_ebm: nt: why" not in notes  # nt_ebm published but not run: no footnote
+    # a cell that diverged has no value in the table, but its row's footnote says why
+    diverged = pd.DataFrame([{**res.iloc[0].to_dict(), "algorithm": "nt_ebm", "status": "diverged",
+                              "metric": "diverged_at", "value": 7.0}])
+    notes = tables.paper_table(pd.concat([res, diverged], ignore_index=True), spec).attrs["notes"]
+    assert "nt_ebm: nt: why" in notes and "cd: cd: why" in notes
 
 
 def test_titles_state_fidelity_and_seeds():
