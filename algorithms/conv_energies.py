@@ -37,6 +37,8 @@ class Conv003(Energy):
     """003 §4.2's six-layer swish CNN energy (module docstring), on flattened square images."""
 
     width = 16
+    stand_in = ("our reading of 003's 'six-layer convolutional neural network with the swish activation and about "
+                "77K parameters' (003 gives no layer list; 78,929 parameters at 28x28)")
 
     def __init__(self, dim: int = 784, width: int | None = None):
         super().__init__()
@@ -62,6 +64,7 @@ class Conv003Small(Conv003):
     """Conv003 sized down for 8x8 images (w = 8)."""
 
     width = 8
+    stand_in = "003's energy as we read it, sized down (w = 8) for the 8x8 digits: this suite's"
 
 
 ENERGIES.update({"conv003": Conv003, "conv003_small": Conv003Small})
@@ -193,24 +196,29 @@ class ResidualEBM(ImageEnergy):
         return -super().forward(x)
 
 
-def _sized(cls, **kw):
+def _sized(cls, stand_in: str = "", **kw):
     """A registered energy class of a given width: ``make_energy`` builds it as cls(dim, shape, **kw)."""
     return type(cls.__name__ + "_" + "_".join(f"{k}{v}" for k, v in kw.items()), (cls,),
                 {"__init__": lambda self, dim, shape=None: cls.__init__(self, dim, shape, **kw),
-                 "__doc__": f"{cls.__name__} with {kw}", "__module__": __name__})
+                 "__doc__": f"{cls.__name__} with {kw}", "__module__": __name__, "stand_in": stand_in})
+
+
+#: the small widths are the suite's, for the quick and smoke fidelities
+SMALL = "a paper's network at a small width for quick runs: this suite's"
 
 
 #: the papers' widths and the suite's small ones (quick / smoke fidelities)
 PAPER_IMAGE_ENERGIES = {
     "convnet_lipswish": ConvNetLipSwish,  # 001, n_f = 32
-    "convnet_lipswish_small": _sized(ConvNetLipSwish, nf=8),
+    "convnet_lipswish_small": _sized(ConvNetLipSwish, SMALL, nf=8),
     "resnet_ebm": ResidualEBM,  # 004 / 000 C.6, ch = 128
-    "resnet_ebm_small": _sized(ResidualEBM, ch=8, n_out=16),
+    "resnet_ebm_small": _sized(ResidualEBM, SMALL, ch=8, n_out=16),
     "shortrun_convnet": ShortRunConvNet,  # 003 CIFAR-10, n_f = 128
-    "shortrun_convnet_small": _sized(ShortRunConvNet, nf=8),
+    "shortrun_convnet_small": _sized(ShortRunConvNet, SMALL, nf=8),
     # 002 A.2 Table 2 ("nf = 64 for CIFAR-10, swish after each convolutional layer"): its layer list is not in
     # the text we have; the strided ConvNet shape above with n_f = 64 and swish is this suite's stand-in
-    "convnet_swish": _sized(StridedConvEnergy, nf=64, mults=(2, 4, 8), act=nn.SiLU),
-    "convnet_swish_small": _sized(StridedConvEnergy, nf=8, mults=(2, 4, 8), act=nn.SiLU),
+    "convnet_swish": _sized(StridedConvEnergy, "a strided swish ConvNet with n_f = 64 standing in for 002's (002 "
+                            "Table 2's layer list is not in the text we have)", nf=64, mults=(2, 4, 8), act=nn.SiLU),
+    "convnet_swish_small": _sized(StridedConvEnergy, SMALL, nf=8, mults=(2, 4, 8), act=nn.SiLU),
 }
 ENERGIES.update(PAPER_IMAGE_ENERGIES)

@@ -15,7 +15,13 @@ class Energy(nn.Module):
 
     Optional capabilities, used where present: ``log_z()`` (exact log normaliser, a tensor differentiable in
     theta), ``sample_exact(n)`` (exact samples of exp(-U)/Z) and ``mode_weights()`` (the model's own weight
-    of each of its mixture components, in the order of the target's modes)."""
+    of each of its mixture components, in the order of the target's modes).
+
+    ``stand_in``: empty for a paper's own network; otherwise one line saying what this network stands in for and
+    how it differs (e.g. a paper that gives no layer list). A suite cell using it is never labelled "paper"
+    (bench/suite.py); the line joins the cell's list of deviations."""
+
+    stand_in: str = ""
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]
