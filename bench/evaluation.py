@@ -82,6 +82,27 @@ class Probe:
         self.exact_log_z = has_exact_log_z(energy)
         self.on_grid = target.dim == 2
         self._true_log_z: dict[int, float] = {}
+        #: metric -> the protocol of its FID / KID / IS value (``FidelityProtocol.as_dict()``), for the result rows
+        self.protocols: dict[str, dict] = {}
+        self._extractor = self._fid_trace = None
+
+    def classifier_extractor(self):
+        """The target's classifier as a feature extractor (metrics/fidelity.py), built once per run."""
+        if self._extractor is None:
+            from metrics.fidelity import ClassifierExtractor
+
+            self._extractor = ClassifierExtractor.from_classifier(self.target.classifier())
+        return self._extractor
+
+    def fid_trace(self):
+        """FID over training (``FidelityTrace``): the classifier features of ``reference_images`` computed once."""
+        if self._fid_trace is None:
+            from metrics.fidelity import FidelityTrace
+
+            ref, split = self.target.reference_images()
+            self._fid_trace = FidelityTrace(ref, extractor=self.classifier_extractor(), reference_split=split,
+                                            metrics=("fid",), shape=self.target.shape, device=_fid_device(self.device))
+        return self._fid_trace
 
     def model_log_z(self, n_grid: int):
         """log Z of the model and, on a grid, (points, log-density) for plots and mode weights."""
@@ -188,16 +209,23 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
         for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
     if hasattr(t, "label_metrics"):
-        out.update(label_point(probe, alg))
+        drawn = alg.draw_negatives(probe.cfg.n_negatives).cpu()
+        out.update(label_point(probe, alg, drawn))
+        if has_sample_quality(t):
+            out.update(probe.fid_trace()(drawn.float()))  # FID over training, on the images just labelled
     return out
 
 
-def label_point(probe: Probe, alg) -> dict[str, float]:
+def label_point(probe: Probe, alg, drawn=None) -> dict[str, float]:
     """Image targets (datasets/images.py): class weights of the generated samples read by the suite's classifier
     (003 §4.2, Fig. 3). Weighted walkers (Jarzynski) count with their normalised weights, as 003 reads them;
-    other algorithms give ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
+    other algorithms give ``n_negatives`` samples drawn as they draw negatives (``drawn`` when the caller has them,
+    else ``draw_negatives``)."""
     w = alg.negative_weights()
-    x = alg.negatives() if w is not None else alg.draw_negatives(probe.cfg.n_negatives)
+    if w is not None:
+        x = alg.negatives()
+    else:
+        x = drawn if drawn is not None else alg.draw_negatives(probe.cfg.n_negatives)
     return probe.target.label_metrics(x.cpu(), None if w is None else w.cpu())
 
 
@@ -216,29 +244,56 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     return mixing(chains, alg.stochastic_chains)
 
 
-def image_fidelity(target, negs, n_ref: int, device) -> dict[str, float]:
-    """Sample quality of generated images (targets with ``fidelity_metrics``, the cifar10 suite's): FID and IS with
-    the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
-    Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
-    (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
-    images are the ``n_negatives`` drawn after training, unweighted. The protocol (extractor, counts, split, pixel
-    quantisation) is metrics/fidelity.py's FidelityProtocol; its counts are written as metrics."""
+def has_sample_quality(target) -> bool:
+    """Image targets with a classifier and ``fidelity_metrics``: FID / IS after and along training."""
+    return hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False)
+
+
+def _fid_device(device) -> str:
+    return "cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"
+
+
+def image_fidelity(probe: Probe, negs) -> dict[str, float]:
+    """Sample quality of generated images (targets with ``fidelity_metrics``): FID and IS with the suite's classifier
+    as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and Inception FID / IS
+    (``fid_inception``, the papers' metric) when a local Inception weights file is given (``run
+    --inception-weights``). The reference is the target's ``reference_images``: its held-out images, each once, raw
+    pixels. The generated images are ``negs``, the ``n_negatives`` drawn after training as the algorithm draws
+    negatives (Jarzynski: its walkers resampled by their weights). Images are in [-1, 1]. Each value's protocol
+    (extractor, counts, split, pixel quantisation: metrics/fidelity.py's FidelityProtocol) is kept in
+    ``probe.protocols`` and stored with its result row."""
     import os
 
-    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor, sample_quality
+    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, InceptionExtractor, sample_quality
 
-    ref = target.test_set(n_ref)
-    dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
-    extractors = [ClassifierExtractor.from_classifier(target.classifier())]
+    target = probe.target
+    ref, split = target.reference_images()
+    extractors = [probe.classifier_extractor()]
     if os.environ.get(ENV_INCEPTION_WEIGHTS):
         extractors.append(InceptionExtractor(os.environ[ENV_INCEPTION_WEIGHTS]))
     out: dict[str, float] = {}
     for ext in extractors:
-        q = sample_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
-                           shape=target.shape, device=dev)
-        out.update({k: float(v) for k, v in q.metrics.items() if isinstance(v, int | float)})
-    out["fid_n_generated"], out["fid_n_reference"] = float(len(negs)), float(len(ref))
+        q = sample_quality(negs.float(), ref, extractor=ext, reference_split=split, metrics=("fid", "is"),
+                           value_range=(-1.0, 1.0), shape=target.shape, device=_fid_device(probe.device))
+        values = {k: float(v) for k, v in q.metrics.items() if isinstance(v, int | float)}
+        out.update(values)
+        probe.protocols.update(dict.fromkeys(values, q.protocol.as_dict()))
     return out
+
+
+def energy_point(probe: Probe, negs) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Energies of the generated images against those of held-out data (000 Fig. 7, after Dai et al. 2019; the
+    held-out set, not the training set, so that an energy fitted to its training images is not flattered):
+    ``energy_overlap``, ``energy_w1``, ``energy_mean_gap``, ``energy_std_ratio`` (metrics/fidelity.py
+    ``energy_histograms``), and both sets of energies for the figure."""
+    from metrics.fidelity import energy_histograms
+
+    e_neg = _energy_on(probe.energy, negs, probe.device)
+    e_data = _energy_on(probe.energy, probe.test, probe.device)
+    if not (torch.isfinite(e_neg).all() and torch.isfinite(e_data).all()):
+        raise Diverged(-1, "non-finite energies of the generated or held-out images")
+    hist = energy_histograms(e_neg, e_data)
+    return hist.metrics, {"energy_negatives": e_neg.float().numpy(), "energy_data": e_data.float().numpy()}
 
 
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -249,8 +304,11 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m, grid_pts = probe.measure(alg, cfg.eval_grid)
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
     art["negatives"] = negs[:2000].float().numpy()
-    if hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False):
-        m.update(image_fidelity(target, negs, cfg.n_eval_samples, device))
+    if has_sample_quality(target):
+        m.update(image_fidelity(probe, negs))
+        em, ea = energy_point(probe, negs)
+        m.update(em)
+        art.update(ea)
     if grid_pts is not None:
         pts, area, logu = grid_pts
         log_z = grid_log_normalizer(logu, area)
@@ -270,7 +328,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
             m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
             m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
     if hasattr(target, "label_metrics"):
-        m.update(label_point(probe, alg))
+        m.update(label_point(probe, alg, negs))
     m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     if cfg.n_chains > 1 and cfg.n_draws >= 4:
