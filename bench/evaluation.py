@@ -209,7 +209,7 @@ def trace_point(probe: Probe, alg) -> dict[str, float]:
         for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
             out[f"neg_weight[{k}]"] = float(w)
     if hasattr(t, "label_metrics"):
-        drawn = alg.draw_negatives(probe.cfg.n_negatives).cpu()
+        drawn = finite_images(alg.draw_negatives(probe.cfg.n_negatives).cpu())
         out.update(label_point(probe, alg, drawn))
         if has_sample_quality(t):
             out.update(probe.fid_trace()(drawn.float()))  # FID over training, on the images just labelled
@@ -247,6 +247,13 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
 def has_sample_quality(target) -> bool:
     """Image targets with a classifier and ``fidelity_metrics``: FID / IS after and along training."""
     return hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False)
+
+
+def finite_images(x):
+    """``x``, or ``Diverged`` when a generated image has a non-finite pixel (a run's outcome, not an error)."""
+    if not torch.isfinite(x).all():
+        raise Diverged(-1, "non-finite pixels in the generated images")
+    return x
 
 
 def _fid_device(device) -> str:
@@ -305,7 +312,7 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     negs = alg.draw_negatives(cfg.n_negatives).cpu()
     art["negatives"] = negs[:2000].float().numpy()
     if has_sample_quality(target):
-        m.update(image_fidelity(probe, negs))
+        m.update(image_fidelity(probe, finite_images(negs)))
         em, ea = energy_point(probe, negs)
         m.update(em)
         art.update(ea)

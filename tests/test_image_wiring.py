@@ -74,8 +74,8 @@ class StandIn(TrainingAlgorithm):
         return x0[:, None].expand(-1, n_draws, -1)
 
 
-def run(target: str, images, weights=None, n_negatives: int | None = None):
-    """run_cell of the stand-in on ``target``: (result rows as {metric: row}, trace rows)."""
+def run(target: str, images, weights=None, n_negatives: int | None = None, ok: bool = True):
+    """run_cell of the stand-in on ``target``: (result rows as {metric: row}, trace rows); ``ok``: it must finish."""
     StandIn.IMAGES = images.float()
     StandIn.WEIGHTS = torch.ones(len(images)) / len(images) if weights is None else weights.double()
     n = n_negatives or len(images)
@@ -86,7 +86,8 @@ def run(target: str, images, weights=None, n_negatives: int | None = None):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(algorithms.ALGORITHMS, "stand_in", StandIn)
         rows, traces, _ = run_cell(cell)
-    assert {r["status"] for r in rows} == {"ok"}, rows[0]["reason"]
+    if ok:
+        assert {r["status"] for r in rows} == {"ok"}, rows[0]["reason"]
     return {r["metric"]: r for r in rows}, traces
 
 
@@ -206,3 +207,12 @@ def test_biased_mnist_is_digits_2_3_6_and_its_reference_is_held_out(tmp_path, mo
     assert split == "test" and (code[:, 0] == 255).all()  # held-out images only
     assert np.bincount(code[:, 1] // 25, minlength=10)[[2, 3, 6]].tolist() == [40, 20, 10]
     assert len(np.unique(code[:, 2] * 256 + code[:, 3])) == len(ref) == 70
+
+
+
+def test_non_finite_generated_images_are_a_diverged_run_not_a_crash():
+    x = torch.zeros(20, 64)
+    x[3, 5] = float("nan")
+    rows, _ = run("digits8", x, ok=False)
+    assert set(rows) == {"diverged_at"} and rows["diverged_at"]["status"] == "diverged"
+    assert "non-finite pixels in the generated images" in rows["diverged_at"]["reason"]
