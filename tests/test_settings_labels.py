@@ -86,3 +86,9 @@ def test_every_suite_file_follows_the_rule(name, monkeypatch):
                 assert len(c.deviations) > len(networks) and set(networks) <= set(c.deviations), where
             else:
                 assert c.deviations == [], where
+
+
+def test_the_tables_know_the_label():
+    from bench import tables
+
+    assert tables.PAPER_WITH_DEVIATIONS == S.PAPER_WITH_DEVIATIONS
