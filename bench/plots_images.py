@@ -2,14 +2,16 @@
 
 - sample_grids.png: 003 Fig. 2 / 12: a grid of generated images per algorithm (first finished seed; the cell's
   saved ``negatives``: Jarzynski's are drawn from its walkers by their weights, as after a resampling), and a
-  grid of held-out images of the target's mix beside them;
+  grid of held-out images of the target's mix beside them: targets with the "image" capability;
 - image_training.png: 003 Fig. 4 (and Fig. 11-12's training runs): Jarzynski's cross-entropy estimate (003 eq.
   12) and the walkers' effective sample size (eq. 13) over training, and the mean per-class relative weight
   error of every algorithm's generated images over training (003 Fig. 3's quantity along training); mean and
-  min-max band over seeds, from traces.csv (the same traces machinery as the GMM suites);
-- fid_over_training.png: the classifier FID of the generated images at every trace point (bench/plots_fidelity.py);
+  min-max band over seeds, from traces.csv (the same traces machinery as the GMM suites): targets whose traces
+  hold ``label_weight_relerr_mean``;
+- fid_over_training.png: the classifier FID of the generated images at every trace point (bench/plots_quality.py):
+  targets whose traces hold ``fid_classifier``;
 - energy_histograms.png: 000 Fig. 7, energies of generated against held-out images (first finished seed's cell
-  artifact), per target and algorithm.
+  artifact), per target and algorithm: runs that saved them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import datasets  # noqa: E402
+from bench.figures import save  # noqa: E402
+from bench.tables_highdim import holding  # noqa: E402
 
 #: images per grid (a square)
 GRID = 64
@@ -44,12 +48,11 @@ def image_grid(x: np.ndarray, shape, n: int = GRID) -> np.ndarray:
 
 
 def _image_targets(results: pd.DataFrame) -> list[str]:
-    return sorted(t for t in results["target"].unique() if hasattr(datasets.get_target(t), "label_metrics"))
+    """Targets with the "image" capability (their saved negatives are drawn as images)."""
+    return sorted(t for t in results["target"].unique() if datasets.get_target(t).has("image"))
 
 
 def sample_grids(store, results: pd.DataFrame, path: Path) -> Path | None:
-    from bench.plots import _save
-
     targets = _image_targets(results)
     runs = results[(results["status"] == "ok") & results["target"].isin(targets)].sort_values("seed")
     runs = runs.drop_duplicates(["suite", "fidelity", "target", "algorithm"])
@@ -75,7 +78,7 @@ def sample_grids(store, results: pd.DataFrame, path: Path) -> Path | None:
         for ax in axes[i]:
             ax.axis("off")
     fig.suptitle("003 Fig. 2 / 12: generated images (first finished seed) and held-out images", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -91,11 +94,9 @@ def _band(ax, tr: pd.DataFrame, metric: str, x: str, label_by: str = "algorithm"
 
 
 def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Path | None:
-    from bench.plots import _save
-
     if traces.empty:
         return None
-    targets = [t for t in traces["target"].unique() if hasattr(datasets.get_target(t), "label_metrics")]
+    targets = sorted(holding(traces, "label_weight_relerr_mean"))
     tr = traces[traces["target"].isin(targets)]
     if tr.empty:
         return None
@@ -111,14 +112,14 @@ def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Pa
             ax.set_title(f"{t}: {title}", fontsize=8)
             ax.set_xlabel(x)
     fig.suptitle("Image targets over training: mean and min-max band over seeds", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
 def energy_histograms(store, results: pd.DataFrame, path: Path) -> Path | None:
     """000 Fig. 7 per image target and algorithm, from the first finished seed's saved energies."""
-    from bench.plots_fidelity import energy_histogram_grid
-    from metrics.fidelity import energy_histograms as histograms
+    from bench.plots_quality import energy_histogram_grid
+    from metrics.sample_quality import energy_histograms as histograms
 
     runs = results[(results["status"] == "ok") & results["target"].isin(_image_targets(results))]
     runs = runs.sort_values("seed").drop_duplicates(["suite", "fidelity", "target", "algorithm"])
@@ -132,9 +133,7 @@ def energy_histograms(store, results: pd.DataFrame, path: Path) -> Path | None:
 
 
 def make(store, results: pd.DataFrame, traces: pd.DataFrame, figs: Path, x: str = "iteration") -> list[Path]:
-    if not _image_targets(results):
-        return []
-    from bench.plots_fidelity import fid_over_training
+    from bench.plots_quality import fid_over_training
 
     suffix = "_vs_work" if x == "grad_evals" else ""
     made = [image_training(traces, figs / f"image_training{suffix}.png", x),

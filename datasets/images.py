@@ -17,8 +17,9 @@ Data is never downloaded. It comes from files the user already has:
   a restricted unpickler that builds numpy arrays and nothing else;
 * scikit-learn's bundled 8x8 digits (1,797 images, 17 grey levels), always installed with scikit-learn.
 
-Where the files are: the folder given by ``python -m bench run --data-dir DIR`` or the environment variable
-``EBM_BENCH_DATA`` (the flag sets the variable). MNIST is looked for in ``DIR/mnist`` then ``DIR``;
+Where the files are: the folder given to ``use_data_dir`` (which ``bench.run(data_dir=...)``, a suite file's
+``data_dir`` and ``python -m bench run --data-dir DIR`` call, in each process that runs a cell), else the
+environment variable ``EBM_BENCH_DATA``. MNIST is looked for in ``DIR/mnist`` then ``DIR``;
 Fashion-MNIST in ``DIR/fashion-mnist``, ``DIR`` and Debian's ``/usr/share/datasets/fashion-mnist`` (package
 ``dataset-fashion-mnist``); CIFAR-10 in ``DIR/cifar-10-batches-py`` then ``DIR``. A missing, truncated or
 corrupt file raises ``DataError`` with one line naming the file and what is wrong (the CLI prints it and exits
@@ -193,7 +194,20 @@ class LabelledImages:
         return h.hexdigest()[:16]
 
 
+#: the data folder given by the caller (use_data_dir); None: the environment variable's
+_DATA_DIR: Path | None = None
+
+
+def use_data_dir(folder) -> None:
+    """Read image data from ``folder`` (None: from ``EBM_BENCH_DATA`` again)."""
+    global _DATA_DIR
+    _DATA_DIR = None if folder is None else Path(folder).expanduser()
+
+
 def data_dir() -> Path | None:
+    """The data folder: the one given to ``use_data_dir``, else ``EBM_BENCH_DATA``, else None."""
+    if _DATA_DIR is not None:
+        return _DATA_DIR
     v = os.environ.get(DATA_ENV, "").strip()
     return Path(v).expanduser() if v else None
 
@@ -300,9 +314,9 @@ class BiasedImages(Target):
     has_density = False
     #: the data set behind the target (load_dataset)
     dataset = "digits8"
-    #: the evaluation computes FID / IS of generated images against ``reference_images`` (classifier features, and
-    #: Inception with a weights file), after training and along it (bench/evaluation.py)
-    fidelity_metrics = True
+    #: capability "sample_quality": the evaluation computes FID / IS of generated images against
+    #: ``reference_images`` (classifier features, and Inception with a weights file), after training and along it
+    sample_quality = True
 
     def __init__(self, dataset: str = "digits8", classes=(2, 3, 6), counts=(140, 70, 35), dequantize=False,
                  flip=False, shape=(1, 8, 8), name: str | None = None):
@@ -423,26 +437,10 @@ class BiasedImages(Target):
         """Mode of each image: the suite's classifier's most likely class among the target's classes."""
         return self.classifier().predict_among(x, self.classes)
 
-    def label_metrics(self, x: Tensor, weights: Tensor | None = None) -> dict[str, float]:
-        """003 §4.2 / Fig. 3: the weight of each class among samples x (their normalised weights summed per label,
-        uniform without weights), its relative error, their mean, the share of samples the classifier puts outside
-        the target's classes, and the classifier's held-out accuracy."""
-        from metrics.classifier import label_weights, relative_weight_error
-
-        clf = self.classifier()
-        x = x.detach().cpu().float()
-        w = None if weights is None else weights.detach().cpu().double()
-        lab = clf.predict_among(x, self.classes).numpy()
-        got = label_weights(lab, self.n_modes, None if w is None else w.numpy())
-        err = relative_weight_error(got, self.mode_weights.numpy())
-        full = clf.predict(x).numpy()
-        off = ~np.isin(full, self.classes)
-        out = {f"label_weight[{k}]": float(v) for k, v in enumerate(got)}
-        out.update({f"label_weight_relerr[{k}]": float(e) for k, e in enumerate(err)})
-        out["label_weight_relerr_mean"] = float(err.mean())
-        out["off_class_share"] = float(off.mean() if w is None else w.numpy()[off].sum())
-        out["classifier_accuracy"] = clf.accuracy
-        return out
+    def off_class(self, x: Tensor) -> Tensor:
+        """True for each image whose most likely class (among all the classifier knows) is not one of the
+        target's (``off_class_share``, metrics/catalogue.py)."""
+        return torch.as_tensor(~np.isin(self.classifier().predict(x).numpy(), self.classes))
 
     def describe(self) -> dict:
         return {**super().describe(), "dataset": self.dataset, "classes": list(self.classes),

@@ -77,7 +77,7 @@ def test_smoke_suite_runs_and_reports(tmp_path, cache):
         # sample quality after training, with its protocol (the held-out reference), and 000 Fig. 7's energies
         assert m["fid_classifier"] >= 0 and 0 <= m["energy_overlap"] <= 1
     fid = ok[ok["metric"] == "fid_classifier"]
-    assert fid["protocol"].map(lambda p: json.loads(p)["fidelity_reference_split"]).eq("test").all()
+    assert fid["protocol"].map(lambda p: json.loads(p)["quality_reference_split"]).eq("test").all()
     tr = pd.read_csv(out / "traces.csv")
     jz = tr[tr["algorithm"] == "jarzynski"]
     assert {"cross_entropy_estimate", "ess", "label_weight_relerr_mean", "fid_classifier"} <= set(jz["metric"])

@@ -10,8 +10,9 @@ weights are chosen here, so that the class weights and the FID ordering are know
 - the FID reference is each held-out image once, raw pixels (on the data's grid), in the target's mix;
 - 003's biased MNIST is digits 2, 3 and 6 with 5,600 / 2,800 / 1,400 images (on small files written here).
 
-Each of these fails when one line of the wiring is wrong (label_point dropping the weights, image_fidelity reading
-images as [0, 1], the reference taken from the training images, BiasedMNIST's classes changed)."""
+Each of these fails when one line of the wiring is wrong (the class weights dropping the walker weights,
+sample_quality reading images as [0, 1], the reference taken from the training images, BiasedMNIST's classes
+changed)."""
 
 import bench  # noqa: F401  (binds our own `datasets` package first)
 
@@ -148,9 +149,9 @@ def test_images_in_range_are_read_as_such_and_every_row_carries_its_protocol(fid
     ref, split = t.reference_images()
     for m in ("fid_classifier", "is_classifier_mean", "is_classifier_std"):
         p = json.loads(rows[m]["protocol"])
-        assert p["fidelity_reference_split"] == split == "test" and p["fidelity_value_range"] == [-1.0, 1.0]
-        assert p["fidelity_n_ref"] == len(ref) == 330 and p["fidelity_n_gen"] == 360
-        assert p["fidelity_extractor"].startswith("classifier-")
+        assert p["quality_reference_split"] == split == "test" and p["quality_value_range"] == [-1.0, 1.0]
+        assert p["quality_n_ref"] == len(ref) == 330 and p["quality_n_gen"] == 360
+        assert p["quality_extractor"].startswith("classifier-")
     assert rows["label_weight[0]"]["protocol"] == ""  # only sample-quality values have one
     # 000 Fig. 7's energy comparison is measured too
     assert 0 <= rows["energy_overlap"]["value"] <= 1 and rows["energy_std_ratio"]["value"] >= 0

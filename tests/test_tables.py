@@ -12,6 +12,7 @@ import pytest
 from bench import report, tables
 from bench.errors import BenchError
 from bench.suite import load_suite, resolve_cells
+from metrics.catalogue import headline_labels
 
 T_975_2 = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom
 
@@ -124,7 +125,7 @@ def test_deterministic_rhat_has_its_own_column():
 
 
 def test_tables_fit_a_terminal():
-    metrics = {m: [0.123456, 0.234567, 0.345678] for m in tables.KEY_METRICS}
+    metrics = {m: [0.123456, 0.234567, 0.345678] for m in headline_labels()}
     res = results({(t, a): metrics for t in ("eight_gaussians", "four_mode") for a in ("ula_ebm", "flowmc_ebm")})
     for name, title, df in report.sections(res):
         text = report.render(title, df)
@@ -189,9 +190,9 @@ def test_weights_table_means_over_proper_seeds_beside_the_truth():
 
 
 def _protocol(n_ref: int) -> str:
-    return json.dumps({"fidelity_extractor": "classifier-0123456789ab", "fidelity_n_gen": 1000,
-                       "fidelity_n_ref": n_ref, "fidelity_reference_split": "test", "fidelity_image_shape": [1, 8, 8],
-                       "fidelity_value_range": [-1.0, 1.0]}, sort_keys=True)
+    return json.dumps({"quality_extractor": "classifier-0123456789ab", "quality_n_gen": 1000,
+                       "quality_n_ref": n_ref, "quality_reference_split": "test", "quality_image_shape": [1, 8, 8],
+                       "quality_value_range": [-1.0, 1.0]}, sort_keys=True)
 
 
 def test_sample_quality_values_of_different_protocols_are_never_compared():

@@ -1,4 +1,4 @@
-"""Figures of sample quality (metrics/fidelity.py), written as PNG:
+"""Figures of sample quality (metrics/sample_quality.py), written as PNG:
 
 - ``energy_histogram``: energies of samples against data on shared bins (Grenioux et al. 2023, Fig. 7), with the
   overlap, W1, mean gap and std ratio in the legend; ``energy_histogram_grid``: one such panel per target and
@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.plots import _draw, _legend_below, _palette, _save, curve_frame  # noqa: E402
+from bench.figures import curve_frame, draw_band, legend_below, palette, save  # noqa: E402
+from bench.tables import describe  # noqa: E402
 
 
 def _energy_panel(ax, hist, title: str, labels=("samples", "data")) -> None:
@@ -35,10 +36,10 @@ def _energy_panel(ax, hist, title: str, labels=("samples", "data")) -> None:
 
 
 def energy_histogram(hist, path: Path, title: str = "", labels=("samples", "data")) -> Path:
-    """Draw an :class:`~metrics.fidelity.EnergyHistograms` (densities on shared bins)."""
+    """Draw an :class:`~metrics.sample_quality.EnergyHistograms` (densities on shared bins)."""
     fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
     _energy_panel(ax, hist, title or "Energies of samples and data", labels)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -57,7 +58,7 @@ def energy_histogram_grid(panels: list[tuple[str, str, object]], path: Path, tit
         ax.axis("on")
         _energy_panel(ax, hist, f"{t}: {a}", ("generated", "held-out data"))
     fig.suptitle(title or "Energies of generated and held-out images (000 Fig. 7)", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -69,18 +70,16 @@ def fid_over_training(traces: pd.DataFrame, path: Path, metric: str = "fid_incep
     if t.empty:
         return None
     targets = sorted(t["target"].unique())
-    palette = _palette(t["algorithm"])
+    colours = palette(t["algorithm"])
     fig, axes = plt.subplots(1, len(targets), figsize=(4.0 * len(targets) + 0.6, 3.4), squeeze=False,
                              layout="constrained")
     for ax, target in zip(axes[0], targets, strict=True):
-        _draw(ax, curve_frame(t[t["target"] == target], x), x, palette)
+        draw_band(ax, curve_frame(t[t["target"] == target], x), x, colours)
         ax.set(xlabel="energy-gradient evaluations" if x == "grad_evals" else x, ylabel=metric)
         ax.set_title(target, loc="left", fontsize=10, weight="bold")
-    _legend_below(fig, palette)
+    legend_below(fig, colours)
     if not title and {"suite", "fidelity"} <= set(t.columns):
-        from bench.tables import describe
-
         title = f"{metric} over training: {describe(t)}; mean and min-max band over seeds"
     fig.suptitle(title or f"{metric} over training; mean and min-max band over seeds", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
