@@ -303,9 +303,13 @@ class Quantities:
         t = self.target
         if not (t.has("classifier") and t.has("sample_quality")):
             return None
+        x = self._generated()  # drawn before the classifier is first built (its weights' initialisation draws)
         if self.final:
-            return sample_quality(self.probe, self._generated())
-        return {"fid": {k.removeprefix("fid_"): v for k, v in self.probe.quality_trace()(self._generated()).items()}}
+            return sample_quality(self.probe, x)
+        trace = self.probe.quality_trace()
+        q = trace(x)
+        s = trace.extractor.suffix
+        return {"fid": {s: q[f"fid_{s}"]}, "out_of_range_frac": q["out_of_range_frac"]}
 
     def _image_energies(self):
         """Energies of the generated images and of the held-out images (000 Fig. 7), after training."""

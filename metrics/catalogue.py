@@ -261,7 +261,7 @@ BUILT_IN: list[Metric] = [
     Metric("is_<extractor>_std", "standard deviation of that Inception Score over its splits", ("quality",),
            lambda q: q["is_std"]),
     Metric("out_of_range_frac", "share of the generated pixel values outside [-1, 1] (clamped before FID / IS)",
-           ("quality",), lambda q: q["out_of_range_frac"]),
+           ("quality",), lambda q: q["out_of_range_frac"], trace=True),
     Metric("fid_n_generated", "generated images behind the FID / IS", ("quality",), lambda q: q["n_generated"]),
     Metric("fid_n_reference", "held-out reference images behind the FID / IS", ("quality",),
            lambda q: q["n_reference"]),
