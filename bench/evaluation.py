@@ -427,8 +427,10 @@ def sample_quality(probe: Probe, negs) -> dict:
         extractors.append(InceptionExtractor(weights))
     out = {"fid": {}, "is_mean": {}, "is_std": {}, "n_generated": float(len(negs)), "n_reference": float(len(ref))}
     for ext in extractors:
+        # IS: torch-fidelity's 10 splits, or one per image when fewer were generated (smoke runs; recorded)
         q = measure_quality(negs.float(), ref, extractor=ext, reference_split=split, metrics=("fid", "is"),
-                            value_range=(-1.0, 1.0), shape=target.shape, device=_quality_device(probe.device))
+                            value_range=(-1.0, 1.0), shape=target.shape, isc_splits=min(10, len(negs)),
+                            device=_quality_device(probe.device))
         s = ext.suffix
         out["fid"][s] = q.metrics[f"fid_{s}"]
         out["is_mean"][s], out["is_std"][s] = q.metrics[f"is_{s}_mean"], q.metrics[f"is_{s}_std"]
