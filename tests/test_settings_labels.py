@@ -43,15 +43,16 @@ def _suite(tmp_path, monkeypatch, text: str) -> dict:
 
 
 def test_a_stand_in_energy_labelled_paper_is_refused_at_load(tmp_path, monkeypatch):
-    """002's ConvNet is a stand-in (algorithms/conv_energies.py): a cell with it cannot claim "paper"."""
+    """003's CNN as we read it (003 gives no layer list) is a stand-in (algorithms/conv_energies.py): a cell with it
+    cannot claim "paper"."""
     head = 'targets = ["digits8"]\nalgorithms = ["noise_free_euler"]\n[fidelity.paper.defaults]\nn_iters = 3\n'
-    s = _suite(tmp_path, monkeypatch, head + 'energy = "convnet_swish"\nsettings = "paper"\n')
-    with pytest.raises(BenchError, match="energy convnet_swish: .*label it settings = 'paper, with deviations'"):
+    s = _suite(tmp_path, monkeypatch, head + 'energy = "conv003_small"\nsettings = "paper"\n')
+    with pytest.raises(BenchError, match="energy conv003_small: .*label it settings = 'paper, with deviations'"):
         S.resolve_cells(s, "paper")
-    s = _suite(tmp_path, monkeypatch, head + 'energy = "convnet_swish"\nsettings = "paper, with deviations"\n'
+    s = _suite(tmp_path, monkeypatch, head + 'energy = "conv003_small"\nsettings = "paper, with deviations"\n'
                'deviations = ["n_iters = 3"]\n')
     cell = S.resolve_cells(s, "paper", seeds=1)[0]
-    assert cell.deviations[0] == "n_iters = 3" and cell.deviations[1].startswith("energy convnet_swish: ")
+    assert cell.deviations[0] == "n_iters = 3" and cell.deviations[1].startswith("energy conv003_small: ")
     # the paper's own network at the paper's settings may be "paper"
     s = _suite(tmp_path, monkeypatch, head + 'energy = "convnet_lipswish"\nsettings = "paper"\n')
     assert S.resolve_cells(s, "paper", seeds=1)[0].deviations == []
