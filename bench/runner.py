@@ -8,6 +8,7 @@ ground truth allows (metrics/catalogue.py), the audit of the mode weights includ
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -156,6 +157,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "cell_id": cell.cell_id(),
         "target_version": target.version,
         "settings": cell.settings,
+        "deviations": json.dumps(cell.deviations) if cell.deviations else "",
         "status": status,
         "reason": reason,
         "n_iters": it,
@@ -170,5 +172,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_json(cell.config()),
     }
-    rows = [{**common, "metric": k, "value": v} for k, v in metrics.items()]
+    # an FID / KID / IS value carries its protocol (extractor, counts, split, quantisation): tables never compare two
+    # values measured under different protocols (bench/tables.py, ``by_protocol``)
+    rows = [{**common, "metric": k, "value": v,
+             "protocol": json.dumps(probe.protocols[k], sort_keys=True) if k in probe.protocols else ""}
+            for k, v in metrics.items()]
     return rows, traces, art

@@ -140,6 +140,15 @@ def test_highdim_tables_on_a_fixture_with_known_answers():
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["neg w0", "neg w3"]], [0.1, 0.4])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["EBM w0", "EBM w3"]], [0.4, 0.1])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "p* (true)"), ["EBM w0", "EBM w1"]], [0.25, 0.25])
+    assert "audit_rhat>1.1" not in w.columns  # no audit R-hat above 1.1: no flag
+    # audits that did not mix are flagged: 2 of 3 seeds above 1.1 (one of them not finite)
+    rows += [("hd_mixture16", "flowmc_ebm", s, "audit_max_rhat", v) for s, v in enumerate([1.05, 1.3, np.nan])]
+    rows += [("hd_mixture16", "nt_ebm", s, "audit_max_rhat", 1.02) for s in range(3)]
+    rows += [("hd_mixture16", "nt_ebm", s, "audit_weight[0]", 0.25) for s in range(3)]
+    w = tables_highdim.weights_table(_results(rows))
+    assert w.loc[("hd_mixture16", "flowmc_ebm"), "audit_rhat>1.1"] == "2/3"
+    assert w.loc[("hd_mixture16", "nt_ebm"), "audit_rhat>1.1"] == ""
+    assert any("did not mix" in n for n in w.attrs["notes"])
 
 
 def test_audit_metrics_compare_negatives_with_the_audit():
