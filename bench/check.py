@@ -39,7 +39,8 @@ Non-finite values and failures are counted, not averaged away: a metric that was
 and is NaN or infinite in any seed now is a regression (KL = [0.10, 0.12, 0.11, inf] fails); a metric that
 was already non-finite in some baseline seed is compared over its finite seeds, and is a regression when no
 seed is finite now. Likewise a run that fails (status not "ok") in a cell whose baseline seeds all finished,
-or a model that becomes improper in a cell whose baseline models were all proper, is a regression. Not checked
+or a model that becomes improper in a cell whose baseline models were all proper, is a regression, and so
+is a cell whose every seed now fails (or is improper) where some baseline seed did not. Not checked
 (``check`` = "none"): a density metric of a cell whose baseline had an improper model (its KL or
 log-likelihood is not a density's), and a metric with fewer than MIN_SEEDS finite baseline seeds. Metrics
 without a rule (per-mode weights, work counts, the R-hat of deterministic chains, which measures no mixing)
@@ -250,10 +251,13 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, family: int | None = 
     cmp["tolerance"] = tolerance(cmp["z_std"], cmp["n_seeds_base"], cmp["n_seeds"].fillna(1), lo, family, alpha)
     cmp["worse_by"] = (cmp["z_mean"] - cmp["z_mean_base"]) * -cmp["direction"]
     n_runs_now, n_ok_now = cmp["n_runs_now"].fillna(0), cmp["n_ok_now"].fillna(0)
-    # failures and improper models: a regression where every baseline seed finished / was proper
+    # failures and improper models: a regression where every baseline seed finished / was proper, or where
+    # every seed fails / is improper now and some baseline seed did not
     failed = ((n_ok_now < n_runs_now) & (cmp["n_ok"] == cmp["n_runs"])) | (n_ok_now == 0)
-    improper = ((cmp["n_improper_now"].fillna(0) > 0) & (cmp["n_improper"] == 0)
-                & cmp["metric"].map(tables.is_density_metric))
+    n_imp_now = cmp["n_improper_now"].fillna(0)
+    improper = (((n_imp_now > 0) & (cmp["n_improper"] == 0))
+                | ((n_imp_now == n_runs_now) & (n_imp_now > 0) & (cmp["n_improper"] < cmp["n_runs"]))) \
+        & cmp["metric"].map(tables.is_density_metric)
     nonfinite_now = cmp["n_nonfinite"].fillna(0)
     nonfinite = ((nonfinite_now > 0) & (cmp["n_nonfinite_base"] == 0)) | (
         (nonfinite_now > 0) & (cmp["n_seeds"].fillna(0) == 0))

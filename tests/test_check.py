@@ -244,6 +244,12 @@ def test_a_model_that_becomes_improper_or_a_run_that_fails_is_a_regression():
     one = check.compare(results({"min_ess_bulk": [100.0] * 4}, status=["ok", "diverged", "ok", "ok"]), base)
     every = check.compare(results({"min_ess_bulk": [100.0] * 4}, status=["diverged"] * 4), base)
     assert one["verdict"].tolist() == ["ok"] and every["verdict"].tolist() == ["REGRESSION (runs failed)"]
+    # likewise improper models: one improper baseline seed of 8 excuses one now, not all of them
+    base = check.make_baseline(results({"kl": KL8}, improper=[0] * 7 + [1]))
+    one = check.compare(results({"kl": KL8[:4]}, improper=[0, 1, 0, 0]), base)
+    every = check.compare(results({"kl": KL8[:4]}, improper=[1] * 4), base)
+    assert one["verdict"].tolist() == ["not checked: improper model in 1 of 8 seeds: not a density"]
+    assert every["verdict"].tolist() == ["REGRESSION (model became improper)"]
 
 
 def test_false_alarms_are_counted_over_every_split_of_the_seeds():
@@ -338,10 +344,11 @@ def test_baseline_written_and_read_back_by_check(tmp_path, capsys):
 
 # a baseline as the previous version wrote it: 4 seeds re-run in full by the check, a "range" check, z_worst,
 # non-finite seeds dropped (seed 3's KL of cell a was inf: n_seeds 3 of n_ok 4)
-OLD = """suite,fidelity,target,algorithm,metric,direction,scale,n_seeds,mean,std,z_mean,z_std,z_worst,check,reason,n_ok,n_runs,n_improper
-toy2d,quick,two_mode,a,kl,-1,log,3,0.11,0.01,{za},{sa},-2.1,mean,,4,4,0
-toy2d,quick,two_mode,b,kl,-1,log,4,0.3,0.4,{zb},{sb},-0.1,range,seed spread too large for the mean (tolerance x4.8 > cap x3),4,4,0
-"""
+OLD = ("suite,fidelity,target,algorithm,metric,direction,scale,n_seeds,mean,std,z_mean,z_std,z_worst,check,reason,"
+       "n_ok,n_runs,n_improper\n"
+       "toy2d,quick,two_mode,a,kl,-1,log,3,0.11,0.01,{za},{sa},-2.1,mean,,4,4,0\n"
+       "toy2d,quick,two_mode,b,kl,-1,log,4,0.3,0.4,{zb},{sb},-0.1,range,seed spread too large for the mean "
+       "(tolerance x4.8 > cap x3),4,4,0\n")
 
 
 def test_check_reads_a_baseline_of_the_previous_version(tmp_path, capsys):
