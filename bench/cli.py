@@ -105,8 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--baseline", type=Path,
                        help="baseline file (default ./results/baselines/<suite>-<fidelity>.csv)")
         b.add_argument("--results", type=Path, help="read this results folder instead of running the sweep")
-        b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline; default: the fidelity's)")
-        b.add_argument("--seeds", type=int, help="seeds (baseline; default 4, at least 3)")
+        b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline: default the fidelity's; "
+                       "check: default the baseline's)")
+        if name == "baseline":
+            b.add_argument("--seeds", type=int, help="seeds (default 8: the 4 the check re-runs and 4 that calibrate "
+                           "the seed spread; at least 3)")
+        else:
+            b.add_argument("--targets", nargs="+", help="targets to check (default: the baseline's)")
         b.add_argument("--out", type=Path, help="where the sweep runs (default results/<suite>-<fidelity>)")
         b.add_argument("-j", "--jobs", type=int, default=0)
         if name == "baseline":
@@ -256,7 +261,7 @@ def _baseline_path(args) -> Path:
 
 
 def cmd_baseline(args) -> int:
-    from bench.check import BASELINE_SEEDS, MIN_SEEDS, check_rows, write_baseline
+    from bench.check import BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
 
     path = _baseline_path(args)
     if path.exists() and not args.force:
@@ -266,14 +271,22 @@ def cmd_baseline(args) -> int:
         raise BenchError(f"--seeds {seeds}: a baseline needs at least {MIN_SEEDS} seeds to estimate the seed spread")
     res = check_rows(_sweep_results(args, _names(args.algorithms), seeds), args.suite, args.fidelity,
                      str(args.results or "the sweep"))
-    base = write_baseline(res, path)
+    n_check = min(CHECK_SEEDS, int(res["seed"].nunique()))
+    base = write_baseline(res, path, n_check)
     print(f"baseline: {path} ({len(base)} metrics of {base['algorithm'].nunique()} algorithms, "
-          f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())})")
+          f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())}; "
+          f"bench check re-runs seeds 0-{n_check - 1})")
+    n_seeds = int(res["seed"].nunique())
+    if n_seeds >= 2 * n_check:
+        fa = false_alarms(res, n_seeds - n_check, n_check, family=int((base["check"] == "mean").sum()))
+        print(f"false alarms of unchanged code on these seeds (each split of the {n_seeds} seeds into "
+              f"{n_seeds - n_check} baseline and {n_check} check seeds is one gate run): {fa['runs']} of "
+              f"{fa['splits']} runs ({fa['runs'] / fa['splits']:.1%}), {fa['alarms']} alarms in {fa['tests']} tests")
     return 0
 
 
 def cmd_check(args) -> int:
-    from bench.check import check_rows, compare, read_baseline, regressions, render
+    from bench.check import check_rows, compare, first_seeds, read_baseline, regressions, render
 
     path = _baseline_path(args)
     if not path.exists():
@@ -283,11 +296,21 @@ def cmd_check(args) -> int:
     base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
     if base.empty:
         raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
-    seeds = int(base["n_runs"].max())
+    # the Bonferroni family is the whole baseline's, also when only some of its cells are checked
+    family = int((base["check"] == "mean").sum())
+    for col, names in (("algorithm", args.algorithms), ("target", args.targets)):
+        if names:
+            unknown = sorted(set(names) - set(base[col]))
+            if unknown:
+                raise BenchError(f"--{col}s: {', '.join(unknown)} not in the baseline {path} "
+                                 f"(it has: {', '.join(sorted(base[col].unique()))})")
+            base = base[base[col].isin(names)]
+    seeds = int(base["n_check"].max())
     res = _sweep_results(args, sorted(base["algorithm"].unique()), seeds, sorted(base["target"].unique()))
     if args.results:
-        res = check_rows(res, args.suite, args.fidelity, str(args.results))
-    cmp = compare(res, base)
+        res = first_seeds(check_rows(res, args.suite, args.fidelity, str(args.results)), seeds)
+        res = res[res["algorithm"].isin(base["algorithm"]) & res["target"].isin(base["target"])]
+    cmp = compare(res, base, family=family)
     print(render(cmp), end="")
     return 1 if len(regressions(cmp)) else 0
 
