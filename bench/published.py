@@ -77,7 +77,7 @@ PAPER_TABLES += [
                  "the -10 mode (p* = 0.25), KL(p* || p_theta), Jarzynski's estimate of it (003 eq. 12) and that "
                  "estimate's error (log Z~ - log Z). 003 shows Algorithm 1 at p_k = 0.25 for every c with the "
                  "estimated KL on the exact one, PCD collapsing and CD biased. With the weight update of 003 "
-                 "eq. (5)-(6), measured here: p_k = 0.25 at c = 0.4, but at c = 0.1 p_k random-walks (in d = 50 "
+                 "eq. (5)-(6), measured in single runs at B.1's size: p_k = 0.25 at c = 0.4, but at c = 0.1 p_k random-walks (in d = 50 "
                  "the update's ULA terms hold 1/ESS - 1 near 0.14, so c = 0.1 resamples every ~7 iterations and "
                  "each resampling freezes the weights' noise into the two modes' walker counts); the estimate "
                  "ends ~0.1 nat below the exact KL (the walkers it reweights also drive the gradient: a finite-N "
