@@ -80,6 +80,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
     (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit."""
     clock = clock or NoClock()
+    cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
     if dev.type == "cpu":
         threads = cell_threads(cell, threads)
@@ -160,6 +161,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "n_iters": it,
         "train_time_s": round(train_time, 3),
         "wall_time_s": round(wall, 3),
+        "cpu_time_s": round(time.process_time() - cpu0, 3),
         "time_per_iter_s": train_time / max(it, 1),
         **train_work,
         "device": str(dev),
