@@ -214,10 +214,11 @@ PAPER_IMAGE_ENERGIES = {
                                                 n_out=16),
     "shortrun_convnet": ShortRunConvNet,  # 003 CIFAR-10, n_f = 128
     "shortrun_convnet_small": ShortRunConvNet.with_params("the short-run ConvNet at n_f = 8 (quick, smoke)", nf=8),
-    # 002 A.2 Table 2 ("nf = 64 for CIFAR-10, swish after each convolutional layer"): its layer list is not in
-    # the text we have; the strided ConvNet shape above with n_f = 64 and swish is this suite's stand-in
-    "convnet_swish": StridedConvEnergy.with_params("a strided ConvNet with swish, n_f = 64: this suite's stand-in "
-                                                   "for 002's CIFAR-10 energy", nf=64, mults=(2, 4, 8), act=nn.SiLU),
+    # 002 A.2 Table 2, CIFAR-10 column: 3x3 conv(nf), 4x4 conv(2 nf) /2, 4x4 conv(4 nf) /2, 4x4 conv(8 nf) /2,
+    # flatten + FC to a scalar (here a convolution over the whole remaining map: the same map), swish after
+    # each convolution, nf = 64
+    "convnet_swish": StridedConvEnergy.with_params("002 Table 2's CIFAR-10 ConvNet: strided convolutions with swish, "
+                                                   "n_f = 64", nf=64, mults=(2, 4, 8), act=nn.SiLU),
     "convnet_swish_small": StridedConvEnergy.with_params("that strided swish ConvNet at n_f = 8 (quick, smoke)", nf=8,
                                                          mults=(2, 4, 8), act=nn.SiLU),
 }

@@ -21,9 +21,16 @@ Tables 4-5 give h: "ula with 5e-4 step size", 256 steps).
 Choices the papers leave open, and ours:
 * The flow starts at the identity with base N(0, sigma^2 I), sigma^2 the data's largest per-coordinate
   variance (as the other flow algorithms), instead of 004's data-dependent initialisation of its image flow.
-* The code's per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] (004's public code) are
-  image-specific code details not in the paper: not applied. The test-time step increase (x 4/3, 004 A.3)
-  is not applied either: evaluation chains use the training step. They are noise-free, hence deterministic
+* The per-step clamp of the Langevin update (+-0.1) and the image clamp to [-1, 1] of 004's public code are not
+  in the paper: off by default, ``drift_clamp`` / ``image_clamp`` switch them on (measured on 8x8 digits, quick,
+  seed 0: they stop Pre's energy runaway at the quick flow learning rate, classifier FID 447 -> 85, and with
+  004's flow learning rate 22 -> 12; docs/choices.md "CoopFlow"). The test-time step increase (x 4/3, 004 A.3)
+  is not applied: evaluation chains use the training step.
+* The revision's length T h decides whether the EBM's energy stays bounded: on the toy targets T h = 0.005
+  (10 steps of 000's h = 5e-4) ran away (max |U| 5e5 on eight_gaussians), 000's 256 x 5e-4 = 0.128 did not.
+  Its EBM is not a density of the data at any T h tried (004 §4.2 does not claim one): the revision never
+  moves a sample between separated modes, so the EBM's relative mode levels are not learned (they wander
+  over training while the samples keep the data's weights). They are noise-free, hence deterministic
   (``stochastic_chains = False``): their R-hat is reported as ``max_rhat_deterministic``, which measures
   collapse to fixed points, not mixing.
 * Optimisers: Adam, betas (0.5, 0.5) for the EBM and (0.9, 0.999) for the flow (004 A.2); learning rates
@@ -40,7 +47,7 @@ from typing import Literal
 
 import torch
 
-from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, Diverged, TrainingAlgorithm
+from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, fit_flow, flow_for
 from algorithms.samplers import h_from_004_delta, ula
@@ -67,6 +74,11 @@ class CoopFlowConfig(FlowConfig, OptimConfig):
     pretrain_batch: int = field(default=256, metadata=AT_LEAST_1)
     warmup_iters: int = field(default=100, metadata=NONNEG)
     energy_reg: float = field(default=0.0, metadata=NONNEG)
+    #: 004's public image code, not its paper (off by default): each coordinate of a Langevin step's drift
+    #: limited to [-drift_clamp, drift_clamp] (the code: 0.1), and with ``image_clamp`` the revised samples
+    #: clamped to the image range [-1, 1] after every step (image targets only)
+    drift_clamp: float = field(default=0.0, metadata=NONNEG)
+    image_clamp: bool = False
 
 
 class CoopFlow(TrainingAlgorithm):
@@ -76,9 +88,15 @@ class CoopFlow(TrainingAlgorithm):
     #: the evaluation chains are the noise-free Langevin of step 6 (gradient descent on E): deterministic
     stochastic_chains = False
 
+    @classmethod
+    def check_target(cls, config, target):
+        if config.image_clamp and getattr(target, "shape", None) is None:
+            raise ConfigError("image_clamp clamps pixels to [-1, 1]: image targets only")
+
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         cfg = config
+        self._clamp = dict(drift_clamp=cfg.drift_clamp, bounds=(-1.0, 1.0) if cfg.image_clamp else None)
         T, delta = SETTINGS[cfg.setting]
         self.n_steps = cfg.n_steps or T
         self.h = cfg.step_size if cfg.step_size > 0 else h_from_004_delta(cfg.delta or delta)
@@ -98,7 +116,7 @@ class CoopFlow(TrainingAlgorithm):
             return self.flow.sample(n, self.work)[0]
 
     def sample(self, x0):
-        return ula(self.energy, x0, self.h, self.n_steps, self.work, noise=False)
+        return ula(self.energy, x0, self.h, self.n_steps, self.work, noise=False, **self._clamp)
 
     def step(self, x_pos):
         cfg = self.config
@@ -129,7 +147,7 @@ class CoopFlow(TrainingAlgorithm):
         return self.flow_samples(n)
 
     def run_chains(self, x0, n_draws):
-        return ula(self.energy, x0, self.h, n_draws, self.work, noise=False, keep_chain=True)
+        return ula(self.energy, x0, self.h, n_draws, self.work, noise=False, keep_chain=True, **self._clamp)
 
     def extra_metrics(self, test_x):
         with torch.no_grad():

@@ -45,21 +45,33 @@ def ula(
     noise: bool = True,
     noise_scale: float = 1.0,
     keep_chain: bool = False,
+    drift_clamp: float = 0.0,
+    bounds: tuple[float, float] | None = None,
 ) -> Tensor:
     """Run n_steps of ULA (000 Alg. 2) from x. With ``noise=False`` it is gradient descent on U with step
     h (the noise-free dynamics of 002 eq. 7 / 004). ``noise_scale`` s < 1 is the "reduced noise" heuristic
     of 002 §5.2 / Du & Mordatch 2019: x' = x - h grad U + s sqrt(2h) xi, which samples exp(-U / s^2), not
     exp(-U). Returns the final states, or with ``keep_chain`` the whole chain of shape (n, n_steps, d)
-    (the states after each step)."""
+    (the states after each step).
+
+    Two clamps of 004's public image code (not of any paper's text; off by default): ``drift_clamp`` c > 0
+    limits every coordinate of the drift h grad U to [-c, c] (004's code: 0.1), ``bounds`` (lo, hi) clamps the
+    states after every step (004's code: the image range [-1, 1]). Either makes the chain something else than
+    ULA on exp(-U)."""
     x = x.detach()
     scale = math.sqrt(2 * h) if noise_scale == 1.0 else noise_scale * math.sqrt(2 * h)
     chain = []
     for _ in range(n_steps):
         g = energy.grad(x, work)
-        # two fused passes over (n, d) instead of four: x - h g, then + scale xi in place on the new tensor
-        x = torch.add(x, g, alpha=-h)
+        if drift_clamp > 0:
+            x = x - (h * g).clamp_(-drift_clamp, drift_clamp)
+        else:
+            # two fused passes over (n, d) instead of four: x - h g, then + scale xi in place on the new tensor
+            x = torch.add(x, g, alpha=-h)
         if noise:
             x.add_(standard_normal_like(x), alpha=scale)
+        if bounds is not None:
+            x.clamp_(bounds[0], bounds[1])
         if keep_chain:
             chain.append(x)
     return torch.stack(chain, 1) if keep_chain else x

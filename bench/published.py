@@ -18,6 +18,13 @@ PAPER_TABLES = [
             "coopflow": [58.75, 7.78],
             "flowmc_ebm": [0.94, 0.40],
         },
+        "notes": {
+            "coopflow": "the log-density error of CoopFlow's EBM, as 000 measured it; 004 §4.2 does not claim that "
+                        "this EBM is a density of the data (its noise-free revision never moves samples between "
+                        "modes, so nothing fixes the EBM's relative mode levels) and evaluates samples instead: "
+                        "see neg_weight_mse. Our EBM is improper (most of its mass outside the box) at every "
+                        "setting tried; docs/choices.md \"CoopFlow\"",
+        },
     },
     {
         "name": "table3_000",
@@ -127,6 +134,14 @@ PAPER_TABLES += [
             "ebm_noisy": [70.4, None, None],
             "noise_free_euler": [61.6, None, None],
             "self_adversarial": [47.9, None, None],
+        },
+        "notes": {
+            "self_adversarial": "not reproduced at quick settings: eq. (12)'s generator term (weight 1) overpowers "
+                                "the small energy network (the loss E(x+) - E(x-) stays near +10 instead of "
+                                "oscillating around 0 as in 002 Fig. 5, samples collapse onto a few classes, FID "
+                                "worse with longer training); at weight 0.1-0.3 it lowers FID slightly in every "
+                                "seed. Its gradient is checked against known answers; 002's own scale was not run. "
+                                "docs/choices.md \"002 Table 1\"",
         },
     },
     {

@@ -237,6 +237,9 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
                      "suite's extrapolation of the paper's")
     if (s[s["metric"].isin([m for _, m in spec["columns"]])]["n_improper"] > 0).any():
         notes.append(IMPROPER_NOTE)
+    # a row's diagnosis (published.py "notes"), shown where that algorithm has a measured value here
+    measured = {a for a in algos if any(out.loc[a, lab] != "" for lab in labels)}
+    notes += [f"{a}: {n}" for a, n in spec.get("notes", {}).items() if a in measured]
     return _with_notes(out, notes)
 
 

@@ -14,7 +14,7 @@ import datasets
 from algorithms.base import Problem, build_config
 from algorithms.energies import MLPEnergy, QuadraticEnergy
 from algorithms.flows import RealNVP, data_base_scale, reverse_kl
-from algorithms.samplers import h_from_004_delta
+from algorithms.samplers import h_from_004_delta, ula
 from algorithms.tilt import Raw, TiltedModelError
 from algorithms.work import Work
 from datasets import GaussianMixture
@@ -116,6 +116,90 @@ def test_coopflow_settings():
     assert alg.n_steps == 7 and alg.h == pytest.approx(0.005)
     alg, _ = make("coopflow", target, QuadraticEnergy(2), setting="t30", delta=0.1, step_size=5e-4)
     assert alg.h == 5e-4  # 000 gives h directly
+
+
+def test_coopflow_revision_is_noise_free_langevin_in_004s_convention():
+    """004 eq. (3) without noise, x' = x + (delta^2 / 2) grad f with f = -U: on U = |x - mu|^2 / (2 s^2) the
+    T-step revision is x_T = mu + (1 - h / s^2)^T (x_0 - mu), h = delta^2 / 2. A sign error (x + h grad U), a
+    wrong conversion (h = delta or delta^2) or leftover noise fails it."""
+    mu, s, delta, T = torch.tensor([0.3, -0.2]), 0.7, 0.1, 7
+    alg, _ = make("coopflow", gaussian(), QuadraticEnergy(2, mean=mu.tolist(), log_std=math.log(s)),
+                  setting="t30", delta=delta, n_steps=T)
+    x0 = torch.randn(64, 2)
+    h = delta**2 / 2
+    expected = mu + (1 - h / s**2) ** T * (x0 - mu)
+    torch.testing.assert_close(alg.sample(x0), expected, rtol=1e-5, atol=1e-6)
+    for wrong_h in (delta, delta**2, -h):
+        assert not torch.allclose(mu + (1 - wrong_h / s**2) ** T * (x0 - mu), expected, atol=1e-3)
+
+
+def test_coopflow_one_iteration_is_algorithm_1_steps_7_and_8():
+    """Step 7: the flow takes an Adam (0.9, 0.999) step on -mean log q_alpha(x~) with the revised samples x~
+    fixed; step 8: the EBM an Adam (0.5, 0.5) step on mean U(x+) - mean U(x~) (004 eq. 2) with x~ fixed, so on
+    the quadratic energy its gradient is the closed form below and nothing of the flow's loss reaches it."""
+    import copy
+
+    mu0, s = torch.tensor([0.3, -0.2]), 0.7
+    energy = QuadraticEnergy(2, mean=mu0.tolist(), log_std=math.log(s))
+    alg, data = make("coopflow", gaussian(), energy, setting="t30", n_steps=5, step_size=0.01, lr=1e-3)
+    assert alg.optimizer.param_groups[0]["betas"] == (0.5, 0.5)
+    assert alg.flow_opt.param_groups[0]["betas"] == (0.9, 0.999)
+    flow_before = copy.deepcopy(alg.flow)
+    x_pos = data[:256]
+    alg.step(x_pos)
+    x_neg = alg.negatives()
+    # step 8, closed form at the parameters before the step: d/dmu = (mean x~ - mean x+) / s^2,
+    # d/dlog s = -(mean |x+ - mu|^2 - mean |x~ - mu|^2) / s^2
+    g_mu = (x_neg.mean(0) - x_pos.mean(0)) / s**2
+    g_ls = -((x_pos - mu0).pow(2).sum(-1).mean() - (x_neg - mu0).pow(2).sum(-1).mean()) / s**2
+    torch.testing.assert_close(energy.mean.grad, g_mu, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(energy.log_std.grad, g_ls, rtol=1e-4, atol=1e-6)
+    # Adam's first step moves each parameter by lr * sign(gradient)
+    torch.testing.assert_close(energy.mean.detach(), mu0 - 1e-3 * g_mu.sign(), rtol=0, atol=1e-6)
+    # step 7: the flow's gradient is that of its own negative log-likelihood of x~, nothing else
+    loss = -flow_before.log_prob(x_neg).mean()
+    want = torch.autograd.grad(loss, list(flow_before.parameters()), allow_unused=True)
+    for p, w in zip(alg.flow.parameters(), want, strict=True):
+        if w is None:
+            assert p.grad is None or float(p.grad.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-7)
+
+
+def test_coopflow_clamps_of_the_authors_image_code():
+    """drift_clamp limits each coordinate's move per step; image_clamp keeps pixels in [-1, 1]; both off by
+    default (the toy targets' revision is plain noise-free Langevin) and image_clamp is refused off images."""
+    far = QuadraticEnergy(2, mean=[50.0, -50.0], log_std=math.log(0.1))
+    alg, _ = make("coopflow", gaussian(), far, setting="t30", n_steps=3, step_size=0.01, drift_clamp=0.1)
+    x0 = torch.zeros(4, 2)
+    torch.testing.assert_close(alg.sample(x0), torch.tensor([[0.3, -0.3]]).expand(4, 2))
+    plain, _ = make("coopflow", gaussian(), far, setting="t30", n_steps=3, step_size=0.01)
+    # unclamped, h / s^2 = 1: the first step lands on the mean
+    torch.testing.assert_close(plain.sample(x0), torch.tensor([[50.0, -50.0]]).expand(4, 2))
+    # the image range: the same pull ends on the bounds
+    bounded = ula(far, x0, 0.01, 3, Work(), noise=False, bounds=(-1.0, 1.0))
+    torch.testing.assert_close(bounded, torch.tensor([[1.0, -1.0]]).expand(4, 2))
+    with pytest.raises(Exception, match="image targets only"):
+        algorithms.ALGORITHMS["coopflow"].check_target(build_config(
+            algorithms.ALGORITHMS["coopflow"].Config, {"image_clamp": True}, "test"), gaussian())
+
+
+def test_toy2d_coopflow_keeps_000s_langevin_length_and_a_short_warm_up():
+    """000 Tables 4-5: 256 noise-free steps of h = 5e-4 (T h = 0.128); App. C.1: the pre-trained flow frozen for
+    less than 5 % of training. The quick fidelity may cut T but not T h: at T h = 0.005 (its earlier 10 x 5e-4)
+    the EBM's energy ran away (eight_gaussians: max |U| 5e5, test log-likelihood -37,884). Nor may it raise h
+    past 4x 000's: at 32 x 4e-3 (8x) the steps overshot the modes and four_mode seed 1 ran away (max |U| 1e9)."""
+    from bench.suite import load_suite, resolve_cells
+
+    suite = load_suite("toy2d")
+    for fidelity in ("quick", "paper"):
+        for cell in resolve_cells(suite, fidelity, ["coopflow"], None, seeds=1):
+            a = cell.algo
+            assert a.setting == "pre" and a.n_steps * a.step_size == pytest.approx(256 * 5e-4)
+            assert a.step_size <= 4 * 5e-4
+            assert 0 < a.warmup_iters < 0.05 * cell.train.iterations()
+    (paper,) = resolve_cells(suite, "paper", ["coopflow"], ["four_mode"], seeds=1)
+    assert (paper.algo.n_steps, paper.algo.step_size, paper.algo.lr) == (256, 5e-4, 1e-3)
 
 
 def test_coopflow_freezes_the_pretrained_flow_during_warm_up():

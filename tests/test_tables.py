@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from bench import report, tables
+from bench import published, report, tables
 from bench.errors import BenchError
 from bench.suite import load_suite, resolve_cells
 from metrics.catalogue import headline_labels
@@ -72,6 +72,15 @@ def test_paper_table_puts_measured_and_published_in_their_columns():
     assert t.loc["flowmc_ebm", "rings"] == "" and t.loc["flowmc_ebm", "seeds"] == ""
     assert t.loc["ula_ebm", "seeds"] == 3 and t.loc["ula_ebm", "settings"] == "quick"
     assert "nan" not in report.render("x", t).lower()
+
+
+def test_a_rows_diagnosis_is_a_note_only_where_that_row_was_measured():
+    spec = next(s for s in published.PAPER_TABLES if s["name"] == "table1_000")
+    assert spec["notes"]["coopflow"]
+    assert not any(n.startswith("coopflow:") for n in table1().attrs["notes"])  # no CoopFlow row measured
+    res = results({("eight_gaussians", "coopflow"): {"logp_median_sq_error": [4.0, 5.0, 6.0]}})
+    notes = tables.paper_table(res, spec).attrs["notes"]
+    assert f"coopflow: {spec['notes']['coopflow']}" in notes
 
 
 def test_table3_published_columns_in_the_papers_order():
