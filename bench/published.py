@@ -202,6 +202,14 @@ PAPER_FIGURES = [
             "pcd": ["mode collapse", "bounces back up", None],
             "cd": ["biased", "stalls", None],
         },
+        "notes": {
+            "jarzynski": "c = 0.1 (B.1's first threshold): with the weight update of 003 eq. (6) the walkers are "
+                         "resampled every few iterations in d = 50, which freezes the weights' noise into the two "
+                         "modes' walker counts, so p_k random-walks away from 0.25 (c = 0.4 keeps it); the KL "
+                         "estimate ends below the exact KL by a finite-N feedback bias (the walkers it reweights "
+                         "drive the gradient). The authors' script updates the weights at the new positions only, "
+                         "which hides both: docs/choices.md \"The teacher-student experiment\"",
+        },
     },
     {
         "name": "fig3_003",
