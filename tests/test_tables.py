@@ -98,6 +98,25 @@ def test_table3_published_columns_in_the_papers_order():
     assert t.loc["flowmc_ebm", "E wrt p*"] == "0.001 ± 0"
 
 
+def test_003_fig6_table_reads_the_gmm50d_metrics_the_evaluation_writes():
+    """003 Fig. 6 gives curves; the table sets the one value read from them, Algorithm 1's p_k = 0.25 (for every
+    c of Fig. 6), beside the measured mode weight, and shows the KL, its estimate and the estimate's error
+    under the evaluation's own metric names (a renamed metric would leave the columns blank)."""
+    res = results({("gmm50d", "jarzynski[c=0.4]"): {"ebm_weight[0]": [0.24, 0.26], "kl": [0.01, 0.01],
+                                                     "kl_estimate": [-0.09, -0.09], "log_z_error": [-0.1, -0.1]},
+                   ("gmm50d", "pcd"): {"ebm_weight[0]": [1e-4, 1e-4], "kl": [4.0, 4.0]}},
+                  "paper", suite="gmm50d", settings="paper")
+    spec = next(s for s in tables.applicable_tables(res) if s["name"] == "fig6_003")
+    t = tables.paper_table(res, spec)
+    assert t.loc["jarzynski[c=0.4]", "p_k"].startswith("0.25 ± ")
+    assert t.loc["jarzynski[c=0.4]", "p_k [003 Fig. 6]"] == "0.25"
+    row = t.loc["jarzynski[c=0.4]"]
+    assert row["KL estimate"] == "-0.09 ± 0" and row["log Z error"] == "-0.1 ± 0"
+    assert t.loc["pcd", "p_k [003 Fig. 6]"] == "" and t.loc["pcd", "KL estimate"] == ""  # no estimate, none read
+    assert t.loc["jarzynski", "p_k [003 Fig. 6]"] == "0.25" and t.loc["jarzynski", "p_k"] == ""  # not run here
+    assert not t.attrs["notes"]  # paper settings beside the paper: no warning
+
+
 def test_quick_numbers_beside_published_ones_are_warned_about():
     notes = table1().attrs["notes"]
     assert any(n.startswith("WARNING: measured numbers at quick settings") for n in notes)
