@@ -54,7 +54,9 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
     """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
     ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
-    value, status, config, work counts, ...). Every cell is validated before the first one runs."""
+    value, status, config, work counts, ...). Every cell is validated before the first one runs. SIGINT, SIGTERM
+    or SIGHUP during the sweep (called from the main thread) abandons the cells in flight, ends their processes
+    and raises ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved."""
     from bench.store import ResultStore, check_writable
     from bench.suite import load_suite, resolve_cells
     from bench.sweep import run_sweep

@@ -36,6 +36,10 @@ class TimeLimit(RuntimeError):
     """The cell ran past its time limit."""
 
 
+class Abandoned(RuntimeError):
+    """The sweep no longer wants this cell (it was stopped): not an outcome, nothing is recorded."""
+
+
 #: a loss this large means the energy has exploded even if it is still finite
 EXPLODED = 1e12
 
@@ -57,12 +61,14 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None):
+def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
-    training stops once that many energy-gradient evaluations are spent (runs at equal work)."""
+    training stops once that many energy-gradient evaluations are spent (runs at equal work). ``stop``: a
+    function asked before each iteration and before the evaluation; once it answers true the cell raises
+    ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
     dev = torch.device(device)
     if dev.type == "cpu":
         threads = cell_threads(cell, threads)
@@ -93,6 +99,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                    disable=not progress, leave=False, mininterval=1.0)
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
         for it in bar:
+            if stop is not None and stop():
+                raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} at iteration {it}")
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
@@ -115,6 +123,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
+        if stop is not None and stop():
+            raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
         metrics.update(audit_metrics(probe, cfg, metrics))
     except Diverged as e:
