@@ -99,10 +99,10 @@ def _flat(result):
 
 
 def _kill_pool(pool) -> None:
-    """Kill the pool's workers now (SIGKILL, with whatever they started), cells in flight included, then shut it
-    down. loky cannot abandon a running call otherwise: its graceful shutdown waits for it, and its
-    ``kill_workers`` shutdown relies on its manager thread, which dies on a future cancelled meanwhile
-    (``InvalidStateError``) and leaves the workers running."""
+    """Kill the pool's workers now (SIGKILL, with whatever they started), cells in flight included, then shut the
+    pool down (its manager thread sees them gone and ends). Not loky's shutdown alone: a graceful one waits for
+    the cells in flight, and a ``kill_workers`` one kills from that manager thread, which a future cancelled
+    beforehand stops with an ``InvalidStateError`` before it kills anything; so no future is cancelled."""
     from joblib.externals.loky.backend.utils import kill_process_tree
 
     for p in list(pool._processes.values()):  # loky's worker processes (no public accessor)
