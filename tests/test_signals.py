@@ -83,12 +83,12 @@ HELD = ["four_mode", "eight_gaussians", "rings"]
 N_CELLS, N_QUICK = 12, 3
 #: a correctness bound against hangs (the machine may be loaded), not a speed target
 EXIT_BOUND_S = 20
-# to the sweep's process ("main") or its process group. With -j 1 and Dask the sweep is one process, so the group
-# is that process alone: each signal once there; with -j 2 both ways (SIGHUP to the group: test_closed_terminal)
+# to the sweep's process ("main") or its process group. With -j 2 every signal both ways (SIGTERM to the process:
+# test_the_python_api_raises_interrupted; SIGHUP to the group: test_closed_terminal); with -j 1 and Dask the sweep
+# is one process, and its group that process alone: each signal once
 STOPS = {1: [(signal.SIGINT, "group"), (signal.SIGTERM, "main"), (signal.SIGHUP, "group")],
-         2: [(signal.SIGINT, "group"), (signal.SIGINT, "main"), (signal.SIGTERM, "main"), (signal.SIGTERM, "group"),
-             (signal.SIGHUP, "main")],
-         "dask": [(signal.SIGINT, "group"), (signal.SIGTERM, "group"), (signal.SIGHUP, "main")]}
+         2: [(signal.SIGINT, "group"), (signal.SIGINT, "main"), (signal.SIGTERM, "group"), (signal.SIGHUP, "main")],
+         "dask": [(signal.SIGINT, "group"), (signal.SIGTERM, "main"), (signal.SIGHUP, "group")]}
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +152,11 @@ def kill_all(sid: int) -> None:
             pass
 
 
-def stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path, nohup=False):
+def stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path, nohup=False, after_signal=None):
     """Start the sweep, wait until ``n_flight`` held cells train, send ``sig`` to its process (``to`` "main") or
-    its process group; returns the exit status, when the signal was sent (time.monotonic), the seconds to exit,
-    stderr and stdout. ``nohup``: the sweep starts with SIGHUP ignored, and a SIGHUP sent first must not stop
-    it."""
+    its process group, call ``after_signal``; returns the exit status, when the signal was sent (time.monotonic),
+    the seconds to exit, stderr, stdout and what ``after_signal`` returned. ``nohup``: the sweep starts with
+    SIGHUP ignored, and a SIGHUP sent first must not stop it."""
     (project / "hold").write_text(" ".join(HELD))
     shutil.rmtree(project / "started", ignore_errors=True)
     err_path, out_path = tmp_path / "err.txt", tmp_path / "out.txt"
@@ -180,6 +180,7 @@ def stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path, nohup=
             assert [pid for pid, _ in session_processes(proc.pid)] == [proc.pid]  # the group is the sweep alone
         t0 = time.monotonic()
         (os.killpg if to == "group" else os.kill)(proc.pid, sig)
+        after = after_signal() if after_signal else None
         try:
             status = proc.wait(timeout=EXIT_BOUND_S)
         except subprocess.TimeoutExpired:
@@ -197,12 +198,14 @@ def stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path, nohup=
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return status, t0, seconds, err_path.read_text(), out_path.read_text()
+    return status, t0, seconds, err_path.read_text(), out_path.read_text(), after
 
 
-def check_stopped(project, out, backend_args, n_flight, sig, to, tmp_path, first, nohup=False):
-    status, sent, seconds, err, stdout = stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path,
-                                                      nohup)
+def check_stopped(project, out, backend_args, n_flight, sig, to, tmp_path, first, nohup=False, after_signal=None):
+    """Stop a sweep (``stop_a_sweep``) and check its status, its one line, its results folder; returns when the
+    signal was sent and what ``after_signal`` returned."""
+    status, sent, _, err, stdout, after = stop_a_sweep(project, out, backend_args, n_flight, sig, to, tmp_path,
+                                                       nohup, after_signal)
     where = f"{sig.name} to the {to} ({' '.join(backend_args)})"
     assert status == 128 + sig, f"{where}: status {status}; stderr: {err[-2000:]}"
     assert "Traceback" not in err and "Error" not in err, f"{where}: {err[-3000:]}"
@@ -216,7 +219,7 @@ def check_stopped(project, out, backend_args, n_flight, sig, to, tmp_path, first
     assert sorted(res["target"]) == ["two_mode"] * N_QUICK and (res["status"] == "ok").all(), where
     assert len({p.name for p in (out / "cells").iterdir()}) == N_QUICK, where
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")], where
-    return sent
+    return sent, after
 
 
 def resume_completes(project, out, backend_args):
@@ -247,11 +250,11 @@ def test_each_signal_stops_a_dask_sweep_and_frees_the_workers(project, tmp_path)
         args = ["--backend", "dask", "--scheduler", cluster.scheduler_address]
         out = tmp_path / "d"
         for i, (sig, to) in enumerate(STOPS["dask"]):
-            sent = check_stopped(project, out, args, 2, sig, to, tmp_path, i == 0)
-            # each worker (one thread) soon runs a new task: its held cell, which had close to 20 s of training
-            # left, was stopped (time.monotonic is the same clock in every process of this machine)
-            probes = [client.submit(time.monotonic, workers=[a], allow_other_workers=False, pure=False)
-                      for a in workers]
+            # a task for each worker (one thread), queued behind its held cell as the signal goes out: it runs
+            # once the cell, which had close to 20 s of training left, has stopped (time.monotonic is the same
+            # clock in every process of this machine)
+            sent, probes = check_stopped(project, out, args, 2, sig, to, tmp_path, i == 0, after_signal=lambda: [
+                client.submit(time.monotonic, workers=[a], allow_other_workers=False, pure=False) for a in workers])
             busy = max(f.result(timeout=60) for f in probes) - sent
             assert busy < 10, f"{sig.name} to the {to}: workers busy {busy:.1f} s after the signal"
             # the same worker processes: the cells were stopped, not their workers
@@ -320,3 +323,77 @@ def test_closed_terminal(project, tmp_path):
     res = pd.read_csv(out / "results.csv").drop_duplicates(KEY)
     assert sorted(res["target"]) == ["two_mode"] * N_QUICK
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
+
+
+def test_the_python_api_raises_interrupted(project, tmp_path, monkeypatch):
+    """bench.run with -j 2 stopped by SIGTERM (sent by a thread of this process once two cells train) raises
+    Interrupted (a KeyboardInterrupt) with the command line's message; the workers that ran the held cells are
+    gone and this process's own SIGTERM handler is back."""
+    import threading
+
+    import psutil
+
+    import algorithms
+    import bench
+    from bench import plugins
+    from bench.errors import Interrupted
+
+    for name, registry in (("ALGORITHMS", algorithms), ("ORIGINS", plugins), ("SPECS", plugins)):
+        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))  # the plug-in is gone afterwards
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "held_cd", raising=False)
+    (project / "hold").write_text(" ".join(HELD))
+    shutil.rmtree(project / "started", ignore_errors=True)
+    out = tmp_path / "a"
+
+    over = threading.Event()
+
+    def terminate_once_training():
+        while len(in_flight(project)) < 2:
+            if over.wait(0.05):  # bench.run ended without the signal: send none (it would end pytest)
+                return
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=terminate_once_training)
+    sender.start()
+    try:
+        with pytest.raises(Interrupted) as e:
+            bench.run(str(project / "held.toml"), "smoke", out=out, jobs=2)
+    finally:
+        over.set()
+        sender.join()
+    assert e.value.signum == signal.SIGTERM and e.value.exit_status == 143
+    assert str(e.value) == (f"interrupted by SIGTERM: {N_QUICK} of {N_CELLS} cells saved in {out}; the other "
+                            f"{N_CELLS - N_QUICK} run on resume (the same command again); cells in flight were "
+                            "abandoned")
+    assert signal.getsignal(signal.SIGTERM) is before
+    workers = {int(name.rsplit("-", 1)[1]) for name in in_flight(project)}
+    assert len(workers) == 2 and os.getpid() not in workers
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(psutil.pid_exists(p) for p in workers)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_waits_until_a_cell_is_written(tmp_path, monkeypatch, sig):
+    """A stop signal that arrives between a cell's artifact and its rows is acted on once both are written: the
+    artifact never lacks its rows."""
+    from bench import store as store_mod
+    from bench.errors import Interrupted
+    from bench.stopping import stop_on_signals
+
+    real = store_mod.atomic_write_npz
+
+    def write_then_signal(path, **arrays):
+        real(path, **arrays)
+        signal.raise_signal(sig)
+
+    monkeypatch.setattr(store_mod, "atomic_write_npz", write_then_signal)
+    key = {"suite": "s", "target": "two_mode", "algorithm": "a", "fidelity": "smoke", "seed": 0}
+    st = store_mod.ResultStore(tmp_path)
+    with pytest.raises(Interrupted) as e, stop_on_signals():
+        st.add([{**key, "metric": "m", "value": 1.0, "status": "ok"}], [], {"x": [1.0]}, key)
+    assert e.value.signum == sig
+    assert st.artifact_path(key).exists() and len(pd.read_csv(tmp_path / "results.csv")) == 1
