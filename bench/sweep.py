@@ -114,8 +114,15 @@ def _kill_pool(pool) -> None:
 def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> None:
     """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On a stop
     signal or an error every cell that has already finished is kept too, then the workers are killed."""
-    from joblib.externals.loky import get_reusable_executor
+    from multiprocessing import resource_tracker
 
+    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    # the resource trackers are started first: the standard library's unblocks SIGINT and SIGTERM in the thread
+    # that starts it, which would undo the mask below for the workers started after it
+    resource_tracker.ensure_running()
+    loky_tracker.ensure_running()
     with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
         pool = get_reusable_executor(max_workers=n_jobs)
         futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads) for c in cells]
