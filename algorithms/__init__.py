@@ -1,29 +1,28 @@
-"""Training algorithms for EBMs and the shared parts they are built from (energies, samplers)."""
+"""Training algorithms for EBMs and the shared parts they are built from (energies, samplers). Nothing here
+imports the harness (bench/) or the targets (datasets/): an algorithm gets its target through ``Problem``."""
 
-from bench._ownpkg import ensure_own_datasets
+from algorithms import conv_energies  # noqa: F401  (the image energies: conv_energies.BUILT_IN)
+from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config
+from algorithms.cd import CD
+from algorithms.coopflow import CoopFlow
+from algorithms.flowmc_ebm import FlowMCEBM
+from algorithms.jarzynski import Jarzynski
+from algorithms.nce_ebm import NCEEBM
+from algorithms.noise_free import NoiseFreeEuler, NoiseFreeODE, ODEFlowML, SelfAdversarial
+from algorithms.nt_ebm import NTEBM
+from algorithms.pcd import PCD, ULAEBM
+from algorithms.short_run import ShortRun
 
-ensure_own_datasets()
+#: the suite's own algorithms. Add one by writing one module with a TrainingAlgorithm subclass and listing it here;
+#: bench.registry registers these through the same door as plug-ins.
+BUILT_IN: tuple[type[TrainingAlgorithm], ...] = (
+    ULAEBM, PCD, CD, ShortRun, Jarzynski,
+    FlowMCEBM, NTEBM, NCEEBM, CoopFlow,  # flow-assisted training (000, 001, 004)
+    # noise-free dynamics as a generator, the self-adversarial loss and the ODE flow trained by likelihood (002)
+    NoiseFreeEuler, NoiseFreeODE, SelfAdversarial, ODEFlowML,
+)
 
-from algorithms import conv_energies  # noqa: E402,F401  (registers the image energies)
-from algorithms.base import ConfigError, Diverged, Problem, TrainingAlgorithm, build_config  # noqa: E402
-from algorithms.cd import CD  # noqa: E402
-from algorithms.coopflow import CoopFlow  # noqa: E402
-from algorithms.flowmc_ebm import FlowMCEBM  # noqa: E402
-from algorithms.jarzynski import Jarzynski  # noqa: E402
-from algorithms.nce_ebm import NCEEBM  # noqa: E402
-from algorithms.noise_free import NoiseFreeEuler, NoiseFreeODE, ODEFlowML, SelfAdversarial  # noqa: E402
-from algorithms.nt_ebm import NTEBM  # noqa: E402
-from algorithms.pcd import PCD, ULAEBM  # noqa: E402
-from algorithms.short_run import ShortRun  # noqa: E402
+#: name -> class of every registered algorithm, built-in or plug-in: filled by bench.registry.register only
+ALGORITHMS: dict[str, type[TrainingAlgorithm]] = {}
 
-#: name -> class. Add an algorithm by writing one module with a TrainingAlgorithm subclass and
-#: registering it here.
-ALGORITHMS: dict[str, type[TrainingAlgorithm]] = {cls.name: cls for cls in (ULAEBM, PCD, CD, ShortRun, Jarzynski)}
-
-# flow-assisted training (000, 001, 004)
-ALGORITHMS.update({cls.name: cls for cls in (FlowMCEBM, NTEBM, NCEEBM, CoopFlow)})
-
-# noise-free dynamics as a generator, the self-adversarial loss and the ODE flow trained by likelihood (002)
-ALGORITHMS.update({cls.name: cls for cls in (NoiseFreeEuler, NoiseFreeODE, SelfAdversarial, ODEFlowML)})
-
-__all__ = ["ALGORITHMS", "ConfigError", "Diverged", "Problem", "TrainingAlgorithm", "build_config"]
+__all__ = ["ALGORITHMS", "BUILT_IN", "ConfigError", "Diverged", "Problem", "TrainingAlgorithm", "build_config"]

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from algorithms.energies import ENERGIES, Energy
+from algorithms.energies import Energy
 
 
 def image_shape(dim: int) -> tuple[int, int, int]:
@@ -35,6 +35,8 @@ def image_shape(dim: int) -> tuple[int, int, int]:
 
 class Conv003(Energy):
     """003 §4.2's six-layer swish CNN energy (module docstring), on flattened square images."""
+
+    summary = "003 §4.2's six-layer swish CNN for MNIST (78,929 parameters at 28x28)"
 
     width = 16
 
@@ -61,10 +63,11 @@ class Conv003(Energy):
 class Conv003Small(Conv003):
     """Conv003 sized down for 8x8 images (w = 8)."""
 
+    summary = "003's six-layer swish CNN sized down for 8x8 images (w = 8)"
+
     width = 8
 
 
-ENERGIES.update({"conv003": Conv003, "conv003_small": Conv003Small})
 
 
 # ===========================================================================================================
@@ -136,6 +139,8 @@ class ConvNetLipSwish(StridedConvEnergy):
     """001 A.3 Table 4 (NT-EBM / NCE-EBM on 32x32x3): 3x3 conv(n_f), 4x4 conv(2 n_f) /2, 4x4 conv(4 n_f) /2,
     4x4 conv(4 n_f) /2, 4x4 conv(1); LipSwish after every layer but the last; n_f = 32 on CIFAR-10 (001 A.3)."""
 
+    summary = "001 Table 4's ConvNet with LipSwish (n_f = 32)"
+
     def __init__(self, dim: int, shape=None, nf: int = 32):
         super().__init__(dim, shape, nf, (2, 4, 4), LipSwish)
 
@@ -145,6 +150,8 @@ class ShortRunConvNet(StridedConvEnergy):
     paper's ConvNet, 3x3 conv(n_f), 4x4 conv(2 n_f) /2, 4x4 conv(4 n_f) /2, 4x4 conv(8 n_f) /2, 4x4 conv(1),
     LeakyReLU(0.2) after every layer but the last. The layer list is Nijkamp et al.'s network as we read it
     (003 does not print it)."""
+
+    summary = "Nijkamp et al. 2019's short-run ConvNet that 003 uses on CIFAR-10 (n_f = 128, LeakyReLU)"
 
     def __init__(self, dim: int, shape=None, nf: int = 128):
         super().__init__(dim, shape, nf, (2, 4, 8), lambda: nn.LeakyReLU(0.2))
@@ -175,6 +182,8 @@ class ResidualEBM(ImageEnergy):
     with the same last layer (see the suite file for what each fidelity uses). On smaller images the blocks
     stop at a 4x4 map (one block at 8x8), and the last layer's output is summed over what is left."""
 
+    summary = "004 Table 2's residual EBM (ch = 128), also flowMC-EBM's on images (000 C.6)"
+
     def __init__(self, dim: int, shape=None, ch: int = 128, n_out: int = 100):
         super().__init__(dim, shape)
         c, h, w = self.shape
@@ -193,24 +202,24 @@ class ResidualEBM(ImageEnergy):
         return -super().forward(x)
 
 
-def _sized(cls, **kw):
-    """A registered energy class of a given width: ``make_energy`` builds it as cls(dim, shape, **kw)."""
-    return type(cls.__name__ + "_" + "_".join(f"{k}{v}" for k, v in kw.items()), (cls,),
-                {"__init__": lambda self, dim, shape=None: cls.__init__(self, dim, shape, **kw),
-                 "__doc__": f"{cls.__name__} with {kw}", "__module__": __name__})
 
 
 #: the papers' widths and the suite's small ones (quick / smoke fidelities)
 PAPER_IMAGE_ENERGIES = {
     "convnet_lipswish": ConvNetLipSwish,  # 001, n_f = 32
-    "convnet_lipswish_small": _sized(ConvNetLipSwish, nf=8),
+    "convnet_lipswish_small": ConvNetLipSwish.with_params("001 Table 4's LipSwish ConvNet at n_f = 8 (quick, smoke)",
+                                                          nf=8),
     "resnet_ebm": ResidualEBM,  # 004 / 000 C.6, ch = 128
-    "resnet_ebm_small": _sized(ResidualEBM, ch=8, n_out=16),
+    "resnet_ebm_small": ResidualEBM.with_params("004's residual EBM at ch = 8, 16 outputs (quick, smoke)", ch=8,
+                                                n_out=16),
     "shortrun_convnet": ShortRunConvNet,  # 003 CIFAR-10, n_f = 128
-    "shortrun_convnet_small": _sized(ShortRunConvNet, nf=8),
+    "shortrun_convnet_small": ShortRunConvNet.with_params("the short-run ConvNet at n_f = 8 (quick, smoke)", nf=8),
     # 002 A.2 Table 2 ("nf = 64 for CIFAR-10, swish after each convolutional layer"): its layer list is not in
     # the text we have; the strided ConvNet shape above with n_f = 64 and swish is this suite's stand-in
-    "convnet_swish": _sized(StridedConvEnergy, nf=64, mults=(2, 4, 8), act=nn.SiLU),
-    "convnet_swish_small": _sized(StridedConvEnergy, nf=8, mults=(2, 4, 8), act=nn.SiLU),
+    "convnet_swish": StridedConvEnergy.with_params("a strided ConvNet with swish, n_f = 64: this suite's stand-in "
+                                                   "for 002's CIFAR-10 energy", nf=64, mults=(2, 4, 8), act=nn.SiLU),
+    "convnet_swish_small": StridedConvEnergy.with_params("that strided swish ConvNet at n_f = 8 (quick, smoke)", nf=8,
+                                                         mults=(2, 4, 8), act=nn.SiLU),
 }
-ENERGIES.update(PAPER_IMAGE_ENERGIES)
+#: the image energies; bench.registry registers them
+BUILT_IN = {"conv003": Conv003, "conv003_small": Conv003Small, **PAPER_IMAGE_ENERGIES}

@@ -15,7 +15,34 @@ class Energy(nn.Module):
 
     Optional capabilities, used where present: ``log_z()`` (exact log normaliser, a tensor differentiable in
     theta), ``sample_exact(n)`` (exact samples of exp(-U)/Z) and ``mode_weights()`` (the model's own weight
-    of each of its mixture components, in the order of the target's modes)."""
+    of each of its mixture components, in the order of the target's modes).
+
+    ``summary``: what it is, in one phrase (``bench list``)."""
+
+    summary: str = ""
+    #: the parameters a sized member was made with (``with_params``)
+    params: dict = {}
+
+    @classmethod
+    def describe(cls) -> str:
+        """``summary``, else the first paragraph of the docstring, whole."""
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        return cls.summary or " ".join(doc.split())
+
+    @classmethod
+    def with_params(cls, summary: str = "", **params) -> type[Energy]:
+        """``cls`` at given sizes: built as ``cls(dim, **params)`` (or ``cls(dim, shape, **params)`` for an image
+        energy). The suite's small image energies and a suite file's ``name = { ref = "module:Class", ... }``
+        are made this way."""
+        image = getattr(cls, "image", False)
+
+        def __init__(self, dim, shape=None):
+            cls.__init__(self, dim, shape, **params) if image else cls.__init__(self, dim, **params)
+
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        return type(f"{cls.__name__}[{shown}]", (cls,), {
+            "__init__": __init__, "__module__": cls.__module__, "params": dict(params),
+            "summary": summary or f"{cls.describe()} ({shown})", "__doc__": cls.__doc__})
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]
@@ -147,6 +174,8 @@ class ToyMLP(MLPEnergy):
     grows: d -> 32 -> 64 -> 64 -> 64 -> 1, 10,529 + 32 d parameters (11,041 at d = 16, 12,577 at d = 64);
     000 gives no other sizing for d."""
 
+    summary = "the ~10k-parameter toy MLP of Nijkamp et al. 2020 that 000 uses (d, 32, 64, 64, 64, 1; LeakyReLU)"
+
     def __init__(self, dim: int = 2):
         super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05)
 
@@ -155,6 +184,8 @@ class QuadraticEnergy(Energy):
     """U(x) = |x - mu|^2 / (2 s^2) with learnable mu and log s: the Gaussian N(mu, s^2 I).
 
     Its log Z = d log(s sqrt(2 pi)) is exact, so it serves tests that need an analytic answer."""
+
+    summary = "the Gaussian |x - mu|^2 / (2 s^2) with learnable mean and scale, exact log Z and samples"
 
     def __init__(self, dim: int, mean=None, log_std: float = 0.0):
         super().__init__()
@@ -186,6 +217,8 @@ class GMMStudent(Energy):
     not the share of its samples nearest each teacher mode: before a and b separate both components sit
     near 0 and that share is ~0.023 for the -10 mode while p_k = 0.5.
     """
+
+    summary = "003's parametric student (eq. 15): two unit-covariance components, exact log Z, exact samples"
 
     def __init__(self, dim: int, init_scale: float = 0.01, first: float = 0.1):
         super().__init__()
@@ -312,6 +345,8 @@ class SwishMLP(MLPEnergy):
     units, swish = SiLU after each), 198,401 parameters in 2-D. Swish is smooth, so the Hessian trace of the
     ODE flow's density (002 eq. 6) exists."""
 
+    summary = "002 A.1's 2-D energy: an MLP with four hidden layers of 256 units and swish"
+
     def __init__(self, dim: int = 2, hidden: tuple[int, ...] = (256,) * 4):
         super().__init__(dim, hidden, "swish")
 
@@ -319,17 +354,23 @@ class SwishMLP(MLPEnergy):
 class SmallSwishMLP(SwishMLP):
     """A cheaper stand-in for SwishMLP (quick fidelities): d -> 64 -> 64 -> 64 -> 1, swish."""
 
+    summary = "a cheaper stand-in for 002's swish MLP (three hidden layers of 64) for quick fidelities"
+
     def __init__(self, dim: int = 2):
         super().__init__(dim, (64,) * 3)
 
 
-ENERGIES = {
+#: the vector energies (the image ones: conv_energies.BUILT_IN); bench.registry registers them
+BUILT_IN = {
     "toy_mlp": ToyMLP,
     "swish_mlp": SwishMLP,
     "swish_mlp_small": SmallSwishMLP,
     "quadratic": QuadraticEnergy,
     "gmm_student": GMMStudent,
 }
+
+#: name -> class of every registered energy, built-in or plug-in: filled by bench.registry.register only
+ENERGIES: dict[str, type[Energy]] = {}
 
 
 def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None) -> Energy:

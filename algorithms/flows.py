@@ -26,7 +26,6 @@ through it, e.g. for a gradient, is not counted separately, as ``grad_evals`` co
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from algorithms.base import AT_LEAST_1, NONNEG
+from algorithms.flow_base import GaussianBase
+from algorithms.image_flows import ImageFlow, max_levels
 from algorithms.work import Work
 
 
@@ -69,34 +70,6 @@ class AffineCoupling(nn.Module):
         a, b = y[:, self.idx_a], y[:, self.idx_b]
         s, t = self._st(a)
         return torch.cat([a, (b - t) * torch.exp(-s)], -1)[:, self.order], -s.sum(-1)
-
-
-class GaussianBase:
-    """The base rho = N(0, sigma^2 I) of a flow with a ``dim`` and a ``base_scale`` buffer (sigma), and the
-    flow's density and sampling from its ``forward`` (z -> x) and ``inverse`` (x -> z), each returning the map
-    and its log |det|; shared by the vector RealNVP and the image flow (algorithms/image_flows.py)."""
-
-    dim: int
-    base_scale: Tensor
-
-    def base_log_prob(self, z: Tensor) -> Tensor:
-        s = self.base_scale.to(z)
-        return -0.5 * (z / s).pow(2).sum(-1) - self.dim * (torch.log(s) + 0.5 * math.log(2 * math.pi))
-
-    def base_sample(self, n: int) -> Tensor:
-        p = self.base_scale
-        return p * torch.randn(n, self.dim, device=p.device, dtype=p.dtype)
-
-    def log_prob(self, x: Tensor, work: Work | None = None) -> Tensor:
-        """log lambda(x) = log rho(T^-1 x) + log |det J_{T^-1}(x)| (000 eq. 5)."""
-        z, ladj = self.inverse(x, work)
-        return self.base_log_prob(z) + ladj
-
-    def sample(self, n: int, work: Work | None = None) -> tuple[Tensor, Tensor]:
-        """n samples x = T(z), z ~ rho, with their log lambda(x) (one pass each)."""
-        z = self.base_sample(n)
-        x, ladj = self.forward(z, work)
-        return x, self.base_log_prob(z) - ladj
 
 
 class RealNVP(GaussianBase, nn.Module):
@@ -173,8 +146,6 @@ def flow_for(cfg: FlowConfig, data: Tensor, shape: tuple[int, ...] | None = None
     vector RealNVP, or for image data (``shape`` = (C, H, W), the target's) the convolutional multiscale
     ``ImageFlow`` with ``min(flow_levels, what H and W allow)`` levels."""
     if shape is not None and len(shape) == 3:
-        from algorithms.image_flows import ImageFlow, max_levels
-
         levels = min(cfg.flow_levels, max_levels(shape))
         return ImageFlow(shape, levels, cfg.flow_layers, cfg.flow_hidden, cfg.flow_coupling,
                          base_sigma(cfg, data)).to(device=data.device, dtype=data.dtype)

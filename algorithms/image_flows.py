@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from algorithms.flows import GaussianBase
+from algorithms.flow_base import GaussianBase
 from algorithms.work import Work
 
 COUPLINGS = ("affine", "additive")

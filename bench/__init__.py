@@ -8,6 +8,7 @@ from bench._ownpkg import ensure_own_datasets
 
 ensure_own_datasets()
 
+from bench import registry  # noqa: E402,F401  (registers the built-in algorithms, targets and energies)
 from bench.api import load, plot, run, table  # noqa: E402  (the Python API; the CLI is a thin layer over it)
 
 __all__ = ["load", "plot", "run", "table"]

@@ -3,8 +3,9 @@
 The design card fixes a top-level package named ``datasets``, which collides with Hugging Face's
 ``datasets`` when both are installed in one environment: an editable install puts this checkout *after*
 site-packages on ``sys.path``, so a plain ``import datasets`` would find theirs. Importing any of this
-suite's packages (bench, algorithms, metrics) first loads ours explicitly from this checkout and binds it
-to ``sys.modules["datasets"]``, so every later ``import datasets`` gets it.
+suite's harness (``import bench``) first loads ours explicitly from this checkout and binds it to
+``sys.modules["datasets"]``, so every later ``import datasets`` gets it. (``algorithms`` and ``metrics`` do not
+use ``datasets``, and import nothing of ``bench``.)
 """
 
 from __future__ import annotations

@@ -50,21 +50,29 @@ def _names(names, what: str):
 def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
         out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
         budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
-        scheduler: str | None = None, connect_timeout_s: float = 10) -> pd.DataFrame:
+        scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
+        inception_weights: str | Path | None = None) -> pd.DataFrame:
     """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
     ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
-    value, status, config, work counts, ...). Every cell is validated before the first one runs. SIGINT, SIGTERM
-    or SIGHUP during the sweep (called from the main thread) abandons the cells in flight, ends their processes
-    and raises ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved."""
+    value, status, config, work counts, ...). Every cell is validated before the first one runs. ``data_dir``:
+    the folder of image data files; ``inception_weights``: torch-fidelity's Inception weights file (Inception FID
+    / IS); either may also be given in the suite file (``bench.suite.suite_resources``). SIGINT, SIGTERM or SIGHUP
+    during the sweep (called from the main thread) abandons the cells in flight, ends their processes and raises
+    ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved."""
     from bench.store import ResultStore, check_writable
-    from bench.suite import load_suite, resolve_cells
+    from bench.suite import load_suite, resolve_cells, suite_resources
     from bench.sweep import run_sweep
+    from datasets.images import use_data_dir
 
     data = load_suite(suite)
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)):
         raise BenchError(f"--seeds must be an integer, got {seeds!r}")
+    resources = suite_resources(data, data_dir, inception_weights)
+    use_data_dir(resources.get("data_dir"))  # the suite's image files are read and checked when it is resolved
     cells = resolve_cells(data, fidelity, _names(algorithms, "--algorithms"), _names(targets, "--targets"), seeds)
+    for c in cells:
+        c.resources = dict(resources)
     device = check_device(device)
     if jobs < 0:
         raise BenchError(f"-j must be >= 0, got {jobs}")

@@ -17,14 +17,16 @@ do not bias the estimate (tests: on U = -log p* the audit recovers p*'s unequal 
 reversed weights it recovers those). It only needs the target's means, so it applies to mixture targets. The
 samplers are the shared ones of algorithms/mcmc.py; the proposal is the only new piece.
 
-Reported: ``audit_weight[k]``, ``audit_weight_mse`` (wrt p*: is the EBM wrong?), ``neg_weight_mse_vs_audit``
-(the negatives wrt the audited EBM: can the training sampler see it?), ``audit_max_rhat`` (did the audit mix?),
-``audit_global_accept`` and ``audit_local_accept``.
+Reported (declared in metrics/catalogue.py, measured by bench/evaluation.py after training where
+``audit_chains`` > 0): ``audit_weight[k]``, ``audit_weight_mse`` (wrt p*: is the EBM wrong?),
+``neg_weight_mse_vs_audit`` (the negatives wrt the audited EBM: can the training sampler see it?),
+``audit_max_rhat`` (did the audit mix?), ``audit_global_accept`` and ``audit_local_accept``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from torch import Tensor
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC, frozen
 from algorithms.work import Work
 from metrics.mixing import rhat
-from metrics.modes import sample_mode_weights, weight_mse
+from metrics.modes import sample_mode_weights
 
 #: the proposal's standard deviation relative to the target's unit modes (ours)
 SPREAD = 1.2
@@ -61,11 +63,23 @@ class MixtureProposal:
         return x, self.log_prob(x, work)
 
 
+@dataclass
+class Audit:
+    """What the audit measured: the EBM's mode weights (None when its chains became non-finite), the kept chains
+    (chain, draw, dim), their max split R-hat, and the i-SIR and MALA acceptance rates (None when non-finite)."""
+
+    weights: np.ndarray | None
+    chains: np.ndarray
+    max_rhat: float
+    global_accept: float | None
+    local_accept: float | None
+
+
 def audit_weights(energy, target, n_chains: int = 128, n_draws: int = 200, burn_in: int = 100,
                   n_particles: int = 64, n_local: int = 4, step_size: float = 0.1, spread: float = SPREAD,
-                  work: Work | None = None) -> tuple[dict[str, float], np.ndarray]:
+                  work: Work | None = None) -> Audit:
     """Mode weights of exp(-U) (``energy(x)`` = U) on ``target``'s mode partition by flowMC with the mixture
-    proposal (module docstring). Returns the metrics and the kept chains, shaped (chain, draw, dim)."""
+    proposal (module docstring). The metrics of it are declared in metrics/catalogue.py (``audit_*``)."""
     work = work or Work()
     p = next(iter(energy.parameters()), None)
     dtype = p.dtype if p is not None else torch.float64
@@ -77,25 +91,8 @@ def audit_weights(energy, target, n_chains: int = 128, n_draws: int = 200, burn_
     x = sampler.run(energy, proposal, x, burn_in, work)
     with frozen(sampler) as s:  # a fixed Markov kernel for the kept draws; acceptance counted from here
         chains = s.run(energy, proposal, x, n_draws, work, keep_chain=True).detach().cpu().double()
-        accept = {"audit_global_accept": s.glob.rate, "audit_local_accept": s.local.rate}
+        accept = (s.glob.rate, s.local.rate)
     if not torch.isfinite(chains).all():
-        return {"audit_max_rhat": float("nan")}, chains.numpy()
+        return Audit(None, chains.numpy(), float("nan"), None, None)
     w = sample_mode_weights(target.assign(chains.reshape(-1, chains.shape[-1])), target.n_modes)
-    out = {f"audit_weight[{k}]": float(wk) for k, wk in enumerate(w)}
-    out["audit_weight_mse"] = weight_mse(w, target.mode_weights.numpy())
-    out["audit_max_rhat"] = float(rhat(chains.numpy()).max())
-    return {**out, **accept}, chains.numpy()
-
-
-def audit_metrics(probe, cfg, metrics: dict[str, float]) -> dict[str, float]:
-    """The audit of a trained model (called by the runner after ``evaluate``): the ``audit_*`` metrics and,
-    where ``metrics`` has the negatives' weights, ``neg_weight_mse_vs_audit``. Off when ``cfg.audit_chains``
-    is 0. Its work is not added to the training work."""
-    if not cfg.audit_chains:
-        return {}
-    probe.energy.eval()
-    out, _ = audit_weights(probe.energy, probe.target, cfg.audit_chains, cfg.audit_draws, cfg.audit_burn_in)
-    keys = [(f"neg_weight[{k}]", f"audit_weight[{k}]") for k in range(probe.target.n_modes)]
-    if all(a in metrics and b in out for a, b in keys):
-        out["neg_weight_mse_vs_audit"] = weight_mse([metrics[a] for a, _ in keys], [out[b] for _, b in keys])
-    return out
+    return Audit(w, chains.numpy(), float(rhat(chains.numpy()).max()), *accept)

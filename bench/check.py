@@ -33,7 +33,8 @@ density metric of a cell whose baseline had an improper model (mass leaking out 
 or log-likelihood is not a density's), and a metric of a cell with fewer than MIN_SEEDS finished seeds. The
 baseline file says which check each metric gets and why (``check``, ``reason``); ``bench check`` prints the
 count per reason. Metrics without a rule (per-mode weights, work counts, the R-hat of
-deterministic chains, which measures no mixing) are not checked.
+deterministic chains, which measures no mixing) are not checked. The rules are the metrics' own declarations
+(metrics/catalogue.py: ``better`` and ``gate``), so a plug-in metric with a gate is checked like a built-in.
 
 Seeds: ``bench baseline`` uses BASELINE_SEEDS = 4 seeds unless told otherwise and refuses fewer than
 MIN_SEEDS = 3 (two seeds give a standard deviation with one degree of freedom: a tolerance that is noise
@@ -44,7 +45,6 @@ quick suite is about half an hour on 2 cores.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,7 @@ import pandas as pd
 from bench import tables
 from bench.errors import BenchError
 from bench.store import atomic_write_csv, read_table
+from metrics.catalogue import METRICS, declaration
 
 K_STD = 4.0
 BASELINE_SEEDS = 4
@@ -65,7 +66,8 @@ CAP_FACTOR, MIN_FACTOR = 3.0, 1.25
 @dataclass(frozen=True)
 class Rule:
     """How one metric is compared: direction (-1 lower is better, +1 higher), scale ("log" or "linear"),
-    for log: z = log(max(x - lower, 0) + floor); tolerance bounds on z."""
+    for log: z = log(max(x - lower, 0) + floor); tolerance bounds on z. Made from a metric's declaration
+    (``better`` and ``gate``, metrics/catalogue.py)."""
 
     direction: int
     scale: str = "log"
@@ -81,19 +83,16 @@ class Rule:
         return np.log(np.maximum(x - self.lower, 0.0) + self.floor)
 
 
-#: metrics checked. Floors: the resolution below which a difference does not matter.
-RULES = {
-    "ebm_weight_mse": Rule(-1, floor=1e-5),
-    "neg_weight_mse": Rule(-1, floor=1e-5),
-    "logp_median_sq_error": Rule(-1, floor=1e-3),
-    "kl": Rule(-1, floor=1e-3),
-    "mass_outside_box": Rule(-1, floor=1e-3),
-    "max_rhat": Rule(-1, lower=1.0, floor=0.01),  # R-hat - 1, with 1.01 the usual convergence threshold
-    "min_ess_bulk": Rule(+1, floor=1.0),
-    "min_ess_tail": Rule(+1, floor=1.0),
-    "test_loglik": Rule(+1, scale="linear", min_tol=0.02, cap=0.5),
-}
-RULE_PATTERNS = [(re.compile(r"param_error\[.*\]"), Rule(-1, floor=1e-2))]
+def _rule_of(m) -> Rule:
+    g = m.gate
+    return Rule(m.better, g.scale, g.lower, g.floor, Rule.min_tol if g.min_tol is None else g.min_tol,
+                Rule.cap if g.cap is None else g.cap)
+
+
+def rules() -> dict[str, Rule]:
+    """The metrics checked, by declared name (a pattern, e.g. ``param_error[name]``, stands for its instances):
+    every registered metric whose declaration has a ``gate``."""
+    return {m.name: _rule_of(m) for m in METRICS.values() if m.gate is not None}
 
 BASELINE_COLUMNS = ["suite", "fidelity", "target", "algorithm", "metric", "direction", "scale", "n_seeds", "mean",
                     "std", "z_mean", "z_std", "z_worst", "check", "reason", "n_ok", "n_runs", "n_improper"]
@@ -101,9 +100,8 @@ CELL = ["suite", "fidelity", "target", "algorithm"]
 
 
 def rule(metric: str) -> Rule | None:
-    if metric in RULES:
-        return RULES[metric]
-    return next((r for pat, r in RULE_PATTERNS if pat.fullmatch(metric)), None)
+    m = declaration(metric)
+    return _rule_of(m) if m is not None and m.gate is not None else None
 
 
 def direction(metric: str) -> int:
@@ -124,11 +122,12 @@ def _cell_counts(results: pd.DataFrame) -> pd.DataFrame:
 def _z_stats(results: pd.DataFrame) -> pd.DataFrame:
     """Per cell and ruled metric: n, mean and std of the raw values and of z over finished seeds."""
     ok = tables.ok_rows(results)
-    ok = ok[ok["metric"].map(lambda m: rule(m) is not None).astype(bool)]
+    ruled = {m: r for m in ok["metric"].unique() if (r := rule(m)) is not None}
+    ok = ok[ok["metric"].isin(ruled)]
     if ok.empty:
         return pd.DataFrame(columns=[*CELL, "metric", "n_seeds", "mean", "std", "z_mean", "z_std", "z_worst"])
     ok = ok[np.isfinite(ok["value"].astype(float))]
-    ok = ok.assign(z=[float(rule(m).transform(v)) for m, v in zip(ok["metric"], ok["value"], strict=True)])
+    ok = ok.assign(z=[float(ruled[m].transform(v)) for m, v in zip(ok["metric"], ok["value"], strict=True)])
     g = ok.groupby([*CELL, "metric"])
     out = g.agg(n_seeds=("value", "count"), mean=("value", "mean"), std=("value", "std"),
                 z_mean=("z", "mean"), z_std=("z", "std"), z_min=("z", "min"), z_max=("z", "max")).reset_index()

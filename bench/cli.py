@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from bench.api import default_out
 from bench.errors import BenchError, Interrupted
 from bench.stopping import stop_on_signals
+from metrics.sample_quality import SetupError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
 DASK_CONNECT_TIMEOUT_S = 10
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="results folder (default ./results/<suite>-<fidelity>)")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     r.add_argument("--data-dir", type=Path, help="folder of image data files (MNIST / Fashion-MNIST IDX, CIFAR-10 "
-                   "batches); sets EBM_BENCH_DATA (datasets/images.py)")
+                   "batches); default: the suite file's data_dir, else $EBM_BENCH_DATA (datasets/images.py)")
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="local Inception-v3 weights for FID/KID/IS (torch-fidelity's weights-inception-2015-12-05-"
                    "6726825d.pth; checked before any cell runs, never downloaded); "
-                   "default: $EBM_BENCH_INCEPTION_WEIGHTS")
+                   "default: the suite file's inception_weights, else $EBM_BENCH_INCEPTION_WEIGHTS")
 
     ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
     ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
@@ -82,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "baseline":
             b.add_argument("--force", action="store_true", help="replace an existing baseline file")
 
-    tp = sub.add_parser("test-plugin", help="smoke-test an algorithm on a tiny target, as the suite tests its own")
-    tp.add_argument("name", help="a registered algorithm (an entry point, or a plug-in of --suite), or module:Class "
-                    "(a module in the working directory)")
-    tp.add_argument("--suite", help="a suite file whose [plugins.algorithms] names the algorithm")
+    tp = sub.add_parser("test-plugin", help="check an algorithm, target, energy or metric as the suite checks its own")
+    tp.add_argument("name", help="a registered name (built-in, an entry point, or a plug-in of --suite), or "
+                    "module:Object (a module in the working directory)")
+    tp.add_argument("--kind", choices=("algorithms", "targets", "energies", "metrics"),
+                    help="which kind NAME is, where it names entries of several kinds")
+    tp.add_argument("--suite", help="a suite file whose [plugins.*] names the plug-in")
     tp.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="settings of the algorithm's Config for the tiny case (TOML values)")
-    tp.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
+                    help="settings of an algorithm's Config for the tiny case (TOML values)")
+    tp.add_argument("--iters", type=int, default=150, help="training iterations of an algorithm (default 150)")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
     rp.add_argument("--results", type=Path, help="results folder (default results/<suite>-<fidelity>)")
@@ -110,20 +112,10 @@ def cmd_run(args) -> int:
     from bench.api import run
     from bench.store import ResultStore
 
-    if args.inception_weights is not None:  # checked (exists, sha256) before anything runs; cells read the variable
-        from metrics.fidelity import ENV_INCEPTION_WEIGHTS, InceptionExtractor
-
-        InceptionExtractor(args.inception_weights)
-        os.environ[ENV_INCEPTION_WEIGHTS] = str(args.inception_weights.resolve())
     out = args.out or default_out(args.suite, args.fidelity)
-    if args.data_dir is not None:
-        from datasets.images import DATA_ENV
-
-        if not args.data_dir.is_dir():
-            raise BenchError(f"--data-dir {args.data_dir}: no such folder")
-        os.environ[DATA_ENV] = str(args.data_dir.expanduser().resolve())
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
-        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S)
+        args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S,
+        args.data_dir, args.inception_weights)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(ResultStore(out))
@@ -242,13 +234,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_test_plugin(args) -> int:
-    import tomllib
-
-    import algorithms
-    from algorithms.base import ConfigError, build_config
-    from bench import plugins
-    from bench.learning import smoke_test
+def _plugin_under_test(args):
+    """(kind, registered name or None, object) of ``bench test-plugin NAME``."""
+    from bench import plugins, registry
     from bench.suite import load_suite
 
     plugins.load_entry_points()
@@ -256,35 +244,82 @@ def cmd_test_plugin(args) -> int:
         load_suite(args.suite)
     where = f"test-plugin {args.name}"
     if ":" in args.name:
-        cls = plugins.load_ref(args.name, str(Path.cwd()), where)
-        plugins.check_plugin("algorithms", getattr(cls, "name", ""), cls, where)
-    elif args.name in algorithms.ALGORITHMS:
-        cls = algorithms.ALGORITHMS[args.name]
-    else:
-        raise BenchError(f"unknown algorithm {args.name!r}; valid: {', '.join(sorted(algorithms.ALGORITHMS))}, or "
-                         "module:Class, or --suite FILE with the plug-in in its [plugins.algorithms]")
+        obj = plugins.load_ref(args.name, str(Path.cwd()), where)
+        kind = args.kind or _kind_of(obj, where)
+        name = getattr(obj, "name", "") or args.name.split(":")[-1]
+        obj = plugins.member(kind, name, obj, {}, where)
+        registry.check(kind, getattr(obj, "name", name), obj, where)
+        return kind, None, obj
+    kinds = [k for k in registry.KINDS if args.name in registry.table(k) and args.kind in (None, k)]
+    if not kinds:
+        kinds_text = registry.singular(args.kind) if args.kind else "algorithm, target, energy or metric"
+        valid = sorted(registry.table(args.kind)) if args.kind else []
+        raise BenchError(f"unknown {kinds_text} {args.name!r}{'; valid: ' + ', '.join(valid) if valid else ''}; "
+                         "or module:Object, or --suite FILE with the plug-in in its [plugins.*]")
+    if len(kinds) > 1:
+        raise BenchError(f"{args.name!r} names entries of several kinds ({', '.join(kinds)}): say which with --kind")
+    return kinds[0], args.name, registry.table(kinds[0])[args.name]
+
+
+def _kind_of(obj, where: str) -> str:
+    import inspect
+
+    from algorithms.base import TrainingAlgorithm
+    from algorithms.energies import Energy
+    from datasets.base import Target
+    from metrics.catalogue import Metric
+
+    if isinstance(obj, Metric):
+        return "metrics"
+    for kind, base in (("algorithms", TrainingAlgorithm), ("targets", Target), ("energies", Energy)):
+        if inspect.isclass(obj) and issubclass(obj, base):
+            return kind
+    raise BenchError(f"{where}: {obj!r} is no algorithm, target, energy or metric (a subclass of "
+                     "TrainingAlgorithm, Target or Energy, or a metrics.catalogue.Metric)")
+
+
+def cmd_test_plugin(args) -> int:
+    import tomllib
+
+    from algorithms.base import ConfigError, build_config
+    from bench import contracts, registry
+    from bench.learning import smoke_test
+
     if args.iters < 1:
         raise BenchError(f"--iters must be >= 1, got {args.iters}")
-    overrides = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+    kind, name, obj = _plugin_under_test(args)
+    if args.set and kind != "algorithms":
+        what = {"targets": "a target", "energies": "an energy", "metrics": "a metric"}[kind]
+        raise BenchError(f"--set is for an algorithm's Config; {args.name!r} is {what}")
+    if kind == "algorithms":
+        overrides = {}
+        for item in args.set:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+            try:
+                overrides[key] = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                overrides[key] = text
         try:
-            overrides[key] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            overrides[key] = text
-    try:
-        build_config(cls.Config, overrides, f"--set ({cls.__name__}.Config)")
-    except ConfigError as e:
-        raise BenchError(str(e)) from None
-    checks = smoke_test(cls, args.iters, **overrides)
+            build_config(obj.Config, overrides, f"--set ({obj.__name__}.Config)")
+        except ConfigError as e:
+            raise BenchError(str(e)) from None
+        checks = smoke_test(obj, args.iters, **overrides)
+    elif kind == "targets":
+        checks = contracts.check_target(obj())
+    elif kind == "energies":
+        checks = contracts.check_energy(obj)
+    else:
+        checks = contracts.check_metric(obj)
     for check, ok, detail in checks:
-        print(f"{'ok  ' if ok else 'FAIL'}  {check}: {detail}")
-    failed = sum(not ok for _, ok, _ in checks)
-    registered = algorithms.ALGORITHMS.get(getattr(cls, "name", "")) is cls
-    src = plugins.origin("algorithms", cls.name) if registered else plugins.source_file(cls)
-    print(f"{cls.__name__} ({src}): {len(checks) - failed} of {len(checks)} checks passed")
+        print(f"{'n/a ' if ok is None else 'ok  ' if ok else 'FAIL'}  {check}: {detail}")
+    failed = sum(ok is False for _, ok, _ in checks)
+    passed = sum(ok is True for _, ok, _ in checks)
+    label = getattr(obj, "__name__", None) or f"metric {obj.name}"
+    src = registry.origin(kind, name) if name is not None else registry.source_file(obj)
+    print(f"{label} ({src}): {passed} of {passed + failed} checks passed"
+          + (f", {len(checks) - passed - failed} not applicable" if passed + failed < len(checks) else ""))
     return 1 if failed else 0
 
 
@@ -292,7 +327,8 @@ def cmd_list(args) -> int:
     import algorithms
     import datasets
     from algorithms.energies import ENERGIES
-    from bench.plugins import BUILT_IN, load_entry_points, origin
+    from bench.plugins import load_entry_points
+    from bench.registry import BUILT_IN, origin
     from bench.suite import available_suites, load_suite
 
     load_entry_points()
@@ -315,48 +351,34 @@ def cmd_list(args) -> int:
     buf.write("targets:\n")
     for n, cls in datasets.TARGETS.items():
         t = cls()
-        truth = "exact density + modes" if t.has_density and t.has_modes else "samples only"
-        buf.write(f"  {n:<16} {t.paper}; {truth}{where('targets', n)}\n")
+        truth = ", ".join(t.capabilities()) or "samples only"
+        buf.write(f"  {n:<22} {t.paper}; {truth}{where('targets', n)}\n")
     buf.write("energies:\n")
     for n, cls in ENERGIES.items():
-        doc = (cls.__doc__ or "").strip().split(": ")[0].split(". ")[0].splitlines()[0][:70] if cls.__doc__ else ""
-        buf.write(f"  {n:<16} {doc}{where('energies', n)}\n")
+        buf.write(f"  {n:<22} {cls.describe()}{where('energies', n)}\n")
     buf.write("metrics:\n")
-    for n, desc in METRICS.items():
-        buf.write(f"  {n:<24} {desc}\n")
+    for line in metric_lines(where):
+        buf.write(line)
     print(buf.getvalue(), end="")
     return 0
 
 
-METRICS = {
-    "ebm_weight[k]": "mass of mode k's region under the EBM, grid integration",
-    "ebm_weight_mse": "mean over modes of (EBM weight - true weight)^2 (000 Table 3, col. 4)",
-    "ebm_weight_relerr[k]": "(EBM weight - true weight) / true weight",
-    "neg_weight[k]": "fraction of negative samples in mode k's region",
-    "neg_weight_mse": "negative samples' weights vs true weights",
-    "neg_weight_mse_vs_ebm": "negative samples' weights vs the EBM's (000 Table 3, col. 3)",
-    "init_weight_mse_vs_ebm": "chain initialisations' weights vs the EBM's (000 Table 3, col. 2)",
-    "logp_median_sq_error": "median over x ~ p* of (log p_theta - log p*)^2, grid-normalised (000 Table 1)",
-    "max_rhat": "max over dims of rank-normalised split R-hat (arviz), chains from the final state, adaptation "
-                "frozen, burn_in draws dropped",
-    "max_rhat_deterministic": "the same R-hat for noise-free evaluation chains (CoopFlow, 002): collapse to fixed "
-                              "points, not mixing",
-    "max_rhat_classic": "max over dims of classic Gelman-Rubin R-hat (001)",
-    "min_ess_bulk / min_ess_tail": "min over dims of arviz bulk / tail ESS of the same chains",
-    "test_loglik": "mean log-density of the EBM (grid-normalised or exact log Z) on held-out target samples",
-    "kl / kl_estimate": "KL(p* || p_theta) with the model normalised exactly or on the grid / Jarzynski's (003 eq. 12)",
-    "mass_outside_box": "fraction of the model's mass on a 3x wider box (same centre) outside the evaluation box",
-    "border_density_ratio": "max model density on the evaluation box's border / max on the box",
-    "improper": "1 if mass_outside_box > 0.01 (bench.evaluation.LEAK_TOL): grid metrics are of the box's restriction",
-    "param_error[name]": "|theta_name - theta*_name| for a teacher-student target (003)",
-    "flow_test_loglik": "held-out log-likelihood of the ODE flow of the dynamics (002 eq. 6)",
-    "diverged_at / timeout_at": "iteration at which a diverged / timed-out run stopped",
-    "label_weight[k]": "image targets: weight of class k among generated images read by the suite's classifier "
-                       "(Jarzynski: walker weights summed per label, 003 §4.2)",
-    "label_weight_relerr[k] / _mean": "|label weight - true weight| / true weight (003 Fig. 3), and its mean",
-    "classifier_accuracy / off_class_share": "the classifier's held-out accuracy / share of generated images it "
-                                             "puts outside the target's classes",
-}
+def metric_lines(where=lambda kind, name: "") -> list[str]:
+    """One line per registered metric (metrics/catalogue.py): its name, its description, what the gate does with
+    it and its headline label, and where it came from."""
+    from metrics.catalogue import METRICS
+
+    out = []
+    for n, m in METRICS.items():
+        notes = []
+        if m.gate is not None:
+            notes.append(f"gated, {'lower' if m.better < 0 else 'higher'} is better, {m.gate.scale} scale")
+        heads = m.headlines()
+        if heads:
+            notes.append("headline " + ", ".join(heads.values()))
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        out.append(f"  {n:<24} {m.description}{extra}{where('metrics', n)}\n")
+    return out
 
 
 def main(argv=None) -> int:
@@ -370,7 +392,7 @@ def main(argv=None) -> int:
                     "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin}
         with stop_on_signals():
             return commands[args.command](args)
-    except BenchError as e:
+    except (BenchError, SetupError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a folder that cannot be written, a lost connection: files are intact

@@ -1,9 +1,13 @@
 """Evaluation: turn a trained model into numbers.
 
-Everything measured of a model on a target lives here, decided from their capabilities (``Probe``): a 2-D
-target is integrated on a grid; an energy with an exact ``log_z`` or ``sample_exact`` is used directly; a
-teacher-student target compares parameters. ``trace_point`` is what is logged during training,
-``evaluate`` what is measured after it. The metrics themselves are pure functions in ``metrics/``.
+The metrics are declared units (metrics/catalogue.py): each names the quantities it is computed from and has a
+pure compute function. This module measures those quantities of a model on a target (``Quantities``), each once
+per evaluation, when the first metric that needs it is computed, and only where the target's capabilities
+(``Target.has``) and the algorithm allow; and it runs the registered metrics stage by stage (``measure``): the
+model (its density, weights and parameters), its samples (negatives, chain starts, class labels, sample
+quality), what the algorithm reports of itself, fresh evaluation chains, and the independent audit of the
+weights. ``trace_point`` is what is logged during training (the metrics declared ``trace``), ``evaluate`` what
+is measured after it.
 
 Models that are not densities on the box. A 2-D model is normalised on the target's box (000 Table 1), so mass
 it puts outside the box is dropped from every grid metric, and an untilted EBM (ULA-EBM, CD, short-run,
@@ -32,27 +36,21 @@ import torch
 
 from algorithms.base import Diverged
 from algorithms.energies import has_exact_log_z, samples_exactly, states_mode_weights
-from metrics.density import (
-    border_density_ratio,
-    enlarged_box,
-    grid,
-    grid_log_normalizer,
-    inside_box,
-    mass_outside,
-    median_sq_log_density_error,
-)
-from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
-from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
+from metrics import catalogue
+from metrics.catalogue import LEAK_TOL, STAGES
+from metrics.classifier import label_weights
+from metrics.density import enlarged_box, grid, grid_log_normalizer, inside_box
+from metrics.modes import grid_mode_weights, sample_mode_weights
 
-#: a model with more than this fraction of its mass (on the 3x box) outside the evaluation box is ``improper``:
-#: its grid metrics describe its restriction to the box (ours: 1 %, well above what the 2-D targets themselves
-#: put outside their boxes, at most 1.4e-6 for two_mode, and far below the 96 % seen of CoopFlow's quick setting)
-LEAK_TOL = 0.01
 #: the enlarged box is this many times as wide per axis as the evaluation box (same centre)
 LEAK_FACTOR = 3
 #: its cells are this many times as wide as the evaluation grid's (at least LEAK_MIN_CELLS per box width)
 LEAK_COARSENING = 4
 LEAK_MIN_CELLS = 8
+#: quantities that draw random numbers: a metric measures them after its other needs, and only when those are
+#: available, so that a metric that cannot be computed draws nothing (the random stream is part of a result)
+DRAWS = {"sample_share", "negatives", "negative_mode_weights", "init_mode_weights", "label_weights",
+         "off_class_share", "chains", "deterministic_chains", "audit"}
 
 
 def dtype_of(energy) -> torch.dtype:
@@ -71,68 +69,18 @@ def _energy_on(energy, x, device) -> torch.Tensor:
 
 
 class Probe:
-    """What can be measured of a model on a target, decided once from their capabilities:
-    a 2-D target is integrated on a grid; an energy with an exact ``log_z`` or ``sample_exact`` is used
-    directly; a teacher-student target compares parameters."""
+    """What does not change while a cell trains: the target, the energy (whose parameters do), the settings, the
+    target's fixed held-out set and its log-density there, and p*'s log normaliser on each evaluation grid."""
 
-    def __init__(self, target, energy, cfg, device):
+    def __init__(self, target, energy, cfg, device, inception_weights: str | None = None):
         self.target, self.energy, self.cfg, self.device = target, energy, cfg, device
+        #: the Inception weights file for Inception FID / IS (None: EBM_BENCH_INCEPTION_WEIGHTS, if set)
+        self.inception_weights = inception_weights
         self.test = target.test_set(cfg.n_eval_samples)
-        self.log_true = target.log_prob(self.test.double()) if target.has_density else None
+        self.log_true = target.log_prob(self.test.double()) if target.has("density") else None
         self.exact_log_z = has_exact_log_z(energy)
         self.on_grid = target.dim == 2
         self._true_log_z: dict[int, float] = {}
-
-    def model_log_z(self, n_grid: int):
-        """log Z of the model and, on a grid, (points, log-density) for plots and mode weights."""
-        if self.exact_log_z:
-            with torch.no_grad():
-                return float(self.energy.log_z()), None
-        if self.on_grid:
-            pts, area, logu = _ebm_grid(self.energy, self.target.box, n_grid, self.device)
-            if not torch.isfinite(logu).all():
-                raise Diverged(-1, "non-finite energy on the evaluation grid")
-            return grid_log_normalizer(logu, area), (pts, area, logu)
-        return None, None
-
-    def model_weights(self, grid_pts, share):
-        """The model's mode weights: the mass of each mode's region on the grid, else the weights a parametric
-        energy states (the 003 student's sigma(z)), else the share of exact samples (``share``)."""
-        t = self.target
-        if not t.has_modes:
-            return None
-        if grid_pts is not None:
-            pts, _, logu = grid_pts
-            return grid_mode_weights(logu, t.assign(pts), t.n_modes)
-        if states_mode_weights(self.energy):
-            w = self.energy.mode_weights().double().cpu().numpy()
-            if w.shape == (t.n_modes,):
-                return w
-        return share
-
-    def sample_share(self):
-        """Share of ``n_model_samples`` exact model samples in each mode's region (nearest teacher mode); where
-        the model is a mixture of unit-covariance Gaussians and the target gives its regions' masses for one
-        (the 003 student on the two-mode teacher), the exact mass instead, the share's limit (no sampling)."""
-        t = self.target
-        if not (t.has_modes and samples_exactly(self.energy)):
-            return None
-        if hasattr(self.energy, "unit_components") and hasattr(t, "region_masses"):
-            return t.region_masses(*self.energy.unit_components()).numpy()
-        x = self.energy.sample_exact(self.cfg.n_model_samples).cpu()
-        return sample_mode_weights(t.assign(x), t.n_modes)
-
-    def leak(self, n_grid: int, grid_pts) -> dict[str, float]:
-        """``mass_outside_box``, ``border_density_ratio`` and ``improper`` (module docstring) of a model
-        normalised on the n_grid x n_grid evaluation grid ``grid_pts``. The enlarged grid has LEAK_FACTOR * m
-        cells per axis, m = max(n_grid // LEAK_COARSENING, LEAK_MIN_CELLS), so the evaluation box is exactly
-        its middle m x m cells."""
-        box = self.target.box
-        m = max(n_grid // LEAK_COARSENING, LEAK_MIN_CELLS)
-        pts, _, logu_outer = _ebm_grid(self.energy, enlarged_box(box, LEAK_FACTOR), LEAK_FACTOR * m, self.device)
-        frac = mass_outside(logu_outer, inside_box(pts, box))
-        ratio = border_density_ratio(grid_pts[2].reshape(n_grid, n_grid))
-        return {"mass_outside_box": frac, "border_density_ratio": ratio, "improper": float(not frac <= LEAK_TOL)}
 
     def true_grid_log_z(self, n_grid: int, grid_pts) -> float:
         """log Z of p* on the evaluation grid (000 Table 1 normalises both densities on the same grid); it
@@ -142,143 +90,316 @@ class Probe:
             self._true_log_z[n_grid] = grid_log_normalizer(self.target.log_prob(pts.double()), area)
         return self._true_log_z[n_grid]
 
+    def model_log_z(self, n_grid: int):
+        """log Z of the model and, on a grid, (points, cell area, log-density) for plots and mode weights."""
+        q = Quantities(self, None, n_grid)
+        return q["model_log_z"], q["grid"]
+
     def measure(self, alg, n_grid: int) -> tuple[dict[str, float], object]:
-        """Mode weights, test log-likelihood, KL(p* || p_theta) and its estimate, teacher-parameter errors."""
-        out: dict[str, float] = {}
-        log_z, grid_pts = self.model_log_z(n_grid)
-        if grid_pts is not None:
-            out.update(self.leak(n_grid, grid_pts))
-        share = self.sample_share()
-        w = self.model_weights(grid_pts, share)
-        if share is not None:
-            for k, sk in enumerate(share):
-                out[f"ebm_sample_share[{k}]"] = float(sk)
-        if w is not None:
-            for k, wk in enumerate(w):
-                out[f"ebm_weight[{k}]"] = float(wk)
-            out["ebm_weight_mse"] = weight_mse(w, self.target.mode_weights.numpy())  # 000 Table 3, col. 4
-        u_test = _energy_on(self.energy, self.test, self.device)
-        if log_z is not None:
-            logp_model = -u_test - log_z
-            out["test_loglik"] = float(logp_model.mean())
-            if self.log_true is not None:
-                true_log_z = 0.0 if grid_pts is None else self.true_grid_log_z(n_grid, grid_pts)
-                out["logp_median_sq_error"] = median_sq_log_density_error(logp_model, self.log_true - true_log_z)
-                out["kl"] = float((self.log_true - logp_model).mean())
-        est = alg.log_z_estimate()
-        if est is not None and self.log_true is not None:
-            # 003 eq. (12): H~ = log Z~ + E*[U]; KL~ = H~ - H(p*), both expectations on the same test set
-            out["kl_estimate"] = float(est + u_test.mean() + self.log_true.mean())
-            if log_z is not None:
-                out["log_z_error"] = float(est - log_z)
-        if hasattr(self.target, "teacher_params"):
-            named = dict(self.energy.named_parameters())
-            for name, true in self.target.teacher_params().items():
-                if name in named:
-                    diff = named[name].detach().double().cpu() - torch.as_tensor(true, dtype=torch.float64)
-                    out[f"param_error[{name}]"] = float(diff.norm())
-        return out, grid_pts
+        """The model's metrics after training at resolution ``n_grid`` (the model stage), and its grid."""
+        q = Quantities(self, alg, n_grid)
+        return measure(q, "model"), q["grid"]
 
 
-def trace_point(probe: Probe, alg) -> dict[str, float]:
-    out, _ = probe.measure(alg, probe.cfg.trace_grid)
-    out.pop("logp_median_sq_error", None)
-    neg, t = alg.negatives(), probe.target
-    if t.has_modes and neg is not None:
-        for k, w in enumerate(sample_mode_weights(t.assign(neg.cpu()), t.n_modes, alg.negative_weights())):
-            out[f"neg_weight[{k}]"] = float(w)
-    if hasattr(t, "label_metrics"):
-        out.update(label_point(probe, alg))
+class Quantities:
+    """The quantities of one evaluation (metrics.catalogue.QUANTITIES) of ``alg``'s model on ``probe``'s target,
+    with the evaluation grid of ``n_grid`` x ``n_grid`` nodes: ``q[name]`` measures one the first time it is
+    asked for and keeps it; None where the target, the energy or the algorithm does not have what it takes.
+    ``final``: after training (else at a trace point); ``chains``: whether evaluation chains are run (after
+    training: when there are at least 2 chains of 4 draws; at trace points: every ``rhat_every``-th). ``given``:
+    quantities already known (tests, and metrics of given samples)."""
+
+    def __init__(self, probe, alg, n_grid: int = 0, final: bool = True, chains: bool | None = None,
+                 given: dict | None = None):
+        self.probe, self.alg, self.n_grid, self.final = probe, alg, n_grid, final
+        cfg = getattr(probe, "cfg", None)
+        self.run_chains = chains if chains is not None else bool(cfg and cfg.n_chains > 1 and cfg.n_draws >= 4)
+        self._known = dict(given or {})
+
+    def __getitem__(self, name: str):
+        if name not in self._known:
+            if name not in catalogue.QUANTITIES and name != "grid":
+                raise KeyError(f"unknown quantity {name!r}; valid: {', '.join(catalogue.QUANTITIES)}")
+            self._known[name] = getattr(self, f"_{name}")() if self.probe is not None else None
+        return self._known[name]
+
+    @property
+    def target(self):
+        return self.probe.target
+
+    @property
+    def energy(self):
+        return self.probe.energy
+
+    # ---- the model
+    def _grid(self):
+        """(points, cell area, log-density) of the model on the evaluation grid: 2-D targets, models without an
+        exact log Z."""
+        if self.probe.exact_log_z or not self.probe.on_grid:
+            return None
+        pts, area, logu = _ebm_grid(self.energy, self.target.box, self.n_grid, self.probe.device)
+        if not torch.isfinite(logu).all():
+            raise Diverged(-1, "non-finite energy on the evaluation grid")
+        return pts, area, logu
+
+    def _grid_log_density(self):
+        g = self["grid"]
+        return None if g is None else g[2].reshape(self.n_grid, self.n_grid)
+
+    def _outer_grid(self):
+        """The model on the enlarged box: LEAK_FACTOR * m cells per axis, m = max(n_grid // LEAK_COARSENING,
+        LEAK_MIN_CELLS), so the evaluation box is exactly its middle m x m cells."""
+        if self["grid"] is None:
+            return None
+        box = self.target.box
+        m = max(self.n_grid // LEAK_COARSENING, LEAK_MIN_CELLS)
+        pts, _, logu = _ebm_grid(self.energy, enlarged_box(box, LEAK_FACTOR), LEAK_FACTOR * m, self.probe.device)
+        return logu, inside_box(pts, box)
+
+    def _model_log_z(self):
+        if self.probe.exact_log_z:
+            with torch.no_grad():
+                return float(self.energy.log_z())
+        g = self["grid"]
+        return None if g is None else grid_log_normalizer(g[2], g[1])
+
+    def _true_weights(self):
+        return self.target.mode_weights.numpy() if self.target.has("modes") else None
+
+    def _sample_share(self):
+        """Share of ``n_model_samples`` exact model samples in each mode's region (nearest teacher mode); where
+        the model is a mixture of unit-covariance Gaussians and the target gives its regions' masses for one
+        (the 003 student on the two-mode teacher), the exact mass instead, the share's limit (no sampling)."""
+        t, e = self.target, self.energy
+        if not (t.has("modes") and samples_exactly(e)):
+            return None
+        if hasattr(e, "unit_components") and t.has("region_masses"):
+            return t.region_masses(*e.unit_components()).numpy()
+        x = e.sample_exact(self.probe.cfg.n_model_samples).cpu()
+        return sample_mode_weights(t.assign(x), t.n_modes)
+
+    def _model_weights(self):
+        """The mass of each mode's region on the grid, else the weights a parametric energy states (the 003
+        student's sigma(z)), else the share of exact samples."""
+        t = self.target
+        if not t.has("modes"):
+            return None
+        g = self["grid"]
+        if g is not None:
+            return grid_mode_weights(g[2], t.assign(g[0]), t.n_modes)
+        if states_mode_weights(self.energy):
+            w = self.energy.mode_weights().double().cpu().numpy()
+            if w.shape == (t.n_modes,):
+                return w
+        return self["sample_share"]
+
+    def _test_energy(self):
+        return _energy_on(self.energy, self.probe.test, self.probe.device)
+
+    def _test_logp_model(self):
+        log_z = self["model_log_z"]
+        return None if log_z is None else -self["test_energy"] - log_z
+
+    def _test_logp_true(self):
+        return self.probe.log_true
+
+    def _test_logp_true_grid(self):
+        if self.probe.log_true is None or self["model_log_z"] is None:
+            return None
+        g = self["grid"]
+        return self.probe.log_true - (0.0 if g is None else self.probe.true_grid_log_z(self.n_grid, g))
+
+    def _log_z_estimate(self):
+        return self.alg.log_z_estimate()
+
+    def _teacher_params(self):
+        return self.target.teacher_params() if self.target.has("teacher") else None
+
+    def _model_params(self):
+        return {n: p.detach().double().cpu() for n, p in self.energy.named_parameters()}
+
+    # ---- samples
+    def _negatives(self):
+        if self.final:
+            return self.alg.draw_negatives(self.probe.cfg.n_negatives).cpu()
+        return self.alg.negatives()
+
+    def _negative_mode_weights(self):
+        t, neg = self.target, self["negatives"]
+        if not t.has("modes") or neg is None:
+            return None
+        if self.final:
+            return sample_mode_weights(t.assign(neg), t.n_modes)
+        return sample_mode_weights(t.assign(neg.cpu()), t.n_modes, self.alg.negative_weights())
+
+    def _init_mode_weights(self):
+        t = self.target
+        if not (self.final and t.has("modes")):
+            return None
+        return sample_mode_weights(t.assign(self.alg.chain_starts(self.probe.cfg.n_negatives).cpu()), t.n_modes)
+
+    def _label_samples(self):
+        """Generated images for the class weights (003 §4.2, Fig. 3) and their weights: weighted walkers
+        (Jarzynski) count with their normalised weights, as 003 reads them; other algorithms give
+        ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
+        if "_label" not in self._known:
+            w = self.alg.negative_weights()
+            x = self.alg.negatives() if w is not None else self.alg.draw_negatives(self.probe.cfg.n_negatives)
+            self._known["_label"] = (x.detach().cpu().float(), None if w is None else w.detach().cpu().double())
+        return self._known["_label"]
+
+    def _label_weights(self):
+        t = self.target
+        if not t.has("classifier"):
+            return None
+        x, w = self._label_samples()
+        return label_weights(t.assign(x).numpy(), t.n_modes, None if w is None else w.numpy())
+
+    def _off_class_share(self):
+        if not self.target.has("classifier"):
+            return None
+        x, w = self._label_samples()
+        off = self.target.off_class(x).numpy()
+        return float(off.mean() if w is None else w.numpy()[off].sum())
+
+    def _classifier_accuracy(self):
+        return self.target.classifier().accuracy if self.target.has("classifier") else None
+
+    def _quality(self):
+        t = self.target
+        if not (self.final and t.has("classifier") and t.has("sample_quality")):
+            return None
+        return sample_quality(t, self["negatives"], self.probe.cfg.n_eval_samples, self.probe.device,
+                              getattr(self.probe, "inception_weights", None))
+
+    # ---- the algorithm, chains, audit
+    def _algorithm_metrics(self):
+        if not self.final:
+            return None
+        test = self.probe.test.to(device=self.probe.device, dtype=dtype_of(self.energy))
+        return self.alg.extra_metrics(test)
+
+    def _evaluation_chains(self):
+        if "_chains" not in self._known:
+            chains = None
+            if self.run_chains:
+                cfg = self.probe.cfg
+                chains = evaluation_chains(self.alg, cfg.n_chains, cfg.n_draws, cfg.burn_in)
+                if not np.isfinite(chains).all():
+                    raise Diverged(-1, "non-finite states in the evaluation chains")
+            self._known["_chains"] = chains
+        return self._known["_chains"]
+
+    def _chains(self):
+        return self._evaluation_chains() if self.alg.stochastic_chains else None
+
+    def _deterministic_chains(self):
+        return None if self.alg.stochastic_chains else self._evaluation_chains()
+
+    def _audit(self):
+        from bench.audit import audit_weights
+
+        cfg, t = self.probe.cfg, self.target
+        if not (self.final and cfg.audit_chains and t.has("mixture")):
+            return None
+        self.energy.eval()
+        return audit_weights(self.energy, t, cfg.audit_chains, cfg.audit_draws, cfg.audit_burn_in)
+
+
+def registered_metrics() -> list:
+    """The registered metrics (metrics.catalogue.METRICS: the built-ins and plug-ins), in registration order."""
+    return list(catalogue.METRICS.values())
+
+
+def measure(q: Quantities, stage: str) -> dict[str, float]:
+    """The registered metrics of ``stage`` (metrics.catalogue.STAGES) on the quantities ``q``: after training
+    every one, along training those declared ``trace``. A metric whose needs are not all available is skipped;
+    its needs that draw random numbers (DRAWS) are measured last, once the others are known to be there."""
+    out: dict[str, float] = {}
+    for m in registered_metrics():
+        if m.compute is None or m.stage != stage or not (q.final or m.trace):
+            continue
+        order = sorted(m.needs, key=lambda n: n in DRAWS)
+        if any(q[n] is None for n in order):
+            continue
+        out.update(m.values(*(q[n] for n in m.needs)))
     return out
 
 
-def label_point(probe: Probe, alg) -> dict[str, float]:
-    """Image targets (datasets/images.py): class weights of the generated samples read by the suite's classifier
-    (003 §4.2, Fig. 3). Weighted walkers (Jarzynski) count with their normalised weights, as 003 reads them;
-    other algorithms give ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
-    w = alg.negative_weights()
-    x = alg.negatives() if w is not None else alg.draw_negatives(probe.cfg.n_negatives)
-    return probe.target.label_metrics(x.cpu(), None if w is None else w.cpu())
+def trace_point(probe: Probe, alg) -> dict[str, float]:
+    """The metrics declared ``trace`` of the model and its current negatives, on the coarser trace grid."""
+    q = Quantities(probe, alg, probe.cfg.trace_grid, final=False, chains=False)
+    return {**measure(q, "model"), **measure(q, "samples")}
 
 
 def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     """Mixing of the algorithm's own sampler during training (000 Fig. 6: R-hat along training): the
-    diagnostics of ``evaluate``'s evaluation chains (``evaluation_chains``, ``mixing``: n_chains chains from
+    diagnostics of ``evaluate``'s evaluation chains (``evaluation_chains``: n_chains chains from
     ``chain_starts``, burn_in + n_draws steps, adaptation frozen) at every ``rhat_every``-th trace point and at
     the last one; empty elsewhere (it costs n_chains x (burn_in + n_draws) sampler steps)."""
     cfg = probe.cfg
     k = cfg.rhat_every
     if not k or cfg.n_chains < 2 or cfg.n_draws < 4 or not (last or (it // cfg.eval_every) % k == 0):
         return {}
-    chains = evaluation_chains(alg, cfg.n_chains, cfg.n_draws, cfg.burn_in)
-    if not np.isfinite(chains).all():
-        raise Diverged(-1, "non-finite states in the evaluation chains")
-    return mixing(chains, alg.stochastic_chains)
+    return measure(Quantities(probe, alg, final=False, chains=True), "chains")
 
 
-def image_fidelity(target, negs, n_ref: int, device) -> dict[str, float]:
-    """Sample quality of generated images (targets with ``fidelity_metrics``, the cifar10 suite's): FID and IS with
-    the suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
+def sample_quality(target, negs, n_ref: int, device, inception_weights: str | None = None) -> dict:
+    """Sample quality of generated images (sample_quality targets, the cifar10 suite's): FID and IS with the
+    suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
     Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
-    (``run --inception-weights``). The reference is ``n_ref`` held-out images (the "test" split); the generated
-    images are the ``n_negatives`` drawn after training, unweighted. The protocol (extractor, counts, split, pixel
-    quantisation) is metrics/fidelity.py's FidelityProtocol; its counts are written as metrics."""
+    (``inception_weights``, else EBM_BENCH_INCEPTION_WEIGHTS). The reference is ``n_ref`` held-out images (the
+    "test" split); the generated images are the ``n_negatives`` drawn after training, unweighted. The protocol
+    (extractor, counts, split, pixel quantisation) is metrics/sample_quality.py's QualityProtocol. Returns the
+    ``quality`` quantity (metrics.catalogue.QUANTITIES)."""
     import os
 
-    from metrics.fidelity import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor, sample_quality
+    from metrics.sample_quality import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor
+    from metrics.sample_quality import sample_quality as measure_quality
 
     ref = target.test_set(n_ref)
     dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
     extractors = [ClassifierExtractor.from_classifier(target.classifier())]
-    if os.environ.get(ENV_INCEPTION_WEIGHTS):
-        extractors.append(InceptionExtractor(os.environ[ENV_INCEPTION_WEIGHTS]))
-    out: dict[str, float] = {}
+    weights = inception_weights or os.environ.get(ENV_INCEPTION_WEIGHTS)
+    if weights:
+        extractors.append(InceptionExtractor(weights))
+    out = {"fid": {}, "is_mean": {}, "is_std": {}, "n_generated": float(len(negs)), "n_reference": float(len(ref))}
     for ext in extractors:
-        q = sample_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
-                           shape=target.shape, device=dev)
-        out.update({k: float(v) for k, v in q.metrics.items() if isinstance(v, int | float)})
-    out["fid_n_generated"], out["fid_n_reference"] = float(len(negs)), float(len(ref))
+        q = measure_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
+                            shape=target.shape, device=dev)
+        s = ext.suffix
+        out["fid"][s] = q.metrics[f"fid_{s}"]
+        out["is_mean"][s], out["is_std"][s] = q.metrics[f"is_{s}_mean"], q.metrics[f"is_{s}_std"]
+        out["out_of_range_frac"] = q.metrics["out_of_range_frac"]
     return out
 
 
 def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """All metrics the target's ground truth allows, and arrays for the plots."""
-    target, cfg, device = probe.target, probe.cfg, probe.device
+    """Every registered metric the target's ground truth allows, stage by stage, and arrays for the plots."""
+    target, cfg = probe.target, probe.cfg
     art: dict[str, np.ndarray] = {}
     probe.energy.eval()
-    m, grid_pts = probe.measure(alg, cfg.eval_grid)
-    negs = alg.draw_negatives(cfg.n_negatives).cpu()
-    art["negatives"] = negs[:2000].float().numpy()
-    if hasattr(target, "classifier") and getattr(target, "fidelity_metrics", False):
-        m.update(image_fidelity(target, negs, cfg.n_eval_samples, device))
-    if grid_pts is not None:
-        pts, area, logu = grid_pts
+    q = Quantities(probe, alg, cfg.eval_grid)
+    m = measure(q, "model")
+    art["negatives"] = q["negatives"][:2000].float().numpy()  # drawn here, whatever the metrics: part of the stream
+    m.update(measure(q, "samples"))
+    if q["grid"] is not None:
+        pts, area, logu = q["grid"]
         log_z = grid_log_normalizer(logu, area)
         art["grid_log_density"] = (logu - log_z).float().reshape(cfg.eval_grid, cfg.eval_grid).numpy()
         art["box"] = np.asarray(target.box, dtype=float)
-    if target.has_modes:
-        w_true = target.mode_weights.numpy()
-        w_neg = sample_mode_weights(target.assign(negs), target.n_modes)
-        for k in range(target.n_modes):
-            m[f"neg_weight[{k}]"] = float(w_neg[k])
-        m["neg_weight_mse"] = weight_mse(w_neg, w_true)
-        if "ebm_weight[0]" in m:
-            w_ebm = np.array([m[f"ebm_weight[{k}]"] for k in range(target.n_modes)])
-            w_init = sample_mode_weights(target.assign(alg.chain_starts(cfg.n_negatives).cpu()), target.n_modes)
-            for k, e in enumerate(weight_relative_error(w_ebm, w_true)):
-                m[f"ebm_weight_relerr[{k}]"] = float(e)
-            m["neg_weight_mse_vs_ebm"] = weight_mse(w_neg, w_ebm)  # 000 Table 3, column 3
-            m["init_weight_mse_vs_ebm"] = weight_mse(w_init, w_ebm)  # 000 Table 3, column 2
-    if hasattr(target, "label_metrics"):
-        m.update(label_point(probe, alg))
-    m.update(alg.extra_metrics(probe.test.to(device=device, dtype=dtype_of(probe.energy))))
+    m.update(measure(q, "algorithm"))
+    # an algorithm's own metrics that no declaration names go into the results as they are
+    m.update({k: v for k, v in (q["algorithm_metrics"] or {}).items() if k not in m and not declared(k)})
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
-    if cfg.n_chains > 1 and cfg.n_draws >= 4:
-        chains = evaluation_chains(alg, cfg.n_chains, cfg.n_draws, cfg.burn_in)
-        if not np.isfinite(chains).all():
-            raise Diverged(-1, "non-finite states in the evaluation chains")
-        m.update(mixing(chains, alg.stochastic_chains))
+    m.update(measure(q, "chains"))
+    m.update(measure(q, "audit"))
     return m, art
+
+
+def declared(name: str) -> bool:
+    """Whether a registered metric declares ``name`` (by name or as an instance of its pattern)."""
+    return catalogue.declaration(name) is not None
 
 
 def evaluation_chains(alg, n_chains: int, n_draws: int, burn_in: int) -> np.ndarray:
@@ -291,16 +412,33 @@ def evaluation_chains(alg, n_chains: int, n_draws: int, burn_in: int) -> np.ndar
     return chains[:, burn_in:].cpu().double().numpy()
 
 
+def of_given(stage: str, **given) -> dict[str, float]:
+    """The registered metrics of ``stage`` computed from given quantities alone (e.g. ``chains=...``, or an
+    image target's ``label_weights``): what they say of known inputs."""
+    return measure(Quantities(None, None, given=given), stage)
+
+
 def mixing(chains: np.ndarray, stochastic: bool) -> dict[str, float]:
-    """R-hat and ESS of evaluation chains (000 Table 2, 001 Fig. 2; metrics/mixing.py).
+    """R-hat and ESS of evaluation chains (000 Table 2, 001 Fig. 2; metrics/mixing.py): the chains-stage metrics.
 
     Deterministic chains (noise-free dynamics) give only ``max_rhat_deterministic``, the largest split R-hat
     over dimensions: it measures how the chains collapse to fixed points (inf when they stop at different
     points, NaN when all stop at one), not mixing; it is not comparable with ``max_rhat``."""
-    if not stochastic:
-        r = rhat(chains)
-        return {"max_rhat_deterministic": float(np.nanmax(r)) if not np.isnan(r).all() else float("nan")}
-    return {"max_rhat": float(rhat(chains).max()),
-            "max_rhat_classic": float(classic_rhat(chains).max()),
-            "min_ess_bulk": float(ess_bulk(chains).min()),
-            "min_ess_tail": float(ess_tail(chains).min())}
+    return of_given("chains", **({"chains": chains} if stochastic else {"deterministic_chains": chains}))
+
+
+def label_metrics(target, x, weights=None) -> dict[str, float]:
+    """The class-weight metrics of images ``x`` (with normalised ``weights``, or uniform) read by an image target's
+    classifier (003 §4.2, Fig. 3): the samples-stage metrics of ``label_weights``, ``off_class_share``,
+    ``classifier_accuracy`` and the target's ``true_weights``."""
+    x = x.detach().cpu().float()
+    w = None if weights is None else weights.detach().cpu().double()
+    off = target.off_class(x).numpy()
+    given = {"label_weights": label_weights(target.assign(x).numpy(), target.n_modes, None if w is None else w.numpy()),
+             "off_class_share": float(off.mean() if w is None else w.numpy()[off].sum()),
+             "classifier_accuracy": target.classifier().accuracy, "true_weights": target.mode_weights.numpy()}
+    return of_given("samples", **given)
+
+
+__all__ = ["LEAK_TOL", "STAGES", "Probe", "Quantities", "evaluate", "evaluation_chains", "label_metrics", "measure",
+           "mixing", "of_given", "rhat_point", "trace_point"]

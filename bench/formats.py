@@ -96,18 +96,17 @@ def _versions(names) -> dict[str, str]:
     return out
 
 
-def environment(device: str = "cpu") -> dict:
-    """Where a sweep runs: interpreter, OS, CPU, torch build, GPU (for a CUDA device) and package versions."""
+def environment(device: str = "cpu", code_version: str = "", origins=()) -> dict:
+    """Where a sweep runs: interpreter, OS, CPU, torch build, GPU (for a CUDA device) and package versions, with
+    the code version and the versions of the packages whose entry points gave plug-ins (``origins``: where each
+    registered entry came from, bench.registry.ORIGINS' values)."""
     import torch
 
-    from bench.plugins import ORIGINS
-    from bench.store import code_version
-
     plugin_dists = sorted({src.split("entry point of ", 1)[1].rsplit(" ", 1)[0]
-                           for src in ORIGINS.values() if src.startswith("entry point of ")})
+                           for src in origins if src.startswith("entry point of ")})
     env = {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
+        "code_version": code_version,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),

@@ -30,7 +30,7 @@ def write_report(store: ResultStore):
         if name == "summary":
             continue
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(df.to_html(float_format="{:.4g}".format) if len(df) else "<p>(no data)</p>")
+        parts.append(df.to_html(float_format="{:.4g}".format))
         parts += [f"<p class='note'>{html.escape(n)}</p>" for n in df.attrs.get("notes", [])]
     for f in figures:
         data = base64.b64encode(f.read_bytes()).decode()

@@ -15,7 +15,6 @@ Legends sit below the panels so that a single-target figure keeps its shape.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -28,56 +27,21 @@ import seaborn as sns  # noqa: E402
 
 import datasets  # noqa: E402
 from bench import plots_highdim, plots_images, tables  # noqa: E402
-from bench.store import ResultStore, atomic_write_bytes  # noqa: E402
+from bench.figures import (  # noqa: E402
+    IMPROPER_COLOUR,
+    curve_frame,
+    draw_band,
+    improper_cells,
+    legend_below,
+    mark_improper,
+    palette,
+    save,
+)
+from bench.store import ResultStore  # noqa: E402
 from metrics.density import grid  # noqa: E402
 
 #: log-densities are drawn from the maximum down to this many nats below it
 FLOOR_NATS = 12.0
-IMPROPER_COLOUR = "#c0392b"
-
-
-def curve_frame(long: pd.DataFrame, x: str = "iteration", value: str = "value") -> pd.DataFrame:
-    """The data behind a curve: per (target, algorithm, x) the mean, min and max over seeds and the number
-    of seeds. One line per (target, algorithm); the band spans seeds only."""
-    g = long.groupby(["target", "algorithm", x])[value]
-    return g.agg(mean="mean", lo="min", hi="max", n_seeds="count").reset_index()
-
-
-def _draw(ax, frame: pd.DataFrame, x: str, palette: dict, **line) -> None:
-    for algo, d in frame.groupby("algorithm"):
-        d = d.sort_values(x)
-        ax.plot(d[x], d["mean"], color=palette[algo], label=algo, **line)
-        if line.get("ls", "-") == "-":
-            ax.fill_between(d[x], d["lo"], d["hi"], color=palette[algo], alpha=0.2, lw=0)
-
-
-def _improper_cells(results: pd.DataFrame | None) -> dict[tuple[str, str], str]:
-    """(target, algorithm) -> 'k/n' where k of n seeds' models are improper."""
-    if results is None:
-        return {}
-    imp = tables.improper_seeds(results)
-    if imp.empty:
-        return {}
-    g = imp.groupby(level=["target", "algorithm"]).agg(["sum", "size"])
-    return {k: f"{int(r['sum'])}/{int(r['size'])}" for k, r in g.iterrows() if r["sum"] > 0}
-
-
-def _mark_improper(ax, target: str, improper: dict) -> None:
-    bad = [f"{a} {k}" for (t, a), k in sorted(improper.items()) if t == target]
-    if bad:
-        ax.text(0.01, 0.01, "improper: " + ", ".join(bad), transform=ax.transAxes, fontsize=7,
-                color=IMPROPER_COLOUR, va="bottom")
-
-
-def _legend_below(fig, palette: dict, extra: list | None = None) -> None:
-    handles = [plt.Line2D([], [], color=c, label=a) for a, c in palette.items()] + (extra or [])
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False,
-               fontsize=8)
-
-
-def _palette(algorithms) -> dict:
-    order = sorted(set(algorithms))
-    return dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
 
 
 def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Path | None:
@@ -133,7 +97,7 @@ def density_panels(store: ResultStore, results: pd.DataFrame, path: Path) -> Pat
             fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.8, aspect=25, label="log-density (nats)")
     fig.suptitle(f"Learned EBM log-densities (first seed) and the true one: {tables.describe(results)}\n"
                  f"one colour scale per column: {FLOOR_NATS:g} nats below the true maximum", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -147,8 +111,8 @@ def weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration"
         return None
     tr = tr.assign(mode=tr["metric"].str.extract(r"\[(\d+)\]")[0].astype(int))
     targets = sorted(tr["target"].unique())
-    palette = _palette(tr["algorithm"])
-    improper = _improper_cells(results)
+    colours = palette(tr["algorithm"])
+    improper = improper_cells(results)
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(2, len(targets), figsize=(max(3.6 * len(targets) + 0.8, 6.5), 6.4), squeeze=False,
                              layout="constrained")
@@ -156,22 +120,22 @@ def weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration"
         truth = datasets.get_target(t).mode_weights.numpy()
         heavy = int(np.argmax(truth))
         d = tr[tr["target"] == t]
-        _draw(axes[0, j], curve_frame(d[d["mode"] == heavy], x), x, palette)
+        draw_band(axes[0, j], curve_frame(d[d["mode"] == heavy], x), x, colours)
         axes[0, j].axhline(truth[heavy], color="k", lw=1, ls="--")
         axes[0, j].set(title=t, ylabel=f"EBM weight of mode {heavy}", ylim=(-0.02, 1.02))
         err = d.assign(sq=(d["value"] - truth[d["mode"].to_numpy()]) ** 2)
         mse = err.groupby(["target", "algorithm", "seed", x], as_index=False)["sq"].mean()
-        _draw(axes[1, j], curve_frame(mse, x, "sq"), x, palette)
+        draw_band(axes[1, j], curve_frame(mse, x, "sq"), x, colours)
         axes[1, j].set(yscale="log", ylabel="EBM mode-weight MSE")
-        _mark_improper(axes[0, j], t, improper)
+        mark_improper(axes[0, j], t, improper)
         for ax in axes[:, j]:
             ax.set_xlabel("energy-gradient evaluations" if x == "grad_evals" else x)
             if x == "grad_evals":
                 ax.set_xscale("log")
-    _legend_below(fig, palette, [plt.Line2D([], [], color="k", ls="--", label="true weight")])
+    legend_below(fig, colours, [plt.Line2D([], [], color="k", ls="--", label="true weight")])
     fig.suptitle(f"Mode weights over training: {tables.describe(traces)}; mean and min-max band over seeds",
                  fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -195,8 +159,8 @@ def training_curves(traces: pd.DataFrame, path: Path, x: str = "iteration",
     if not present:
         return None
     targets = sorted(traces[traces["metric"].isin([c[0] for c in present])]["target"].unique())
-    palette = _palette(traces["algorithm"])
-    improper = _improper_cells(results)
+    colours = palette(traces["algorithm"])
+    improper = improper_cells(results)
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(len(targets), len(present), figsize=(3.6 * len(present) + 0.8, 2.9 * len(targets) + 1.0),
                              squeeze=False, layout="constrained")
@@ -205,11 +169,11 @@ def training_curves(traces: pd.DataFrame, path: Path, x: str = "iteration",
         target = datasets.get_target(t)
         for j, (metric, label, scale) in enumerate(present):
             ax = axes[i, j]
-            _draw(ax, curve_frame(tt[tt["metric"] == metric], x), x, palette)
+            draw_band(ax, curve_frame(tt[tt["metric"] == metric], x), x, colours)
             if metric == "kl":
                 est = tt[tt["metric"] == "kl_estimate"]
                 if len(est):
-                    _draw(ax, curve_frame(est, x), x, palette, ls="--")
+                    draw_band(ax, curve_frame(est, x), x, colours, ls="--")
             if metric == "ebm_weight[0]" and target.has_modes:
                 ax.axhline(float(target.mode_weights[0]), color="k", lw=1, ls="--")
             ax.set(ylabel=label, yscale=scale, xlabel="energy-gradient evaluations" if x == "grad_evals" else x)
@@ -217,10 +181,10 @@ def training_curves(traces: pd.DataFrame, path: Path, x: str = "iteration",
                 ax.set_xscale("log")
             if j == 0:
                 ax.set_title(t, loc="left", fontsize=10, weight="bold")
-                _mark_improper(ax, t, improper)
-    _legend_below(fig, palette)
+                mark_improper(ax, t, improper)
+    legend_below(fig, colours)
     fig.suptitle(f"Training curves: {tables.describe(traces)}; mean and min-max band over seeds", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -269,15 +233,8 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
             fig.colorbar(im, ax=axes[i, 2:], shrink=0.9, label="nats")
     fig.suptitle(f"002 Fig. 1: data, generator samples, -E and the ODE flow's log-density (first seed): "
                  f"{tables.describe(results)}", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=110, format="png", bbox_inches="tight", pad_inches=0.1)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def make_all(store: ResultStore, x: str = "iteration") -> list[Path]:

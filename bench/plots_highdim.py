@@ -1,10 +1,12 @@
-"""Figures of the high-dimensional mixture suite, from traces.csv (seaborn, PNG):
+"""Figures of mixing and of the negatives' weights along training (000 §4, App. C.5, Fig. 6), from traces.csv
+(seaborn, PNG), drawn for every target whose traces hold their metrics:
 
-- rhat_over_training.png: 000 Fig. 6, the max R-hat of the evaluation chains along training, one panel per
-  target (d), one line per algorithm (mean and min-max band over seeds), log scale, the 1.1 threshold dashed;
-  noise-free samplers (``max_rhat_deterministic``) are drawn dotted: not a mixing figure;
+- rhat_over_training.png: 000 Fig. 6, the max R-hat of the evaluation chains along training (``rhat_every``), one
+  panel per target (ordered by dimension), one line per algorithm (mean and min-max band over seeds), log scale,
+  the 1.1 threshold dashed; noise-free samplers (``max_rhat_deterministic``) are drawn dotted: not a mixing figure;
 - neg_weights_over_training.png: the mode weights of the negatives along training, one panel per target and
-  algorithm, one line per mode, the true weights dashed.
+  algorithm, one line per mode, the true weights dashed: targets whose EBM weights are not traced (no grid, no
+  exact model), where the negatives are the view of the weights along training.
 """
 
 from __future__ import annotations
@@ -19,17 +21,13 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 import datasets  # noqa: E402
-
-
-def _hd(traces: pd.DataFrame) -> pd.DataFrame:
-    return traces[traces["target"].astype(str).str.startswith("hd_mixture")]
+from bench.figures import save  # noqa: E402
+from bench.tables import describe  # noqa: E402
+from bench.tables_highdim import holding  # noqa: E402
 
 
 def rhat_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Path | None:
-    from bench.plots import _save
-
-    tr = _hd(traces)
-    tr = tr[tr["metric"].isin(["max_rhat", "max_rhat_deterministic"])]
+    tr = traces[traces["metric"].isin(["max_rhat", "max_rhat_deterministic"])]
     if tr.empty:
         return None
     targets = sorted(tr["target"].unique(), key=lambda t: (datasets.get_target(t).dim, t))
@@ -49,19 +47,15 @@ def rhat_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -
         ax.set(title=f"{t} (d = {datasets.get_target(t).dim})", yscale="log", ylabel="max R-hat")
     if axes[0, -1].get_legend() is not None:
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
-    from bench.tables import describe
-
     fig.suptitle(f"Max R-hat of the evaluation chains along training, as 000 Fig. 6 ({describe(tr)}; band: "
                  "min-max over seeds)\n(dotted: noise-free sampler, not a mixing figure; dashed: 1.1)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
 def neg_weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Path | None:
-    from bench.plots import _save
-
-    tr = _hd(traces)
+    tr = traces[~traces["target"].isin(holding(traces, r"ebm_weight\[\d+\]"))]
     tr = tr[tr["metric"].astype(str).str.match(r"neg_weight\[\d+\]")]
     if tr.empty:
         return None
@@ -80,12 +74,10 @@ def neg_weights_over_training(traces: pd.DataFrame, path: Path, x: str = "iterat
         for w in datasets.get_target(t).mode_weights.tolist():
             ax.axhline(w, color="k", lw=0.8, ls="--")
         ax.set(title=f"{a} / {t}", ylabel="negatives' mode weight", ylim=(-0.02, 1.02))
-    from bench.tables import describe
-
     fig.suptitle(f"Mode weights of the negatives over training ({describe(tr)}; band: min-max over seeds; "
                  "dashed: true weights)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return path
 
 

@@ -2,11 +2,12 @@
 
 - sample_grids.png: 003 Fig. 2 / 12: a grid of generated images per algorithm (first finished seed; the cell's
   saved ``negatives``: Jarzynski's are drawn from its walkers by their weights, as after a resampling), and a
-  grid of held-out images of the target's mix beside them;
+  grid of held-out images of the target's mix beside them: targets with the "image" capability;
 - image_training.png: 003 Fig. 4 (and Fig. 11-12's training runs): Jarzynski's cross-entropy estimate (003 eq.
   12) and the walkers' effective sample size (eq. 13) over training, and the mean per-class relative weight
   error of every algorithm's generated images over training (003 Fig. 3's quantity along training); mean and
-  min-max band over seeds, from traces.csv (the same traces machinery as the GMM suites).
+  min-max band over seeds, from traces.csv (the same traces machinery as the GMM suites): targets whose traces
+  hold ``label_weight_relerr_mean``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import datasets  # noqa: E402
+from bench.figures import save  # noqa: E402
+from bench.tables_highdim import holding  # noqa: E402
 
 #: images per grid (a square)
 GRID = 64
@@ -41,12 +44,11 @@ def image_grid(x: np.ndarray, shape, n: int = GRID) -> np.ndarray:
 
 
 def _image_targets(results: pd.DataFrame) -> list[str]:
-    return sorted(t for t in results["target"].unique() if hasattr(datasets.get_target(t), "label_metrics"))
+    """Targets with the "image" capability (their saved negatives are drawn as images)."""
+    return sorted(t for t in results["target"].unique() if datasets.get_target(t).has("image"))
 
 
 def sample_grids(store, results: pd.DataFrame, path: Path) -> Path | None:
-    from bench.plots import _save
-
     targets = _image_targets(results)
     runs = results[(results["status"] == "ok") & results["target"].isin(targets)].sort_values("seed")
     runs = runs.drop_duplicates(["suite", "fidelity", "target", "algorithm"])
@@ -72,7 +74,7 @@ def sample_grids(store, results: pd.DataFrame, path: Path) -> Path | None:
         for ax in axes[i]:
             ax.axis("off")
     fig.suptitle("003 Fig. 2 / 12: generated images (first finished seed) and held-out images", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -88,11 +90,9 @@ def _band(ax, tr: pd.DataFrame, metric: str, x: str, label_by: str = "algorithm"
 
 
 def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Path | None:
-    from bench.plots import _save
-
     if traces.empty:
         return None
-    targets = [t for t in traces["target"].unique() if hasattr(datasets.get_target(t), "label_metrics")]
+    targets = sorted(holding(traces, "label_weight_relerr_mean"))
     tr = traces[traces["target"].isin(targets)]
     if tr.empty:
         return None
@@ -108,13 +108,11 @@ def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Pa
             ax.set_title(f"{t}: {title}", fontsize=8)
             ax.set_xlabel(x)
     fig.suptitle("Image targets over training: mean and min-max band over seeds", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
 def make(store, results: pd.DataFrame, traces: pd.DataFrame, figs: Path, x: str = "iteration") -> list[Path]:
-    if not _image_targets(results):
-        return []
     suffix = "_vs_work" if x == "grad_evals" else ""
     made = [image_training(traces, figs / f"image_training{suffix}.png", x)]
     if not suffix:

@@ -11,6 +11,7 @@ import pandas as pd
 import datasets
 from bench import tables, tables_highdim, tables_images
 from bench.store import ResultStore, save_outputs
+from metrics.catalogue import headline_labels
 
 #: text tables wrap their columns at this width
 WIDTH = 110
@@ -27,8 +28,8 @@ def _reference(suite: str, store: ResultStore | None = None) -> str | None:
 
 
 def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[str, str, pd.DataFrame]]:
-    """(file name, title, table) of every table of a results frame. Titles state the suite, fidelity and seed
-    count; notes (warnings, footnotes) travel in ``table.attrs["notes"]``."""
+    """(file name, title, table) of every table of a results frame whose metrics it holds (no empty table). Titles
+    state the suite, fidelity and seed count; notes (warnings, footnotes) travel in ``table.attrs["notes"]``."""
     out = []
     truth = {t: datasets.get_target(t).mode_weights.tolist()
              for t in res["target"].unique() if datasets.get_target(t).has_modes}
@@ -45,7 +46,7 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
         sub = res[res["suite"] == suite]
         if ref and ref in set(sub["algorithm"]) and sub["fidelity"].nunique() == 1:
             d = tables.paired_differences(sub, ref)
-            d = d[d["metric"].isin(tables.KEY_METRICS)]
+            d = d[d["metric"].isin(headline_labels())]
             if len(d) and d["n_pairs"].max() >= 2:
                 out.append((f"paired_{suite}", f"{tables.describe(sub)}: difference to {ref}, paired by seed, "
                             "mean and 95 % CI (n.s.: the CI contains 0)",
@@ -64,13 +65,14 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
         ("status", f"Runs by status ({what})", tables.status_counts(res)),
         ("summary", f"All metrics ({what}): mean, std over seeds", tables.summary(res)),
     ]
-    return out
+    # a table is made when the results hold its metrics: one without rows is no section
+    return [(name, title, df) for name, title, df in out if len(df)]
 
 
 def render(title: str, df: pd.DataFrame, width: int = WIDTH) -> str:
     """A table as text no wider than ``width`` (columns wrap into blocks), its notes below it."""
     with pd.option_context("display.float_format", "{:.4g}".format, "display.max_colwidth", 40):
-        body = df.to_string(line_width=width) if len(df) else "(no data)"
+        body = df.to_string(line_width=width)
     notes = "".join(textwrap.fill(n, width, initial_indent="  ", subsequent_indent="    ") + "\n"
                     for n in df.attrs.get("notes", []))
     return f"{textwrap.fill('## ' + title, width, subsequent_indent='   ')}\n{body}\n{notes}"

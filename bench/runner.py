@@ -2,8 +2,8 @@
 
 The training loop is the same for every algorithm: draw a batch of positives from the fixed training
 set, call ``algorithm.step``. Trace points (mode weights over training) are taken every ``eval_every``
-iterations. Evaluation after training (``bench.evaluation``) computes every metric the target's ground truth
-allows.
+iterations. Evaluation after training (``bench.evaluation``) computes every registered metric the target's
+ground truth allows (metrics/catalogue.py), the audit of the mode weights included.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import datasets
 from algorithms.base import Diverged, Problem
 from algorithms.energies import make_energy
 from algorithms.work import Work
-from bench.audit import audit_metrics
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
+from datasets.images import use_data_dir
 
 
 def measuring(dev: torch.device):
@@ -75,14 +75,15 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     if threads:
         torch.set_num_threads(threads)
     cfg = cell.train
+    use_data_dir(cell.resources.get("data_dir"))  # this process reads the cell's image files from there
     target = datasets.get_target(cell.target)
     gen = torch.Generator().manual_seed(cell.seed)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, getattr(target, "shape", None)).to(device=dev, dtype=dtype)
-    probe = Probe(target, energy, cfg, dev)
-    if hasattr(target, "classifier"):
+    energy = make_energy(cfg.energy, target.dim, target.shape).to(device=dev, dtype=dtype)
+    probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
+    if target.has("classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
@@ -126,7 +127,6 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         if stop is not None and stop():
             raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
-        metrics.update(audit_metrics(probe, cfg, metrics))
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

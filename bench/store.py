@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import plugins
 from bench._ownpkg import ROOT
 from bench.errors import BenchError
 from bench.formats import environment, environment_json, parquet_bytes
+from bench.registry import ORIGINS
 from bench.stopping import signals_deferred
 
 RESULTS = "results.csv"
@@ -229,7 +231,8 @@ class ResultStore:
         """Add the environment this process runs cells in to environment.json (see ``bench.formats``)."""
         path = self.out / ENVIRONMENT
         previous = path.read_bytes() if path.exists() else None
-        atomic_write_bytes(path, environment_json(previous, environment(device)))
+        env = environment(device, code_version(), ORIGINS.values())
+        atomic_write_bytes(path, environment_json(previous, env))
 
     def record_suite(self, name: str, path: str) -> None:
         """Remember which suite file a suite name of this folder came from (for its reference algorithm)."""
@@ -255,8 +258,6 @@ class ResultStore:
     def activate_plugins(self) -> None:
         """Register the plug-ins this folder's cells used (installed entry points and recorded suite-file
         plug-ins), so that its targets and algorithms are known to the tables and plots."""
-        from bench import plugins
-
         plugins.load_entry_points()
         plugins.register_specs(self.plugin_specs(), str(self.out / PLUGINS))
 

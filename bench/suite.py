@@ -23,7 +23,7 @@ from typing import Literal
 import algorithms
 import datasets
 from algorithms.base import AT_LEAST_1, NONNEG, ConfigError, bounds, build_config
-from bench import plugins
+from bench import plugins, registry
 from bench.errors import BenchError
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -111,6 +111,9 @@ class Cell:
     base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
     code_version: str = ""
     settings: str = ""  # where the settings come from (SETTINGS); a label, not part of cell_id
+    #: where the cell finds its files: {"data_dir": folder of image data, "inception_weights": file}; locations,
+    #: not part of cell_id (the data's identity is the target's version, the weights' is checked by sha256)
+    resources: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.base = self.base or self.algorithm
@@ -121,8 +124,9 @@ class Cell:
         target_version = datasets.get_target(self.target).version
         parts = [self.key(), self.base, target_version, self.config(), self.code_version]
         # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
-        own = [plugins.fingerprint(k, n) for k, n in
+        own = [registry.fingerprint(k, n) for k, n in
                (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]
+        own += [registry.fingerprint("metrics", n) for n in registry.plug_in_metrics()]
         if any(own):
             parts.append(own)
         blob = json.dumps(parts, sort_keys=True, default=str)
@@ -180,6 +184,9 @@ def load_suite(name: str) -> dict:
             raise BenchError(f"{path}: missing '{key}'")
         if key != "fidelity":
             _names_list(path, data, key)
+    for key in RESOURCES:
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise BenchError(f"{path}: '{key}' must be a path (a string), got {data[key]!r}")
     fids = data["fidelity"]
     if not isinstance(fids, dict) or not fids or not all(isinstance(v, dict) for v in fids.values()):
         raise BenchError(f"{path}: 'fidelity' must be tables [fidelity.NAME] (e.g. [fidelity.quick]), "
@@ -204,6 +211,39 @@ def load_suite(name: str) -> dict:
     data["plugin_specs"] = plugins.suite_specs(data, path)
     plugins.register_specs(data["plugin_specs"], str(path))
     return data
+
+
+RESOURCES = ("data_dir", "inception_weights")
+
+
+def suite_resources(suite: dict, data_dir=None, inception_weights=None) -> dict:
+    """Where a run's cells find their files: the folder of image data and the Inception weights file, as given
+    (arguments of ``bench.run``: ``--data-dir``, ``--inception-weights``), else as the suite file says
+    (``data_dir = "..."``, ``inception_weights = "..."``, relative to the suite file's folder); left out, the
+    environment variables EBM_BENCH_DATA / EBM_BENCH_INCEPTION_WEIGHTS apply. Checked now: the folder exists,
+    the weights file is torch-fidelity's (sha256)."""
+    out = {}
+    for key, given, flag in (("data_dir", data_dir, "--data-dir"), ("inception_weights", inception_weights,
+                                                                    "--inception-weights")):
+        where = flag
+        if given is None and key in suite:
+            if not isinstance(suite[key], str) or not suite[key]:
+                raise BenchError(f"{suite['path']}: '{key}' must be a path (a string), got {suite[key]!r}")
+            given, where = Path(suite["path"]).parent / Path(suite[key]).expanduser(), f"{suite['path']}: {key}"
+        if given is None:
+            continue
+        path = Path(given).expanduser().resolve()
+        if key == "data_dir" and not path.is_dir():
+            raise BenchError(f"{where} {given}: no such folder")
+        if key == "inception_weights":
+            from metrics.sample_quality import InceptionExtractor, SetupError
+
+            try:
+                InceptionExtractor(path)  # exists and is torch-fidelity's file (sha256), before anything runs
+            except SetupError as e:
+                raise BenchError(str(e)) from None
+        out[key] = str(path)
+    return out
 
 
 def _check_names(kind: str, names, valid) -> None:
@@ -329,11 +369,11 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
         key = (c.target, c.train.energy)
         try:
             target = datasets.get_target(c.target)
-            if hasattr(target, "check_data"):
+            if target.has("data_files"):
                 target.check_data()  # image targets: their files are read and checked now (datasets/images.py)
             if key not in energies:
                 t = datasets.get_target(c.target)
-                energies[key] = make_energy(c.train.energy, t.dim, getattr(t, "shape", None))
+                energies[key] = make_energy(c.train.energy, t.dim, t.shape)
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:

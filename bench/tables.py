@@ -13,23 +13,23 @@ of the means, which count them instead ("†k/n": k of n seeds improper).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bench import published
 from bench.store import KEY
+from metrics.catalogue import declaration, headline_labels
 
 CELL = ["suite", "fidelity", "target", "algorithm"]
-#: metrics computed from the model's normalised density (on the evaluation grid or exactly)
-DENSITY_METRICS = re.compile(r"ebm_weight.*|.*_vs_ebm|logp_median_sq_error|kl|test_loglik|log_z_error")
 IMPROPER_MARK = "†"
 
 
 def is_density_metric(metric: str) -> bool:
-    return bool(DENSITY_METRICS.fullmatch(str(metric)))
+    """Whether the metric is computed from the model's normalised density (on the evaluation grid or exactly):
+    its declaration's ``density`` (metrics/catalogue.py)."""
+    m = declaration(metric)
+    return bool(m is not None and m.density)
 
 
 def ok_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +58,8 @@ def _flag_improper(ok: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
         return ok.assign(_improper=False)
     flags = imp.rename("_improper").reset_index()
     ok = ok.merge(flags, on=[*CELL, "seed"], how="left")
-    return ok.assign(_improper=ok["_improper"].fillna(False).astype(bool) & ok["metric"].map(is_density_metric))
+    density = {m: is_density_metric(m) for m in ok["metric"].unique()}
+    return ok.assign(_improper=ok["_improper"].fillna(False).astype(bool) & ok["metric"].map(density))
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -135,15 +136,10 @@ def paired_differences(results: pd.DataFrame, reference: str) -> pd.DataFrame:
     return out.assign(reference=reference)
 
 
-#: the headline metrics shown in the key-metrics table, in this order, where present, with their column label.
+#: The headline metrics shown in the key-metrics table, in the order of registration, where present, with their
+#: column label, are those whose declaration has a ``headline`` (metrics.catalogue.headline_labels).
 #: ``max_rhat_deterministic``: R-hat of deterministic evaluation chains (CoopFlow's noise-free Langevin): it
 #: measures how far apart the chains' starting points stay, not mixing, so it has its own column.
-KEY_METRICS = {"ebm_weight[0]": "w0", "ebm_weight_mse": "weight_mse", "kl": "kl", "kl_estimate": "kl_est",
-               "log_z_error": "logz_err", "param_error[a]": "err[a]", "param_error[b]": "err[b]",
-               "n_resamples": "resamples", "ess": "ess", "logp_median_sq_error": "logp_mse",
-               "test_loglik": "test_ll", "flow_test_loglik": "flow_test_ll", "flow_kl": "flow_kl",
-               "train_nfe_per_iter": "nfe/iter", "max_rhat": "max_rhat", "max_rhat_deterministic": "rhat_det",
-               "min_ess_bulk": "ess_bulk"}
 LEAK_METRIC = "mass_outside_box"
 
 
@@ -157,13 +153,14 @@ def key_metrics(results: pd.DataFrame) -> pd.DataFrame:
     settings come from, the seeds, and the mass leaking out of the evaluation box (``leak``, mean over seeds)
     where measured."""
     s = summary(results)
-    shown = s[s["metric"].isin(KEY_METRICS)]
+    labels = headline_labels()
+    shown = s[s["metric"].isin(labels)]
     if shown.empty:
         return pd.DataFrame()
     wide = shown.assign(cell=_cells(shown)).pivot_table(index=["target", "algorithm"], columns="metric",
                                                        values="cell", aggfunc="first")
-    wide = wide[[m for m in KEY_METRICS if m in wide.columns]].fillna("")
-    wide.columns = [KEY_METRICS[m] for m in wide.columns]
+    wide = wide[[m for m in labels if m in wide.columns]].fillna("")
+    wide.columns = [labels[m] for m in wide.columns]
     settings = settings_of(results).droplevel(["suite", "fidelity"])
     seeds = results.drop_duplicates(KEY).groupby(["target", "algorithm"])["seed"].nunique()
     front = pd.DataFrame({"settings": settings.groupby(level=[0, 1]).agg("/".join), "seeds": seeds})

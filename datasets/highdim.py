@@ -92,15 +92,10 @@ class HDMixture(GaussianMixture):
 def _registered(dim: int, unequal: bool) -> type[HDMixture]:
     """A registered target (zero-argument class) of the family: default a, equal or 0.1..0.4 weights."""
     name = f"hd_mixture{dim}" + ("_unequal" if unequal else "")
-    weights = [0.1, 0.2, 0.3, 0.4] if unequal else None
-
-    def __init__(self):
-        HDMixture.__init__(self, dim=dim, weights=weights)
-
+    params = {"dim": dim, "weights": [0.1, 0.2, 0.3, 0.4]} if unequal else {"dim": dim}
     doc = (f"000 App. C.5 in d = {dim}, a = 0.5910 sqrt(2 log d) = {default_a(dim):.4f}, weights "
            + ("0.1/0.2/0.3/0.4 (this suite's unequal variant)" if unequal else "equal (as 000)") + ".")
-    return type(f"HDMixture{dim}" + ("Unequal" if unequal else ""), (HDMixture,),
-                {"name": name, "__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return HDMixture.with_params(name, doc, **params)
 
 
 #: the registered members of the family: d = 16, 32, 64, equal and unequal weights

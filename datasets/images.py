@@ -17,8 +17,9 @@ Data is never downloaded. It comes from files the user already has:
   a restricted unpickler that builds numpy arrays and nothing else;
 * scikit-learn's bundled 8x8 digits (1,797 images, 17 grey levels), always installed with scikit-learn.
 
-Where the files are: the folder given by ``python -m bench run --data-dir DIR`` or the environment variable
-``EBM_BENCH_DATA`` (the flag sets the variable). MNIST is looked for in ``DIR/mnist`` then ``DIR``;
+Where the files are: the folder given to ``use_data_dir`` (which ``bench.run(data_dir=...)``, a suite file's
+``data_dir`` and ``python -m bench run --data-dir DIR`` call, in each process that runs a cell), else the
+environment variable ``EBM_BENCH_DATA``. MNIST is looked for in ``DIR/mnist`` then ``DIR``;
 Fashion-MNIST in ``DIR/fashion-mnist``, ``DIR`` and Debian's ``/usr/share/datasets/fashion-mnist`` (package
 ``dataset-fashion-mnist``); CIFAR-10 in ``DIR/cifar-10-batches-py`` then ``DIR``. A missing, truncated or
 corrupt file raises ``DataError`` with one line naming the file and what is wrong (the CLI prints it and exits
@@ -193,7 +194,20 @@ class LabelledImages:
         return h.hexdigest()[:16]
 
 
+#: the data folder given by the caller (use_data_dir); None: the environment variable's
+_DATA_DIR: Path | None = None
+
+
+def use_data_dir(folder) -> None:
+    """Read image data from ``folder`` (None: from ``EBM_BENCH_DATA`` again)."""
+    global _DATA_DIR
+    _DATA_DIR = None if folder is None else Path(folder).expanduser()
+
+
 def data_dir() -> Path | None:
+    """The data folder: the one given to ``use_data_dir``, else ``EBM_BENCH_DATA``, else None."""
+    if _DATA_DIR is not None:
+        return _DATA_DIR
     v = os.environ.get(DATA_ENV, "").strip()
     return Path(v).expanduser() if v else None
 
@@ -384,26 +398,10 @@ class BiasedImages(Target):
         """Mode of each image: the suite's classifier's most likely class among the target's classes."""
         return self.classifier().predict_among(x, self.classes)
 
-    def label_metrics(self, x: Tensor, weights: Tensor | None = None) -> dict[str, float]:
-        """003 §4.2 / Fig. 3: the weight of each class among samples x (their normalised weights summed per label,
-        uniform without weights), its relative error, their mean, the share of samples the classifier puts outside
-        the target's classes, and the classifier's held-out accuracy."""
-        from metrics.classifier import label_weights, relative_weight_error
-
-        clf = self.classifier()
-        x = x.detach().cpu().float()
-        w = None if weights is None else weights.detach().cpu().double()
-        lab = clf.predict_among(x, self.classes).numpy()
-        got = label_weights(lab, self.n_modes, None if w is None else w.numpy())
-        err = relative_weight_error(got, self.mode_weights.numpy())
-        full = clf.predict(x).numpy()
-        off = ~np.isin(full, self.classes)
-        out = {f"label_weight[{k}]": float(v) for k, v in enumerate(got)}
-        out.update({f"label_weight_relerr[{k}]": float(e) for k, e in enumerate(err)})
-        out["label_weight_relerr_mean"] = float(err.mean())
-        out["off_class_share"] = float(off.mean() if w is None else w.numpy()[off].sum())
-        out["classifier_accuracy"] = clf.accuracy
-        return out
+    def off_class(self, x: Tensor) -> Tensor:
+        """True for each image whose most likely class (among all the classifier knows) is not one of the
+        target's (``off_class_share``, metrics/catalogue.py)."""
+        return torch.as_tensor(~np.isin(self.classifier().predict(x).numpy(), self.classes))
 
     def describe(self) -> dict:
         return {**super().describe(), "dataset": self.dataset, "classes": list(self.classes),
@@ -457,7 +455,7 @@ class Digits8(BiasedImages):
     paper = "stand-in for CIFAR-10 (this suite's)"
     version = "1"
     #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    fidelity_metrics = True
+    sample_quality = True
 
     def __init__(self):
         super().__init__("digits8", tuple(range(10)), (140,) * 10, dequantize=True, shape=(1, 8, 8))
@@ -471,7 +469,7 @@ class CIFAR10(BiasedImages):
     paper = "001 / 002 / 003 / 004 Table 1, 000 C.6"
     version = "1"
     #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    fidelity_metrics = True
+    sample_quality = True
 
     def __init__(self):
         super().__init__("cifar10", tuple(range(10)), (5000,) * 10, dequantize=True, flip=True, shape=(3, 32, 32))

@@ -1,5 +1,2 @@
-"""Metrics: pure functions of samples, densities and chains, each tested against a known answer."""
-
-from bench._ownpkg import ensure_own_datasets
-
-ensure_own_datasets()
+"""Metrics: pure functions of samples, densities and chains, each tested against a known answer, and their
+declarations (metrics/catalogue.py). Nothing here imports the harness (bench/)."""

@@ -8,8 +8,15 @@ rank-normalised split R-hat (Vehtari et al. 2021); ``classic_rhat`` is the Gelma
 
 from __future__ import annotations
 
-import arviz_stats
 import numpy as np
+
+
+def _arviz():
+    """arviz-stats, imported on first use: its import (xarray, scipy) takes about 2 s, and importing the suite
+    (``import bench``: the metric declarations name these functions) should not pay it."""
+    import arviz_stats
+
+    return arviz_stats
 
 
 def _as_chains(chains) -> np.ndarray:
@@ -23,7 +30,7 @@ def _as_chains(chains) -> np.ndarray:
 
 def rhat(chains) -> np.ndarray:
     """Rank-normalised split R-hat per dimension."""
-    return np.atleast_1d(arviz_stats.rhat(_as_chains(chains), chain_axis=0, draw_axis=1))
+    return np.atleast_1d(_arviz().rhat(_as_chains(chains), chain_axis=0, draw_axis=1))
 
 
 def max_rhat(chains) -> float:
@@ -31,12 +38,12 @@ def max_rhat(chains) -> float:
 
 
 def ess_bulk(chains) -> np.ndarray:
-    return np.atleast_1d(arviz_stats.ess(_as_chains(chains), method="bulk", chain_axis=0, draw_axis=1))
+    return np.atleast_1d(_arviz().ess(_as_chains(chains), method="bulk", chain_axis=0, draw_axis=1))
 
 
 def ess_tail(chains) -> np.ndarray:
     return np.atleast_1d(
-        arviz_stats.ess(_as_chains(chains), method="tail", prob=(0.05, 0.95), chain_axis=0, draw_axis=1)
+        _arviz().ess(_as_chains(chains), method="tail", prob=(0.05, 0.95), chain_axis=0, draw_axis=1)
     )
 
 

@@ -115,11 +115,13 @@ def test_audit_recovers_the_weights_of_an_ebm_equal_to_the_truth(name):
     mixes (its own R-hat near 1)."""
     from algorithms.energies import TargetEnergy
     from bench.audit import audit_weights
+    from bench.evaluation import of_given
 
     t = datasets.get_target(name)
     torch.manual_seed(0)
-    out, chains = audit_weights(TargetEnergy(t), t, n_chains=64, n_draws=100, burn_in=50)
-    assert chains.shape == (64, 100, t.dim)
+    audit = audit_weights(TargetEnergy(t), t, n_chains=64, n_draws=100, burn_in=50)
+    assert audit.chains.shape == (64, 100, t.dim)
+    out = of_given("audit", audit=audit, true_weights=t.mode_weights.numpy())
     w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
     np.testing.assert_allclose(w, [0.1, 0.2, 0.3, 0.4], atol=0.04)
     assert out["audit_weight_mse"] < 5e-4
@@ -131,10 +133,12 @@ def test_audit_reads_the_model_not_the_target():
     """Negative control: an EBM with reversed weights is audited as reversed, and its MSE wrt p* is large."""
     from algorithms.energies import TargetEnergy
     from bench.audit import audit_weights
+    from bench.evaluation import of_given
 
     t = datasets.get_target("hd_mixture16_unequal")
     torch.manual_seed(1)
-    out, _ = audit_weights(TargetEnergy(HDMixture(16, weights=[0.4, 0.3, 0.2, 0.1])), t, 64, 100, 50)
+    audit = audit_weights(TargetEnergy(HDMixture(16, weights=[0.4, 0.3, 0.2, 0.1])), t, 64, 100, 50)
+    out = of_given("audit", audit=audit, true_weights=t.mode_weights.numpy())
     w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
     np.testing.assert_allclose(w, [0.4, 0.3, 0.2, 0.1], atol=0.04)
     assert out["audit_weight_mse"] > 0.03

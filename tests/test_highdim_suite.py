@@ -112,41 +112,53 @@ def _results(rows):
 
 
 def test_highdim_tables_on_a_fixture_with_known_answers():
-    from bench import tables_highdim
+    """The tables are made for the targets whose results hold their metrics, whatever their names: mixing for any
+    target with R-hat, the sample weights for a target with an audit or with negatives' weights but no EBM weights;
+    and the report has no empty section."""
+    from bench import report, tables_highdim
 
     rows = [("hd_mixture16", "flowmc_ebm", s, "max_rhat", v) for s, v in enumerate([1.0, 2.0, 3.0])]
     rows += [("hd_mixture16", "flowmc_ebm", s, f"neg_weight[{k}]", w)
              for s in range(3) for k, w in enumerate([0.1, 0.2, 0.3, 0.4])]
     rows += [("hd_mixture16", "flowmc_ebm", s, f"audit_weight[{k}]", w + 0.01 * (s - 1))
              for s in range(3) for k, w in enumerate([0.4, 0.3, 0.2, 0.1])]
-    rows += [("two_mode", "flowmc_ebm", 0, "max_rhat", 9.0)]  # not this suite's target: left out
+    rows += [("two_mode", "flowmc_ebm", 0, "max_rhat", 9.0), ("two_mode", "flowmc_ebm", 0, "neg_weight[0]", 0.5),
+             ("two_mode", "flowmc_ebm", 0, "ebm_weight[0]", 0.5)]  # weighed on its grid: no sample-weights row
     res = _results(rows)
     mix = tables_highdim.mixing_table(res)
     half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # std of (1, 2, 3) is 1
     assert mix.loc[("hd_mixture16", "flowmc_ebm"), "max_rhat"] == f"2 ± {half:.2g}"
     assert mix.loc[("hd_mixture16", "flowmc_ebm"), "seeds"] == 3
-    assert "two_mode" not in mix.index.get_level_values(0)
+    assert mix.loc[("two_mode", "flowmc_ebm"), "max_rhat"] == "9"
     w = tables_highdim.weights_table(res)
+    assert "two_mode" not in w.index.get_level_values(0)
+    hd = res[res["target"] == "hd_mixture16"]
+    names = [name for name, _, _ in report.sections(hd)]
+    assert {"mixing", "sample_weights", "key_metrics", "summary"} <= set(names)
+    assert "mode_weights" not in names  # no EBM weights in high dimension: no empty "Final EBM mode weights"
+    assert all(len(df) for _, _, df in report.sections(hd))
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["neg w0", "neg w3"]], [0.1, 0.4])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["EBM w0", "EBM w3"]], [0.4, 0.1])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "p* (true)"), ["EBM w0", "EBM w1"]], [0.25, 0.25])
 
 
 def test_audit_metrics_compare_negatives_with_the_audit():
-    """neg_weight_mse_vs_audit is the MSE between the two weight vectors (known answer on an exact EBM)."""
+    """neg_weight_mse_vs_audit is the MSE between the two weight vectors (known answer on an exact EBM); no audit
+    without audit_chains."""
     import datasets
     from algorithms.energies import TargetEnergy
-    from bench.audit import audit_metrics
+    from bench.evaluation import Probe, Quantities, measure
 
     t = datasets.get_target("hd_mixture16_unequal")
-
-    class P:
-        target, energy = t, TargetEnergy(t)
-
-    torch.manual_seed(0)
-    neg = {f"neg_weight[{k}]": 0.25 for k in range(4)}
-    out = audit_metrics(P(), _cfg(audit_chains=64, audit_draws=100, audit_burn_in=50), neg)
-    w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
-    assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
-    assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2
-    assert audit_metrics(P(), _cfg(audit_chains=0), neg) == {}
+    neg = np.full(4, 0.25)
+    for chains in (64, 0):
+        probe = Probe(t, TargetEnergy(t), _cfg(audit_chains=chains, audit_draws=100, audit_burn_in=50,
+                                               n_eval_samples=100), torch.device("cpu"))
+        torch.manual_seed(0)
+        out = measure(Quantities(probe, None, given={"negative_mode_weights": neg}), "audit")
+        if not chains:
+            assert out == {}
+            continue
+        w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
+        assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
+        assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2

@@ -220,3 +220,51 @@ def test_hflip_mirrors_rows():
     x = torch.arange(8.0).reshape(1, 8)  # one 1 x 2 x 4 image
     out = im.hflip(x, (1, 2, 4), torch.tensor([True]))
     np.testing.assert_array_equal(out.numpy(), [[3, 2, 1, 0, 7, 6, 5, 4]])
+
+
+# ---- the data folder as a parameter of a run and of a suite file ---------------------------------------------
+TINY_SUITE = """
+targets = ["tiny_mnist"]
+algorithms = ["pcd"]
+{data_dir}
+[plugins.targets]
+tiny_mnist = {{ ref = "datasets.images:BiasedImages", dataset = "mnist", classes = [2, 3, 6], counts = [4, 2, 1] }}
+[fidelity.smoke]
+[fidelity.smoke.defaults]
+energy = "conv003_small"
+n_data = 7
+batch_size = 7
+n_iters = 2
+n_eval_samples = 14
+n_chains = 0
+n_negatives = 8
+n_persistent = 8
+n_steps = 1
+"""
+
+
+@pytest.mark.parametrize("how", ["argument", "suite file"])
+def test_the_data_folder_is_a_parameter_of_the_run_and_of_the_suite_file(how, tmp_path, monkeypatch):
+    """No environment variable: bench.run(data_dir=...) or the suite file's data_dir (relative to the file) gives
+    the folder; the cells read their files from it (in whatever process runs them) and record nothing of it."""
+    import bench
+    from bench import plugins, registry
+    from bench.errors import BenchError
+    from metrics import classifier
+
+    monkeypatch.delenv(im.DATA_ENV, raising=False)
+    monkeypatch.setattr(im, "_LOADED", {})
+    monkeypatch.setattr(datasets, "TARGETS", dict(datasets.TARGETS))
+    monkeypatch.setattr(registry, "ORIGINS", dict(registry.ORIGINS))
+    monkeypatch.setattr(plugins, "SPECS", {})
+    monkeypatch.setenv(classifier.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(im, "_DATA_DIR", None)
+    _fake_mnist(tmp_path / "files" / "mnist", side=8)  # 8x8: the BiasedImages default shape
+    line = 'data_dir = "files"' if how == "suite file" else ""
+    (tmp_path / "tiny.toml").write_text(TINY_SUITE.format(data_dir=line))
+    kw = {"data_dir": tmp_path / "files"} if how == "argument" else {}
+    with pytest.raises(BenchError, match="no such folder"):
+        bench.run(str(tmp_path / "tiny.toml"), "smoke", out=tmp_path / "out", data_dir=tmp_path / "nowhere")
+    res = bench.run(str(tmp_path / "tiny.toml"), "smoke", out=tmp_path / "out", jobs=1, **kw)
+    assert (res["status"] == "ok").all() and "label_weight[0]" in set(res["metric"])
+    assert str(tmp_path / "files") not in res["config"].iloc[0]

@@ -4,7 +4,7 @@ found for marking; figures drawn from hand-made traces carry their title."""
 import pandas as pd
 import pytest
 
-from bench import plots
+from bench import figures, plots
 
 
 def traces(values):
@@ -25,7 +25,7 @@ TR = traces({("two_mode", "a"): [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]],
 
 
 def test_curve_frame_is_one_line_per_target_and_algorithm_banded_over_seeds():
-    f = plots.curve_frame(TR)
+    f = figures.curve_frame(TR)
     lines = sorted(set(zip(f["target"], f["algorithm"], strict=True)))
     assert lines == [("four_mode", "a"), ("four_mode", "b"), ("two_mode", "a")]
     two = f.set_index(["target", "algorithm", "iteration"]).loc[("two_mode", "a")]
@@ -33,7 +33,7 @@ def test_curve_frame_is_one_line_per_target_and_algorithm_banded_over_seeds():
     assert two.loc[20, "n_seeds"] == 3
     four = f.set_index(["target", "algorithm", "iteration"]).loc[("four_mode", "a")]
     assert four.loc[10, "mean"] == pytest.approx(0.8) and (four.loc[10, "lo"], four.loc[10, "hi"]) == (0.7, 0.9)
-    by_work = plots.curve_frame(TR, x="grad_evals")
+    by_work = figures.curve_frame(TR, x="grad_evals")
     assert set(by_work["grad_evals"]) == {100, 200} and len(by_work) == len(f)
 
 
@@ -41,8 +41,8 @@ def test_improper_cells_are_found_and_absent_metric_is_fine():
     res = pd.DataFrame([{"suite": "toy2d", "fidelity": "quick", "target": "two_mode", "algorithm": a, "seed": s,
                          "metric": "improper", "value": v, "status": "ok"}
                         for a, vals in (("a", [0, 1, 1]), ("b", [0, 0, 0])) for s, v in enumerate(vals)])
-    assert plots._improper_cells(res) == {("two_mode", "a"): "2/3"}
-    assert plots._improper_cells(res[res["metric"] != "improper"]) == {}
+    assert figures.improper_cells(res) == {("two_mode", "a"): "2/3"}
+    assert figures.improper_cells(res[res["metric"] != "improper"]) == {}
 
 
 def test_figures_from_hand_made_traces(tmp_path):

@@ -16,8 +16,9 @@ import algorithms
 import bench as bench_api
 import datasets
 from algorithms import energies
-from bench import plugins
+from bench import plugins, registry
 from bench.cli import main
+from metrics import catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +93,8 @@ def clean(monkeypatch):
     monkeypatch.setattr(algorithms, "ALGORITHMS", dict(algorithms.ALGORITHMS))
     monkeypatch.setattr(datasets, "TARGETS", dict(datasets.TARGETS))
     monkeypatch.setattr(energies, "ENERGIES", dict(energies.ENERGIES))
-    monkeypatch.setattr(plugins, "ORIGINS", {})
+    monkeypatch.setattr(catalogue, "METRICS", dict(catalogue.METRICS))
+    monkeypatch.setattr(registry, "ORIGINS", {})
     monkeypatch.setattr(plugins, "SPECS", {})
     monkeypatch.setattr(sys, "path", list(sys.path))
     before = set(sys.modules)
@@ -333,7 +335,8 @@ def test_test_plugin_passes_a_good_plugin_and_fails_bad_ones(project, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["nope"], "unknown algorithm 'nope'"),
+    (["nope"], "unknown algorithm, target, energy or metric 'nope'"),
+    (["nope", "--kind", "targets"], "unknown target 'nope'; valid: biased_digits8"),
     (["cd", "--set", "n_stepz=3"], "unknown parameter 'n_stepz'"),
     (["cd", "--set", "lr=-1"], "parameter 'lr' must be > 0"),
     (["cd", "--set", "lr"], "--set 'lr': expected KEY=VALUE"),
@@ -354,12 +357,118 @@ def readme_files() -> dict[str, str]:
 
 def test_the_readme_plugin_example_runs_as_written(tmp_path, clean, monkeypatch):
     files = readme_files()
-    assert set(files) == {"my_algo.py", "my_target.py", "my_suite.toml"}
+    assert set(files) == {"my_algo.py", "my_target.py", "my_suite.toml", "my_metric.py", "my_highdim.toml"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
+    # the README's metric: the two lines it adds to my_suite.toml
+    lines = re.search(r"```toml\n(\[plugins.metrics\]\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    with open(tmp_path / "my_suite.toml", "a") as f:
+        f.write("\n" + lines)
     monkeypatch.chdir(tmp_path)
     # the README's suite, cut to one cell and a few iterations (the README shows the full run's tables)
     res = bench_api.run("my_suite.toml", algorithms=["restart_pcd"], targets=["triangle"], seeds=1, budget=3000,
                         jobs=1)
     assert (res["status"] == "ok").all() and set(res["target"]) == {"triangle"}
     assert res.loc[res["metric"] == "ebm_weight[2]", "value"].between(0, 1).all()
+    worst = res.loc[res["metric"] == "neg_weight_max_error", "value"]
+    negs = res[res["metric"].str.fullmatch(r"neg_weight\[\d\]")].sort_values("metric")["value"].to_numpy()
+    assert len(worst) == 1 and worst.iloc[0] == pytest.approx(abs(negs - [0.2, 0.3, 0.5]).max())
+    # the README's parametric target, cut to one seed of ULA-EBM and a few iterations
+    res = bench_api.run("my_highdim.toml", algorithms=["ula_ebm"], seeds=1, budget=3000, jobs=1)
+    assert (res["status"] == "ok").all() and set(res["target"]) == {"hd_mixture8"}
+    assert {"audit_weight[3]", "max_rhat"} <= set(res["metric"])
+    assert datasets.get_target("hd_mixture8").dim == 8
+
+
+METRIC = '''
+"""The worst mode's weight error of the negatives, max_k |w_k - w*_k|."""
+import numpy as np
+
+from metrics.catalogue import Gate, Metric
+
+
+def worst_weight_error(weights, true_weights) -> float:
+    return float(np.max(np.abs(np.asarray(weights) - np.asarray(true_weights))))
+
+
+NEG_WEIGHT_MAX_ERROR = Metric(
+    "neg_weight_max_error", "the largest error of a mode's weight among the negatives, max_k |w_k - w*_k|",
+    needs=("negative_mode_weights", "true_weights"), compute=worst_weight_error, trace=True,
+    better=-1, gate=Gate(floor=1e-3), headline="neg_max_err")
+'''
+
+HD_SUITE = """
+targets = ["hd_mixture4"]
+algorithms = ["ula_ebm"]
+[plugins.targets]
+hd_mixture4 = { ref = "datasets.highdim:HDMixture", dim = 4 }
+[plugins.metrics]
+neg_weight_max_error = "my_metric:NEG_WEIGHT_MAX_ERROR"
+[fidelity.smoke]
+seeds = 1
+[fidelity.smoke.defaults]
+n_data = 256
+batch_size = 32
+n_iters = 4
+eval_every = 2
+rhat_every = 1
+n_eval_samples = 200
+n_chains = 4
+n_draws = 8
+burn_in = 2
+n_negatives = 64
+n_persistent = 64
+n_steps = 2
+audit_chains = 4
+audit_draws = 8
+audit_burn_in = 4
+"""
+
+
+def test_a_member_of_the_suites_own_family_and_a_metric_as_plug_ins_get_the_tables_and_figures(tmp_path, clean,
+                                                                                             monkeypatch, capsys):
+    """000's 4-mode mixture in d = 4 under a name of its own (no subclass written) with a metric of the user's:
+    the same metrics, tables and figures as the suite's hd_mixture targets, the metric measured, gated, listed
+    and in the headline table; no empty section."""
+    from bench import check, report
+
+    (tmp_path / "my_metric.py").write_text(METRIC)
+    (tmp_path / "my_hd.toml").write_text(HD_SUITE)
+    monkeypatch.chdir(tmp_path)
+    res = bench_api.run("my_hd.toml", fidelity="smoke", jobs=1)
+    assert set(res["target"]) == {"hd_mixture4"} and (res["status"] == "ok").all()
+    got = set(res["metric"])
+    assert {"audit_weight[3]", "audit_max_rhat", "neg_weight_mse_vs_audit", "max_rhat", "neg_weight_max_error"} <= got
+    t = datasets.get_target("hd_mixture4")
+    assert (t.dim, t.params) == (4, {"dim": 4}) and t.mode_weights.tolist() == [0.25] * 4
+    names = {name for name, _, df in report.sections(res)}
+    assert {"mixing", "sample_weights", "key_metrics"} <= names and "mode_weights" not in names
+    key = dict(bench_api.table("results/my_hd-smoke", save=False))["key_metrics"]
+    assert "neg_max_err" in key.columns
+    figures = {p.name for p in bench_api.plot("results/my_hd-smoke")}
+    assert {"rhat_over_training.png", "neg_weights_over_training.png"} <= figures
+    assert check.rule("neg_weight_max_error").direction == -1
+    assert main(["list", "--suite", "my_hd.toml"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("neg_weight_max_error"))
+    assert "gated, lower is better" in line and f"plug-in: {tmp_path / 'my_metric.py'}" in line
+    assert "(datasets.highdim:HDMixture, dim=4)" in next(ln for ln in out.splitlines()
+                                                       if ln.strip().startswith("hd_mixture4"))
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['[plugins.algorithms]', 'x = { ref = "algorithms.pcd:PCD", lr = 1 }'],
+     "parameters are for a target or an energy"),
+    (['[plugins.targets]', 'hd3 = { ref = "datasets.highdim:HDMixture", dims = 3 }'],
+     "HDMixture does not take these parameters (got an unexpected keyword argument 'dims')"),
+    (['[plugins.targets]', 'hd1 = { ref = "datasets.highdim:HDMixture", dim = 1 }'],
+     "the 4-mode mixture needs dim >= 2, got 1"),
+    (['[plugins.metrics]', 'm = "my_algo:RestartPCD"'], "is not a metrics.catalogue.Metric"),
+    (['[plugins.targets]', 'x = { dim = 3 }'], "must map names to 'module:Class' strings or to tables"),
+])
+def test_bad_parametric_and_metric_plugins_are_one_line(lines, message, project, capsys):
+    (project / "bad.toml").write_text(suite_text('"cd"', '"two_mode"', plugin_lines=lines))
+    assert main(["run", "--suite", "bad.toml", "--fidelity", "smoke", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (project / "results").exists()

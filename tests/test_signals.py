@@ -336,11 +336,11 @@ def test_the_python_api_raises_interrupted(project, tmp_path, monkeypatch):
 
     import algorithms
     import bench
-    from bench import plugins
+    from bench import plugins, registry
     from bench.errors import Interrupted
 
-    for name, registry in (("ALGORITHMS", algorithms), ("ORIGINS", plugins), ("SPECS", plugins)):
-        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))  # the plug-in is gone afterwards
+    for name, where in (("ALGORITHMS", algorithms), ("ORIGINS", registry), ("SPECS", plugins)):
+        monkeypatch.setattr(where, name, dict(getattr(where, name)))  # the plug-in is gone afterwards
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "held_cd", raising=False)
     (project / "hold").write_text(" ".join(HELD))

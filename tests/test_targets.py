@@ -294,3 +294,42 @@ def test_gaussian_mixture_rejects_nonpositive_parameters():
         GaussianMixture([[0.0, 0.0]], stds=0.0, weights=[1.0])
     with pytest.raises(ValueError):
         GaussianMixture([[0.0, 0.0], [1.0, 1.0]], stds=1.0, weights=[1.0, -1.0])
+
+
+CAPABILITIES = {
+    "two_mode": ["density", "modes", "mixture"],
+    "rings": ["density", "modes"],
+    "swiss_roll": [],
+    "gmm50d": ["density", "modes", "mixture", "teacher", "region_masses"],
+    "hd_mixture16": ["density", "modes", "mixture"],
+    "biased_digits8": ["modes", "image", "classifier", "data_files"],
+    "digits8": ["modes", "image", "classifier", "sample_quality", "data_files"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAPABILITIES))
+def test_targets_declare_their_capabilities(name):
+    t = datasets.get_target(name)
+    assert t.capabilities() == CAPABILITIES[name]
+
+
+@pytest.mark.parametrize("name", sorted(set(datasets.TARGETS) - set(IMAGE_TARGETS)))
+def test_a_capability_a_target_lacks_raises_no_ground_truth(name):
+    """What ``has`` says is what the methods do: a method of a capability the target lacks raises (no invented
+    truth), one it has answers."""
+    t = datasets.get_target(name)
+    x = t.sample(3, _gen(0)).double()
+    calls = {"density": lambda: t.log_prob(x), "modes": lambda: t.assign(x), "teacher": t.teacher_params,
+             "region_masses": lambda: t.region_masses(torch.zeros(1, t.dim), torch.ones(1)),
+             "classifier": t.classifier}
+    for cap, call in calls.items():
+        if t.has(cap):
+            call()
+        else:
+            with pytest.raises(NoGroundTruth):
+                call()
+
+
+def test_unknown_capability_is_refused():
+    with pytest.raises(KeyError, match="unknown capability 'teleport'; valid: density"):
+        datasets.get_target("two_mode").has("teleport")

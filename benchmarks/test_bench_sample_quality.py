@@ -1,4 +1,4 @@
-"""pytest-benchmark: the cost of sample-quality metrics (metrics/fidelity.py) on the CPU.
+"""pytest-benchmark: the cost of sample-quality metrics (metrics/sample_quality.py) on the CPU.
 
 - features per image: a small digit-sized extractor (28x28 grey, two conv layers, 64 features) and Inception-v3
   (torch-fidelity's inception-v3-compat architecture with *random* weights built here: never downloaded; timing
@@ -8,7 +8,7 @@
 Per image = the round's time / the batch size printed in each test's name. One thread (torch here; numpy's BLAS
 through the environment): on a shared 2-core machine more threads only measure the contention. Not part of CI's
 test command:
-``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m pytest benchmarks/test_bench_fidelity.py --benchmark-only``.
+``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m pytest benchmarks/test_bench_sample_quality.py --benchmark-only``.
 
 Measured on 2 shared cores under a load average of ~13 (so wall time is ~2.5x CPU time), one thread: medians
 0.062 ms per image for the small extractor (0.023 ms CPU), 0.41 s per image for Inception (0.12 s CPU), and the
@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from metrics import fidelity as F
+from metrics import sample_quality as F
 
 
 def _digit_extractor():

@@ -1,6 +1,6 @@
 """Sample quality of image models: FID, KID and IS through torch-fidelity, under a pinned protocol.
 
-Every number comes with its :class:`FidelityProtocol` (``as_dict()`` goes into the result's config): the range the
+Every number comes with its :class:`QualityProtocol` (``as_dict()`` goes into the result's config): the range the
 images were given in and how they were quantised, the number of generated and reference images, the reference
 split, the feature extractor, its weights' sha256, and torch-fidelity's version and settings. Published FIDs
 (Heusel et al. 2017) use Inception-v3 on 50,000 generated against 50,000 reference images; a number measured any
@@ -11,7 +11,7 @@ Two kinds of feature extractor:
 - :class:`InceptionExtractor`: torch-fidelity's ``inception-v3-compat`` (the TensorFlow FID network), with its
   weights read from a local file given as an argument, ``--inception-weights PATH`` or the environment variable
   ``EBM_BENCH_INCEPTION_WEIGHTS``. It never downloads: a missing file, or a file whose sha256 is not the one
-  torch-fidelity publishes, is one :class:`~bench.errors.BenchError` line before anything runs. Metrics are
+  torch-fidelity publishes, is one :class:`SetupError` line before anything runs. Metrics are
   named ``fid_inception``, ``kid_inception_mean``, ``is_inception_mean``, ...
 - :class:`ClassifierExtractor`: any torch module mapping images to a feature vector (and optionally a head
   mapping features to class logits, for IS), e.g. the suite's own digit classifier. It is registered with
@@ -26,7 +26,7 @@ expects; values outside the range are clamped and their share of the generated p
 error (a diverged sampler is the runner's to record).
 
 Also here: the energy histograms of samples against data (Grenioux et al. 2023, Fig. 7) and their distances
-(:func:`energy_histograms`), and :class:`FidelityTrace`, the FID over training that a runner's trace points call.
+(:func:`energy_histograms`), and :class:`QualityTrace`, the FID over training that a runner's trace points call.
 """
 
 from __future__ import annotations
@@ -41,7 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+
+class SetupError(RuntimeError):
+    """A feature extractor cannot be set up (its weights file is missing or not the published one, torch-fidelity
+    cannot be imported): the message is one line saying what and where; the command line prints it as a
+    ``bench: error`` line (exit status 2)."""
+
 
 #: environment variable naming the local Inception weights file
 ENV_INCEPTION_WEIGHTS = "EBM_BENCH_INCEPTION_WEIGHTS"
@@ -62,7 +67,7 @@ def _torch_fidelity():
         import torch_fidelity.utils  # noqa: F401
     except (ImportError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BenchError(f"torch-fidelity (FID, KID, IS) cannot be imported: {first} (install torch and torchvision "
+        raise SetupError(f"torch-fidelity (FID, KID, IS) cannot be imported: {first} (install torch and torchvision "
                          "as a matching pair, e.g. with -c constraints.txt)") from None
     return torch_fidelity
 
@@ -82,7 +87,7 @@ class InceptionExtractor:
 
     ``weights``: the path of ``weights-inception-2015-12-05-6726825d.pth`` (torch-fidelity's release file); when
     None, the environment variable ``EBM_BENCH_INCEPTION_WEIGHTS``. The file must exist and its sha256 must
-    start with 6726825d, else a :class:`BenchError` says so in one line. ``verify=False`` accepts any file (e.g.
+    start with 6726825d, else a :class:`SetupError` says so in one line. ``verify=False`` accepts any file (e.g.
     random weights for timing): it is then reported as ``inception-v3-compat-unverified`` and its metrics are
     named ``fid_inception_unverified`` ..., never as Inception FID.
     """
@@ -96,7 +101,7 @@ class InceptionExtractor:
         self.weights_sha256 = sha256_file(self.weights)
         verified = self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX)
         if verify and not verified:
-            raise BenchError(f"{self.weights}: sha256 {self.weights_sha256[:16]}... is not that of torch-fidelity's "
+            raise SetupError(f"{self.weights}: sha256 {self.weights_sha256[:16]}... is not that of torch-fidelity's "
                              f"Inception weights ({INCEPTION_FILE}, sha256 {INCEPTION_SHA256_PREFIX}...)")
         self.name = INCEPTION if verified else f"{INCEPTION}-unverified"
         self.suffix = "inception" if verified else "inception_unverified"
@@ -118,15 +123,15 @@ class InceptionExtractor:
 
 def resolve_inception_weights(weights: str | Path | None = None) -> Path:
     """The Inception weights file from the argument or ``EBM_BENCH_INCEPTION_WEIGHTS``; a missing one is a
-    one-line :class:`BenchError`, never a download."""
+    one-line :class:`SetupError`, never a download."""
     given = weights if weights is not None else os.environ.get(ENV_INCEPTION_WEIGHTS) or None
     if given is None:
-        raise BenchError(f"Inception FID needs the weights file {INCEPTION_FILE}: pass --inception-weights PATH or "
+        raise SetupError(f"Inception FID needs the weights file {INCEPTION_FILE}: pass --inception-weights PATH or "
                          f"set {ENV_INCEPTION_WEIGHTS} (the suite never downloads it)")
     path = Path(given).expanduser()
     if not path.is_file():
         source = "--inception-weights" if weights is not None else ENV_INCEPTION_WEIGHTS
-        raise BenchError(f"{path}: no such Inception weights file (from {source}; expected {INCEPTION_FILE})")
+        raise SetupError(f"{path}: no such Inception weights file (from {source}; expected {INCEPTION_FILE})")
     return path
 
 
@@ -335,7 +340,7 @@ def extract_features(images_u8: Tensor, extractor, *, batch_size: int = 64, devi
 # ----------------------------------------------------------------------------------------------- protocol
 
 @dataclass(frozen=True)
-class FidelityProtocol:
+class QualityProtocol:
     """Everything that decides an FID/KID/IS value; ``as_dict()`` goes with every result."""
 
     extractor: str
@@ -358,7 +363,7 @@ class FidelityProtocol:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["value_range"], d["image_shape"] = list(self.value_range), list(self.image_shape)
-        return {f"fidelity_{k}": v for k, v in d.items()}
+        return {f"quality_{k}": v for k, v in d.items()}
 
 
 @dataclass
@@ -395,7 +400,7 @@ class SampleQuality:
     ``_std``, ``out_of_range_frac``); ``protocol``: how they were measured."""
 
     metrics: dict
-    protocol: FidelityProtocol
+    protocol: QualityProtocol
 
     def as_dict(self) -> dict:
         return {**self.metrics, **self.protocol.as_dict()}
@@ -462,7 +467,7 @@ def sample_quality(generated, reference, *, extractor, reference_split: str | No
         out[f"is_{s}_mean"], out[f"is_{s}_std"] = v[tf.KEY_METRIC_ISC_MEAN], v[tf.KEY_METRIC_ISC_STD]
     out["out_of_range_frac"] = out_frac
     ch = "as given" if extractor.channels is None else f"grey repeated to {extractor.channels} channels"
-    protocol = FidelityProtocol(
+    protocol = QualityProtocol(
         extractor=extractor.name, weights_sha256=extractor.weights_sha256,
         feature_layers={m: extractor.layers[m] for m in metrics}, value_range=ref.value_range,
         image_shape=ref.image_shape, n_gen=n_gen, n_ref=ref.n, reference_split=ref.split,
@@ -471,7 +476,7 @@ def sample_quality(generated, reference, *, extractor, reference_split: str | No
     return SampleQuality(out, protocol)
 
 
-class FidelityTrace:
+class QualityTrace:
     """FID (and optionally KID/IS) over training: reference features computed once, then one call per trace
     point with that point's samples. Returns ``{metric: value}`` for the runner's trace rows; ``protocol`` is
     that of the last call (the same at every point when n_gen is)."""
@@ -482,7 +487,7 @@ class FidelityTrace:
         self.value_range, self.shape, self.batch_size, self.device = value_range, shape, batch_size, device
         self.reference = reference_features(reference, extractor=extractor, split=reference_split,
                                             value_range=value_range, shape=shape, batch_size=batch_size, device=device)
-        self.protocol: FidelityProtocol | None = None
+        self.protocol: QualityProtocol | None = None
 
     def __call__(self, generated) -> dict[str, float]:
         q = sample_quality(generated, self.reference, extractor=self.extractor, metrics=self.metrics,

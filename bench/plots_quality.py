@@ -1,4 +1,4 @@
-"""Figures of sample quality (metrics/fidelity.py), written as PNG:
+"""Figures of sample quality (metrics/sample_quality.py), written as PNG:
 
 - ``energy_histogram``: energies of samples against data on shared bins (Grenioux et al. 2023, Fig. 7), with the
   overlap, W1, mean gap and std ratio in the legend.
@@ -18,11 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.plots import _draw, _legend_below, _palette, _save, curve_frame  # noqa: E402
+from bench.figures import curve_frame, draw_band, legend_below, palette, save  # noqa: E402
+from bench.tables import describe  # noqa: E402
 
 
 def energy_histogram(hist, path: Path, title: str = "", labels=("samples", "data")) -> Path:
-    """Draw an :class:`~metrics.fidelity.EnergyHistograms` (densities on shared bins)."""
+    """Draw an :class:`~metrics.sample_quality.EnergyHistograms` (densities on shared bins)."""
     fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
     centres, width = (hist.edges[:-1] + hist.edges[1:]) / 2, np.diff(hist.edges)
     ax.bar(centres, hist.density_data, width=width, alpha=0.5, color="#4c72b0", label=labels[1])
@@ -33,7 +34,7 @@ def energy_histogram(hist, path: Path, title: str = "", labels=("samples", "data
                     f"mean gap {m['energy_mean_gap']:.3g} sd, sd ratio {m['energy_std_ratio']:.3g}",
               fontsize=8, title_fontsize=8)
     ax.set_title(title or "Energies of samples and data", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path
 
 
@@ -45,18 +46,16 @@ def fid_over_training(traces: pd.DataFrame, path: Path, metric: str = "fid_incep
     if t.empty:
         return None
     targets = sorted(t["target"].unique())
-    palette = _palette(t["algorithm"])
+    colours = palette(t["algorithm"])
     fig, axes = plt.subplots(1, len(targets), figsize=(4.0 * len(targets) + 0.6, 3.4), squeeze=False,
                              layout="constrained")
     for ax, target in zip(axes[0], targets, strict=True):
-        _draw(ax, curve_frame(t[t["target"] == target], x), x, palette)
+        draw_band(ax, curve_frame(t[t["target"] == target], x), x, colours)
         ax.set(xlabel="energy-gradient evaluations" if x == "grad_evals" else x, ylabel=metric)
         ax.set_title(target, loc="left", fontsize=10, weight="bold")
-    _legend_below(fig, palette)
+    legend_below(fig, colours)
     if not title and {"suite", "fidelity"} <= set(t.columns):
-        from bench.tables import describe
-
         title = f"{metric} over training: {describe(t)}; mean and min-max band over seeds"
     fig.suptitle(title or f"{metric} over training; mean and min-max band over seeds", fontsize=10)
-    _save(fig, path)
+    save(fig, path)
     return path

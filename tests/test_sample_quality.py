@@ -1,4 +1,4 @@
-"""Sample-quality metrics (metrics/fidelity.py): known answers, monotonicity, the recorded protocol, and that the
+"""Sample-quality metrics (metrics/sample_quality.py): known answers, monotonicity, the recorded protocol, and that the
 Inception path never reaches the network. Tiny images (8x8 grey) and tiny extractors: each test takes seconds."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from metrics import fidelity as F
+from metrics import sample_quality as F
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (1, 8, 8)
@@ -160,14 +159,14 @@ def test_protocol_records_everything_and_classifier_metrics_are_never_named_ince
     assert set(q.metrics) == {"fid_classifier", "kid_classifier_mean", "kid_classifier_std", "is_classifier_mean",
                               "is_classifier_std", "out_of_range_frac"}
     p = q.protocol.as_dict()
-    assert p["fidelity_extractor"] == small.name and small.name.startswith("classifier-")
+    assert p["quality_extractor"] == small.name and small.name.startswith("classifier-")
     assert "inception" not in small.name
-    assert p["fidelity_weights_sha256"] == small.weights_sha256 and len(small.weights_sha256) == 64
-    assert (p["fidelity_n_gen"], p["fidelity_n_ref"], p["fidelity_reference_split"]) == (50, 60, "train")
-    assert (p["fidelity_value_range"], p["fidelity_image_shape"], p["fidelity_image_dtype"]) == ([-1, 1], [1, 8, 8],
+    assert p["quality_weights_sha256"] == small.weights_sha256 and len(small.weights_sha256) == 64
+    assert (p["quality_n_gen"], p["quality_n_ref"], p["quality_reference_split"]) == (50, 60, "train")
+    assert (p["quality_value_range"], p["quality_image_shape"], p["quality_image_dtype"]) == ([-1, 1], [1, 8, 8],
                                                                                                  "uint8")
-    assert (p["fidelity_kid_subset_size"], p["fidelity_isc_splits"]) == (20, 5)
-    assert p["fidelity_torch_fidelity_version"] == "0.4.0"
+    assert (p["quality_kid_subset_size"], p["quality_isc_splits"]) == (20, 5)
+    assert p["quality_torch_fidelity_version"] == "0.4.0"
     assert F.sample_quality(gen, ref, extractor=small, reference_split="train", shape=SHAPE, kid_subset_size=20,
                             isc_splits=5).metrics == q.metrics  # deterministic
 
@@ -225,9 +224,9 @@ def test_bad_arguments_are_refused(small):
         F.sample_quality(x, ref, extractor=small, reference_split="train", shape=SHAPE, metrics=("fid",))
 
 
-def test_fidelity_trace_gives_the_same_fid_as_a_direct_call(small):
+def test_quality_trace_gives_the_same_fid_as_a_direct_call(small):
     ref, gen = _images(80, 14), _images(80, 15)
-    trace = F.FidelityTrace(ref, extractor=small, reference_split="test", shape=SHAPE)
+    trace = F.QualityTrace(ref, extractor=small, reference_split="test", shape=SHAPE)
     point = trace(gen)
     assert set(point) == {"fid_classifier", "out_of_range_frac"}
     direct = F.sample_quality(gen, ref, extractor=small, reference_split="test", shape=SHAPE, metrics=("fid",))
@@ -254,17 +253,17 @@ def no_network(monkeypatch):
 
 
 def test_missing_inception_weights_is_one_clear_line_and_no_download(no_network, tmp_path, monkeypatch):
-    with pytest.raises(BenchError, match="--inception-weights PATH or set EBM_BENCH_INCEPTION_WEIGHTS") as e:
+    with pytest.raises(F.SetupError, match="--inception-weights PATH or set EBM_BENCH_INCEPTION_WEIGHTS") as e:
         F.InceptionExtractor()
     assert "\n" not in str(e.value)
-    with pytest.raises(BenchError, match="no such Inception weights file"):
+    with pytest.raises(F.SetupError, match="no such Inception weights file"):
         F.InceptionExtractor(tmp_path / "absent.pth")
     monkeypatch.setenv(F.ENV_INCEPTION_WEIGHTS, str(tmp_path / "absent.pth"))
-    with pytest.raises(BenchError, match=f"from {F.ENV_INCEPTION_WEIGHTS}"):
+    with pytest.raises(F.SetupError, match=f"from {F.ENV_INCEPTION_WEIGHTS}"):
         F.InceptionExtractor()
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(b"not the weights")
-    with pytest.raises(BenchError, match="is not that of torch-fidelity's Inception weights"):
+    with pytest.raises(F.SetupError, match="is not that of torch-fidelity's Inception weights"):
         F.InceptionExtractor(wrong)
 
 
@@ -322,29 +321,29 @@ def test_energy_histograms_known_answers():
     assert apart.metrics["energy_overlap"] == 0.0
 
 
-def test_fidelity_plots_write_pngs(tmp_path):
+def test_quality_plots_write_pngs(tmp_path):
     import pandas as pd
 
-    from bench import plots_fidelity
+    from bench import plots_quality
 
     g = torch.Generator().manual_seed(0)
     h = F.energy_histograms(torch.randn(500, generator=g) + 0.5, torch.randn(500, generator=g))
-    p = plots_fidelity.energy_histogram(h, tmp_path / "energy.png", title="toy")
+    p = plots_quality.energy_histogram(h, tmp_path / "energy.png", title="toy")
     assert p.stat().st_size > 1000
     traces = pd.DataFrame([{"target": "digits", "algorithm": a, "seed": s, "iteration": it, "grad_evals": 10 * it,
                             "metric": "fid_classifier", "value": 100.0 / it + s}
                            for a in ("pcd", "jarzynski") for s in (0, 1) for it in (1, 2, 5)])
-    p = plots_fidelity.fid_over_training(traces, tmp_path / "fid.png", metric="fid_classifier")
+    p = plots_quality.fid_over_training(traces, tmp_path / "fid.png", metric="fid_classifier")
     assert p is not None and p.stat().st_size > 1000
-    assert plots_fidelity.fid_over_training(traces, tmp_path / "none.png", metric="fid_inception") is None
+    assert plots_quality.fid_over_training(traces, tmp_path / "none.png", metric="fid_inception") is None
 
 
 def test_project_tests_folder_is_not_a_package_shadowed_by_torch_fidelitys_tests():
     """torch-fidelity 0.4.0 installs a top-level ``tests`` package; ours stays a rootdir folder without
-    ``__init__.py`` so pytest imports this file as ``test_fidelity``, never as ``tests.test_fidelity``."""
+    ``__init__.py`` so pytest imports this file as ``test_sample_quality``, never as ``tests.test_sample_quality``."""
     assert not (ROOT / "tests" / "__init__.py").exists()
     assert Path(__file__).resolve().parent == ROOT / "tests"
-    assert __name__ == "test_fidelity"
+    assert __name__ == "test_sample_quality"
 
 
 def test_a_broken_torch_fidelity_import_is_one_line(monkeypatch):
@@ -352,7 +351,7 @@ def test_a_broken_torch_fidelity_import_is_one_line(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import raises ImportError
-    with pytest.raises(BenchError, match="torch-fidelity .* cannot be imported") as e:
+    with pytest.raises(F.SetupError, match="torch-fidelity .* cannot be imported") as e:
         F.sample_quality(_images(4, 19), _images(4, 20), extractor=_flat_extractor(), reference_split="test",
                          shape=SHAPE, metrics=("fid",))
     assert "\n" not in str(e.value)
