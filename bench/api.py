@@ -1,6 +1,6 @@
-"""The Python API: ``bench.run``, ``bench.load``, ``bench.table``, ``bench.plot``. The command line is a thin
-layer over these four functions; they raise ``bench.errors.BenchError`` (one line: what and where) on bad input,
-before any compute is spent, and write nothing then.
+"""The Python API: ``bench.run``, ``bench.plan``, ``bench.load``, ``bench.table``, ``bench.plot``. The command
+line is a thin layer over these functions; they raise ``bench.errors.BenchError`` (one line: what and where) on
+bad input, before any compute is spent, and write nothing then.
 
     import bench
     res = bench.run("toy2d", fidelity="smoke", algorithms=["ula_ebm", "cd"], targets=["two_mode"], seeds=2)
@@ -47,22 +47,15 @@ def _names(names, what: str):
     return names
 
 
-def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
-        out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
-        budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
-        scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
-        inception_weights: str | Path | None = None) -> pd.DataFrame:
-    """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
-    ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
-    long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
-    value, status, config, work counts, ...). Every cell is validated before the first one runs. ``data_dir``:
-    the folder of image data files; ``inception_weights``: torch-fidelity's Inception weights file (Inception FID
-    / IS); either may also be given in the suite file (``bench.suite.suite_resources``). SIGINT, SIGTERM or SIGHUP
-    during the sweep (called from the main thread) abandons the cells in flight, ends their processes and raises
-    ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved."""
-    from bench.store import ResultStore, check_writable
+def resolve(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
+            out: str | Path | None = None, device: str = "cpu", jobs: int = 0, budget: int | None = None,
+            cell_timeout: float | None = None, backend: str = "local", scheduler: str | None = None,
+            data_dir: str | Path | None = None, inception_weights: str | Path | None = None):
+    """The checks ``run`` and ``plan`` share (names, values, the suite's resources, every cell built, the device,
+    ``out`` writable): returns (suite data, cells, device, out). A BenchError (one line) on bad input; nothing is
+    written."""
+    from bench.store import check_writable
     from bench.suite import load_suite, resolve_cells, suite_resources
-    from bench.sweep import run_sweep
     from datasets.images import use_data_dir
 
     data = load_suite(suite)
@@ -93,13 +86,66 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
             raise BenchError("--backend dask needs dask[distributed]: pip install 'ebm-bench[dask]'") from None
     out = Path(out) if out is not None else default_out(suite, fidelity)
     check_writable(out, "--out")
+    return data, cells, device, out
+
+
+def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
+        out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
+        budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
+        scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
+        inception_weights: str | Path | None = None, resume_across_code: bool = False) -> pd.DataFrame:
+    """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
+    ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
+    long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
+    value, status, config, work counts, ...). Every cell is validated before the first one runs. ``data_dir``:
+    the folder of image data files; ``inception_weights``: torch-fidelity's Inception weights file (Inception FID
+    / IS); either may also be given in the suite file (``bench.suite.suite_resources``). SIGINT, SIGTERM or SIGHUP
+    during the sweep (called from the main thread) abandons the cells in flight, ends their processes and raises
+    ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved.
+
+    ``resume_across_code``: a cell finished in ``out`` under another code version (everything else the same)
+    counts as finished, and its rows (with the code version that produced them) are kept and returned; by
+    default a cell is finished only under this code version (``bench.sweep.finished_as``)."""
+    from bench.store import ResultStore
+    from bench.sweep import finished_as, run_sweep
+
+    data, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
+                                       cell_timeout, backend, scheduler, data_dir, inception_weights)
     run_sweep(cells, out, device=device, jobs=jobs, force=force, backend=backend, scheduler=scheduler,
-              connect_timeout_s=connect_timeout_s)
+              connect_timeout_s=connect_timeout_s, across_code=resume_across_code)
     store = ResultStore(out)
     store.record_suite(data["name"], data["path"])
     res = store.results()
-    ids = {c.cell_id() for c in cells}
+    ids = set(finished_as(cells, store, across_code=resume_across_code).values())
     return res[res["cell_id"].isin(ids)].reset_index(drop=True)
+
+
+def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seeds: int | None = None,
+         out: str | Path | None = None, device: str = "cpu", jobs: int = 0, budget: int | None = None,
+         cell_timeout: float | None = None, resume_across_code: bool = False, iters: int = 50,
+         seconds: float = 2.0, warmup: int = 2, progress: bool = True, data_dir: str | Path | None = None,
+         inception_weights: str | Path | None = None):
+    """The projected cost of ``run`` with the same arguments, measured on this machine before anything runs
+    (``bench.planner``): every distinct cell configuration (cells that differ only by seed share one) is run once
+    through the runner, cut short, and its setup, training iterations, trace points, evaluation chains and
+    audit are timed and extrapolated to the full run. Validates exactly as ``run`` does (the same errors);
+    writes nothing. ``out`` (optional): cells already finished there are left out, as ``run`` would skip them.
+    ``iters`` / ``seconds`` / ``warmup``: at most this many timed training iterations per configuration, or fewer
+    once ``seconds`` of CPU time are spent (at least 3), after ``warmup`` untimed ones. Returns a
+    ``bench.planner.Plan`` (``str(plan)`` is the printed report, ``plan.configs`` a DataFrame)."""
+    from bench.planner import make_plan
+
+    if not (isinstance(iters, int) and iters >= 1):
+        raise BenchError(f"--iters must be an integer >= 1, got {iters!r}")
+    if not (isinstance(warmup, int) and warmup >= 0):
+        raise BenchError(f"--warmup must be an integer >= 0, got {warmup!r}")
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise BenchError(f"--seconds must be a positive number, got {seconds!r}")
+    explicit_out = out is not None
+    _, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
+                                    cell_timeout, data_dir=data_dir, inception_weights=inception_weights)
+    return make_plan(cells, device, jobs, out if explicit_out else None, resume_across_code, iters=iters,
+                     seconds=seconds, warmup=warmup, progress=progress)
 
 
 def _store(results_dir):
@@ -150,4 +196,4 @@ def plot(results_dir, x: str = "iteration") -> list[Path]:
     return made
 
 
-__all__ = ["load", "plot", "run", "table"]
+__all__ = ["load", "plan", "plot", "run", "table"]

@@ -1,4 +1,4 @@
-"""Command line: python -m bench run|list|table|plot|report|baseline|check.
+"""Command line: python -m bench run|plan|list|table|plot|report|baseline|check|reproduction.
 
 Bad input (unknown names, malformed files, invalid values) and faults (a folder that cannot be written, a full
 disk, a corrupt results file, an unreachable scheduler) print one line, ``bench: error: ...``, and exit with
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=int, default=0, help="parallel cells (default: one per CPU core)")
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
+    r.add_argument("--resume-across-code", action="store_true",
+                   help="count a cell finished in --out under another code version (all else the same) as finished: "
+                   "resume a paper run from committed result rows on later code; the rows keep their code version")
     r.add_argument("--budget", type=int, help="stop each run after this many energy-gradient evaluations")
     r.add_argument("--cell-timeout", type=float, help="record a cell as timeout after this many seconds")
     r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")
@@ -63,6 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local Inception-v3 weights for FID/KID/IS (torch-fidelity's weights-inception-2015-12-05-"
                    "6726825d.pth; checked before any cell runs, never downloaded); "
                    "default: the suite file's inception_weights, else $EBM_BENCH_INCEPTION_WEIGHTS")
+
+    pl = sub.add_parser("plan", help="project a sweep's wall time, CPU-hours and memory by timing a few iterations of "
+                        "each cell configuration on this machine (writes nothing)")
+    pl.add_argument("--suite", required=True, help="as for run")
+    pl.add_argument("--fidelity", default="quick", help="smoke | quick | paper (default quick)")
+    pl.add_argument("--algorithms", nargs="+", help="as for run")
+    pl.add_argument("--targets", nargs="+", help="as for run")
+    pl.add_argument("--seeds", type=int, help="as for run")
+    pl.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    pl.add_argument("-j", "--jobs", type=int, default=0,
+                    help="parallel cells the run would use (default: one per core)")
+    pl.add_argument("--budget", type=int, help="as for run: each run stops after this many energy-gradient evaluations")
+    pl.add_argument("--cell-timeout", type=float, help="as for run")
+    pl.add_argument("--data-dir", type=Path, help="as for run")
+    pl.add_argument("--inception-weights", type=Path, metavar="PATH", help="as for run")
+    pl.add_argument("--out", type=Path, help="leave out the cells already finished in this results folder (read only)")
+    pl.add_argument("--resume-across-code", action="store_true", help="as for run, for the cells left out with --out")
+    pl.add_argument("--iters", type=int, default=50, help="at most this many timed iterations per configuration "
+                    "(default 50)")
+    pl.add_argument("--seconds", type=float, default=2.0, help="stop timing a configuration's iterations after this "
+                    "much CPU time (default 2; at least 3 iterations)")
+    pl.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
+    pl.add_argument("--save", type=Path, metavar="CSV", help="also write the per-configuration projection to this "
+                    "CSV file (e.g. for docs/reproduction.md)")
+
+    rep = sub.add_parser("reproduction", help="build docs/reproduction.md from the committed result folders, the "
+                         "published numbers and the verdict files")
+    rep.add_argument("--root", type=Path, default=Path("."), help="repository root (default: the working directory)")
+    rep.add_argument("--out", type=Path, help="where to write the page (default ROOT/docs/reproduction.md)")
+    rep.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page on disk is not what "
+                     "the committed results and verdict files give")
 
     ls = sub.add_parser("list", help="suites, algorithms, targets, energies and metrics, with where each comes from")
     ls.add_argument("--suite", help="also list the plug-ins of this suite file ([plugins.*] module:Class)")
@@ -115,10 +149,45 @@ def cmd_run(args) -> int:
     out = args.out or default_out(args.suite, args.fidelity)
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
         args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S,
-        args.data_dir, args.inception_weights)
+        args.data_dir, args.inception_weights, args.resume_across_code)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(ResultStore(out))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from bench.api import plan
+
+    if args.save is not None and (args.save.is_dir() or args.save.suffix != ".csv"):
+        raise BenchError(f"--save {args.save}: expected the path of a .csv file")
+    p = plan(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, args.out,
+             args.device, args.jobs, args.budget, args.cell_timeout, args.resume_across_code, args.iters,
+             args.seconds, args.warmup, data_dir=args.data_dir, inception_weights=args.inception_weights)
+    print(p)
+    if args.save is not None:
+        p.save(args.save)
+        print(f"projection: {args.save}")
+    return 0
+
+
+def cmd_reproduction(args) -> int:
+    from bench.reproduction import build_page
+
+    root = args.root
+    out = args.out or root / "docs" / "reproduction.md"
+    page = build_page(root)
+    if args.check:
+        current = out.read_text() if out.exists() else ""
+        if current != page:
+            print(f"{out} is out of date: run 'python -m bench reproduction' and commit it", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    from bench.store import atomic_write_bytes
+
+    atomic_write_bytes(out, page.encode())
+    print(f"page: {out}")
     return 0
 
 
@@ -389,7 +458,8 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
-                    "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin}
+                    "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin, "plan": cmd_plan,
+                    "reproduction": cmd_reproduction}
         with stop_on_signals():
             return commands[args.command](args)
     except (BenchError, SetupError) as e:

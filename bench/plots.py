@@ -15,6 +15,7 @@ Legends sit below the panels so that a single-target figure keeps its shape.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -237,6 +238,26 @@ def flow_panels(store: ResultStore, results: pd.DataFrame, path: Path, floor: fl
     return path
 
 
+def missing_artifacts(store: ResultStore, results: pd.DataFrame) -> list[str]:
+    """'target/algorithm/seed' of the finished runs whose figures need their cell artifact (``cells/*.npz``: the
+    2-D densities and flow panels, the image sample grids) and that have none: a results folder of committed
+    tables (results/reproduction/) keeps no artifacts."""
+    runs = results[results["status"] == "ok"].drop_duplicates(["suite", "fidelity", "target", "algorithm", "seed"])
+    needs = {t for t in runs["target"].unique()
+             if datasets.get_target(t).dim == 2 or datasets.get_target(t).has("image")}
+    return [f"{r.target}/{r.algorithm}/seed {r.seed}" for r in runs.itertuples()
+            if r.target in needs and not store.artifact_path(r._asdict()).exists()]
+
+
+def warn_missing_artifacts(store: ResultStore, results: pd.DataFrame) -> None:
+    missing = missing_artifacts(store, results)
+    if missing:
+        print(f"bench: warning: {len(missing)} finished runs have no cell artifact in {store.out / 'cells'} (e.g. "
+              f"{missing[0]}): the figures drawn from artifacts (learned densities, flow panels, sample grids) leave "
+              "them out; the curves and tables come from results.csv / traces.csv. Re-run those cells (--force) to "
+              "draw them", file=sys.stderr)
+
+
 def make_all(store: ResultStore, x: str = "iteration") -> list[Path]:
     """All figures of a results folder; ``x = "grad_evals"`` draws the curves against work instead of
     iterations (files get a ``_vs_work`` suffix)."""
@@ -251,6 +272,7 @@ def make_all(store: ResultStore, x: str = "iteration") -> list[Path]:
                 training_curves(traces, figs / "training_curves_vs_work.png", x, results)]
         return ([p for p in made if p is not None] + plots_highdim.make(traces, figs, x)
                 + plots_images.make(store, results, traces, figs, x))
+    warn_missing_artifacts(store, results)
     made = [density_panels(store, results, figs / "densities.png"),
             weights_over_training(traces, figs / "weights_over_training.png", "iteration", results),
             training_curves(traces, figs / "training_curves.png", "iteration", results),

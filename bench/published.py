@@ -130,3 +130,48 @@ PAPER_TABLES += [
         },
     },
 ]
+
+# Published figures whose text states no number. Per algorithm, what the figure shows in the paper's words (or the
+# true value its curve reaches), as text: docs/reproduction.md (bench/reproduction.py) sets these beside the
+# measured numbers. Kept apart from PAPER_TABLES, whose entries are numbers that `bench table` prints.
+PAPER_FIGURES = [
+    {
+        "name": "fig1_000",
+        "title": "000 Fig. 1 (right), App. C.2: EBM weight of the heavier, top-right mode of the 2:1 mixture at the "
+                 "end of training (true weight 2/3)",
+        "source": "000 Fig. 1",
+        "columns": [("two_mode", "ebm_weight[1]")],
+        "labels": ["heavy-mode weight"],
+        "published": {
+            "flowmc_ebm": ["2/3, stable during training"],
+            "ula_ebm": ["erases a mode several times; the final weight is not a robust estimate"],
+        },
+    },
+    {
+        "name": "fig1_003",
+        "title": "003 Fig. 1 / Fig. 6 (App. B.1): 50-d two-mode teacher-student GMM at the end of training: the "
+                 "student's weight p_k of the -10 mode (true 0.25), the exact KL(p* || p_theta) and Jarzynski's "
+                 "estimate of it (003 eq. 12)",
+        "source": "003 Fig. 1/6",
+        "columns": [("gmm50d", "ebm_weight[0]"), ("gmm50d", "kl"), ("gmm50d", "kl_estimate")],
+        "labels": ["p_k", "KL", "KL estimate"],
+        "published": {
+            "jarzynski": ["0.25: learns the relative weight", "decreases (gradient descent on it)",
+                          "overlaps the exact KL"],
+            "pcd": ["mode collapse", "bounces back up", None],
+            "cd": ["biased", "stalls", None],
+        },
+    },
+    {
+        "name": "fig3_003",
+        "title": "003 Fig. 3 (§4.2): mean relative error |w_k - w*_k| / w*_k of the three digit classes' weights "
+                 "among generated images, read by a classifier (biased MNIST: digits 2/3/6 at 4/7, 2/7, 1/7)",
+        "source": "003 Fig. 3",
+        "columns": [("biased_mnist", "label_weight_relerr_mean"), ("biased_digits8", "label_weight_relerr_mean")],
+        "labels": ["biased MNIST", "biased 8x8 digits"],
+        "published": {
+            "jarzynski": ["recovers the weights (errors small; plot only)", None],
+            "pcd": ["finds all modes, not their proportions (plot only)", None],
+        },
+    },
+]

@@ -66,7 +66,33 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
         ("summary", f"All metrics ({what}): mean, std over seeds", tables.summary(res)),
     ]
     # a table is made when the results hold its metrics: one without rows is no section
-    return [(name, title, df) for name, title, df in out if len(df)]
+    return _mark_code_versions(res, [(name, title, df) for name, title, df in out if len(df)])
+
+
+def code_versions(res: pd.DataFrame) -> pd.DataFrame:
+    """Per suite, fidelity, target and algorithm: the code versions its runs were made with and the seeds of each
+    (a folder resumed across code versions, ``run --resume-across-code``, mixes them)."""
+    if "code_version" not in res.columns:
+        return pd.DataFrame()
+    runs = res.drop_duplicates(["suite", "fidelity", "target", "algorithm", "seed"])
+    g = runs.assign(code_version=runs["code_version"].fillna("unknown").astype(str)).groupby(
+        ["suite", "fidelity", "target", "algorithm", "code_version"])["seed"]
+    return g.agg(lambda s: " ".join(map(str, sorted(s)))).rename("seeds").reset_index().set_index(
+        ["suite", "fidelity", "target", "algorithm"])
+
+
+def _mark_code_versions(res: pd.DataFrame, out: list) -> list:
+    """When the results mix code versions, every table says so in a note and a ``code_versions`` table says
+    which runs came from which."""
+    versions = sorted(set(res["code_version"].fillna("unknown").astype(str))) if "code_version" in res else []
+    if len(versions) < 2:
+        return out
+    note = (f"MIXED CODE VERSIONS: these results come from {len(versions)} code versions ({', '.join(versions)}); "
+            "table code_versions says which runs came from which")
+    for _, _, df in out:
+        df.attrs["notes"] = [*df.attrs.get("notes", []), note]
+    return out + [("code_versions", "Code versions of the runs (results resumed across code versions)",
+                   code_versions(res))]
 
 
 def render(title: str, df: pd.DataFrame, width: int = WIDTH) -> str:

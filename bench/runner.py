@@ -40,6 +40,21 @@ class Abandoned(RuntimeError):
     """The sweep no longer wants this cell (it was stopped): not an outcome, nothing is recorded."""
 
 
+class NoClock:
+    """The runner's phase clock when nothing is timed (``bench.planner.PhaseClock`` times the phases of a run cut
+    short): ``mark(phase)`` ends a phase, ``follow(work, alg)`` gives it the run's work counts and algorithm,
+    ``enough()`` ends training early."""
+
+    def mark(self, phase: str) -> None:
+        pass
+
+    def follow(self, work: Work, alg) -> None:
+        pass
+
+    def enough(self) -> bool:
+        return False
+
+
 #: a loss this large means the energy has exploded even if it is still finite
 EXPLODED = 1e12
 
@@ -61,14 +76,17 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, stop=None):
+def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
+             stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
-    training stops once that many energy-gradient evaluations are spent (runs at equal work). ``stop``: a
-    function asked before each iteration and before the evaluation; once it answers true the cell raises
-    ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
+    training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
+    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit.
+    ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
+    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
+    clock = clock or NoClock()
     dev = torch.device(device)
     if dev.type == "cpu":
         threads = cell_threads(cell, threads)
@@ -87,12 +105,14 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
     work = Work()
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
+    clock.follow(work, alg)
     n_iters = cfg.iterations()
     sched = None
     if cfg.lr_final_ratio < 1 and isinstance(getattr(alg, "optimizer", None), torch.optim.Optimizer):
         r = cfg.lr_final_ratio  # linear decay of every learning rate to r times its value (003 B.2)
         sched = torch.optim.lr_scheduler.LambdaLR(alg.optimizer, lambda k: 1 - (1 - r) * min(k, n_iters) / n_iters)
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
+    clock.mark("setup")
     t0 = time.perf_counter()
     it = 0
     try:
@@ -108,13 +128,17 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
             if sched is not None:
                 sched.step()
             pos += cfg.batch_size
+            clock.mark("step")
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss) or abs(loss) > EXPLODED:
                 raise Diverged(it, f"loss {loss:.3g}")
-            last = it == n_iters or (cfg.grad_budget and work.grad_evals >= cfg.grad_budget)
+            last = it == n_iters or (cfg.grad_budget and work.grad_evals >= cfg.grad_budget) or clock.enough()
             if cfg.eval_every and (it % cfg.eval_every == 0 or last):
                 with measuring(dev):  # trace-time measurements leave the training's random stream as it was
-                    point = {**logs, **trace_point(probe, alg), **rhat_point(probe, alg, it, last)}
+                    point = {**logs, **trace_point(probe, alg)}
+                    clock.mark("trace")
+                    point.update(rhat_point(probe, alg, it, last))
+                    clock.mark("rhat")
                 traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
                            for k, v in point.items()]
                 bar.set_postfix(loss=f"{loss:.3g}")
@@ -127,6 +151,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         if stop is not None and stop():
             raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
+        clock.mark("evaluate")
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()

@@ -269,10 +269,19 @@ class ResultStore:
 
     def finished_ids(self) -> set[str]:
         """cell_ids of the cells already recorded (any outcome: ok, diverged, timeout)."""
+        return set(self.finished())
+
+    def finished(self) -> dict[str, str]:
+        """cell_id -> code version of the cells already recorded (a folder resumed on later code has several
+        code versions)."""
         if not (self.out / RESULTS).exists():
-            return set()
+            return {}
         res = self.results()
-        return set(res["cell_id"].dropna()) if "cell_id" in res.columns else set()
+        if "cell_id" not in res.columns:
+            return {}
+        version = res["code_version"] if "code_version" in res.columns else pd.Series("", index=res.index)
+        runs = pd.DataFrame({"id": res["cell_id"], "v": version.fillna("").astype(str)}).dropna()
+        return dict(zip(runs["id"], runs["v"], strict=True))
 
     def traces(self) -> pd.DataFrame:
         path = self.out / TRACES

@@ -118,11 +118,13 @@ class Cell:
     def __post_init__(self):
         self.base = self.base or self.algorithm
 
-    def cell_id(self) -> str:
+    def cell_id(self, code_version: str | None = None) -> str:
         """Hash of everything that determines the result: the cell, its full config, the target's version
-        and the code version. A finished cell with the same id is not computed again."""
+        and the code version (``code_version``: the id this cell would have under another one). A finished
+        cell with the same id is not computed again."""
         target_version = datasets.get_target(self.target).version
-        parts = [self.key(), self.base, target_version, self.config(), self.code_version]
+        version = self.code_version if code_version is None else code_version
+        parts = [self.key(), self.base, target_version, self.config(), version]
         # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
         own = [registry.fingerprint(k, n) for k, n in
                (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]

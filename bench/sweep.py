@@ -143,6 +143,62 @@ def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> N
         raise
 
 
+def parallelism(n_cells: int, device: str, jobs: int) -> tuple[int, int]:
+    """(processes, torch threads per process) of a sweep of ``n_cells`` cells: ``jobs`` processes (0: one per
+    core on the CPU, one on a GPU), never more than there are cells, and the cores shared among them."""
+    cores = os.cpu_count() or 1
+    n_jobs = jobs or (1 if device != "cpu" else min(cores, n_cells))
+    n_jobs = max(1, min(n_jobs, n_cells))
+    return n_jobs, max(1, cores // n_jobs)
+
+
+def stamp(cells) -> None:
+    """Give every cell the code version of this checkout (part of its id)."""
+    version = code_version()
+    for c in cells:
+        c.code_version = version
+
+
+def finished_as(cells, store: ResultStore, across_code: bool = False) -> dict[str, str]:
+    """cell_id -> the id under which that cell is finished in ``store``: its own id (the same code version), or,
+    with ``across_code``, the id it has under another code version of the folder's rows (everything else the
+    same: config, target version, plug-in sources). Committed result rows of a paper run count as finished this
+    way in a later session, on later code; the rows keep the code version that produced them."""
+    done = store.finished()
+    out = {c.cell_id(): c.cell_id() for c in cells if c.cell_id() in done}
+    if across_code and done:
+        versions = sorted(set(done.values()))
+        for c in cells:
+            if c.cell_id() not in out:
+                hit = next((i for v in versions if (i := c.cell_id(v)) in done), None)
+                if hit is not None:
+                    out[c.cell_id()] = hit
+    return out
+
+
+def unfinished(cells, store: ResultStore, force: bool = False, across_code: bool = False, say: bool = False):
+    """The cells still to run in ``store``: all with ``force``; else those not finished under this code version
+    (or, with ``across_code``, under any code version of the folder). With ``say``, prints how many are skipped,
+    and how many finished under other code versions run again (strict mode)."""
+    if force:
+        return list(cells)
+    hits = finished_as(cells, store, across_code=True)
+    same = {i: j for i, j in hits.items() if i == j}
+    done = hits if across_code else same
+    todo = [c for c in cells if c.cell_id() not in done]
+    if say:
+        other = len(hits) - len(same)
+        if len(todo) < len(cells):
+            extra = f", {other} of them under other code versions (--resume-across-code)" if across_code and other \
+                else ""
+            print(f"{len(cells) - len(todo)} of {len(cells)} cells already finished in {store.out}{extra}: skipped",
+                  flush=True)
+        if other and not across_code:
+            print(f"{other} of {len(cells)} cells finished in {store.out} under other code versions run again "
+                  "(--resume-across-code counts them as finished)", flush=True)
+    return todo
+
+
 def _run_dask(client, cells, specs, device, keep, stop) -> None:
     """Cells as tasks of the Dask cluster of ``client`` (one thread each), each kept as it comes back; Dask
     reschedules the cells of a worker that dies. On a stop signal or an error the cells that have finished are
@@ -178,8 +234,9 @@ def _close_quietly(bar) -> None:
 
 
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
-              scheduler: str | None = None, connect_timeout_s: float = 10) -> ResultStore:
-    """Run the cells not yet finished in ``out`` (all of them with ``force``); each finished cell is written
+              scheduler: str | None = None, connect_timeout_s: float = 10, across_code: bool = False) -> ResultStore:
+    """Run the cells not yet finished in ``out`` (all of them with ``force``; with ``across_code``, a cell
+    finished under another code version counts as finished: ``finished_as``); each finished cell is written
     to the store by this process as soon as it comes back, so a killed sweep, or a lost worker, loses no
     finished cell and a re-run resumes where it stopped.
 
@@ -189,20 +246,11 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     flight are abandoned and ``Interrupted`` says how many cells are saved."""
     store = ResultStore(out)
     specs = plugins.used_specs(cells)
-    version = code_version()
-    for c in cells:
-        c.code_version = version
-    ids = {c.cell_id() for c in cells}
-    done = set() if force else store.finished_ids()
-    todo = [c for c in cells if c.cell_id() not in done]
-    if len(todo) < len(cells):
-        print(f"{len(cells) - len(todo)} of {len(cells)} cells already finished in {out}: skipped", flush=True)
+    stamp(cells)
+    todo = unfinished(cells, store, force, across_code, say=True)
     if not todo:
         return store
-    cores = os.cpu_count() or 1
-    n_jobs = jobs or (1 if device != "cpu" else min(cores, len(todo)))
-    n_jobs = max(1, min(n_jobs, len(todo)))
-    threads = max(1, cores // n_jobs)
+    n_jobs, threads = parallelism(len(todo), device, jobs)
     with stop_on_signals() as stop:
         try:
             # a signal is acted on where the sweep checks for it, except inside a cell computing in this process
@@ -231,7 +279,7 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                 else:
                     _run_local(todo, specs, device, n_jobs, threads, keep, stop)
         except Interrupted as e:
-            saved, n = len(ids & store.finished_ids()), len(ids)
+            saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "
                       f"other {n - saved} run on resume (the same command again); cells in flight were abandoned")
             raise Interrupted(e.signum, detail) from None

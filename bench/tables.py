@@ -196,7 +196,8 @@ def work_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt_published(v) -> str:
-    return "" if v is None else f"{v:.3g}"
+    """A published number to 3 significant digits; a figure's published statement (text) as it is."""
+    return "" if v is None else v if isinstance(v, str) else f"{v:.3g}"
 
 
 def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
