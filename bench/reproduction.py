@@ -16,7 +16,21 @@ A row file's keys (``ROW_KEYS``): ``item`` ("000 Table 1"), ``title``, ``order``
 ``published`` (the spec's name), ``results`` (folders, relative to the repository root), ``verdict``,
 ``diagnosis``, and ``[plan]`` with ``file`` (a CSV of ``bench plan --save``), optional ``algorithms`` /
 ``targets`` (the part of that projection the item needs), or ``unavailable`` (why no projection exists, e.g.
-the run needs data files or a GPU this machine lacks).
+the run needs data files or a GPU this machine lacks). A verdict cites its committed results: a row with a
+verdict must have at least one folder in ``results`` that holds a results.csv.
+
+* one TOML file per known disagreement with a paper under ``docs/reproduction/disagreements/``
+  (``DISAGREEMENT_KEYS``): ``number`` (its stable number on the page), ``title``, ``affects`` (the ``item`` of
+  the row files it concerns), ``status`` (``STATUSES``: open, diagnosed, fixed), ``cause`` (one or a list of
+  ``CAUSES``: our bug, our settings, the paper's claim does not hold here; empty while open), ``observed`` (what
+  was seen, Markdown, every number labelled with its fidelity and seeds), ``diagnosis`` (the experiments that
+  separate bug, settings and claim, and what changed; Markdown), and ``[[evidence]]``: each committed result
+  folder the diagnosis rests on (``EVIDENCE_KEYS``): ``results`` (a folder under results/reproduction/ with
+  results.csv and RUN.md), ``metrics`` (the metrics to show), optional ``targets`` / ``algorithms`` (the cells
+  to show) and ``note`` (what it shows). The page shows each evidence folder's numbers (mean ± 95 % CI over
+  seeds, the runs' outcomes, fidelity, settings, code version), never numbers typed into the file. A status
+  other than open needs a cause and at least one evidence folder; "fixed" needs the cause "our bug".
+  docs/reproduction/README.md is the how-to for both kinds of file.
 """
 
 from __future__ import annotations
@@ -35,6 +49,13 @@ PAGE = Path("docs") / "reproduction.md"
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
 ROW_KEYS = {"item", "title", "order", "published", "results", "verdict", "diagnosis", "plan"}
 PLAN_KEYS = {"file", "algorithms", "targets", "unavailable"}
+DISAGREEMENTS = ROWS / "disagreements"
+STATUSES = ("open", "diagnosed", "fixed")
+CAUSES = ("our bug", "our settings", "the paper's claim does not hold here")
+DISAGREEMENT_KEYS = {"number", "title", "affects", "status", "cause", "observed", "diagnosis", "evidence"}
+EVIDENCE_KEYS = {"results", "metrics", "targets", "algorithms", "note"}
+#: where committed result folders live (the only folders evidence may cite)
+COMMITTED = "results/reproduction/"
 
 HEADER = """# Reproduction of the papers' figures and tables
 
@@ -48,12 +69,21 @@ ones, as mean ± 95 % confidence-interval half-width over seeds (Student t), wit
 whose settings they ran at (`paper`: every setting is the paper's; `extrapolated`: the paper did not run that
 algorithm there, the settings are this suite's extension of the paper's; `quick` / `smoke`: shortened, never
 comparable with published numbers), the verdict and why, and what the run cost. Items not run yet give the
-projected cost measured by `python -m bench plan`.
+projected cost measured by `python -m bench plan`. Results that disagree with their paper are listed under
+[Known disagreements](#known-disagreements) with what is known of their cause.
 
 Results of a paper run are committed under `results/reproduction/<suite>-<fidelity>[-<tag>]/` (result tables,
 environment record and `RUN.md` with the exact command; no cell artifacts), and a later session resumes such a run
 with `python -m bench run ... --out results/reproduction/<folder> --resume-across-code`.
 """
+
+
+DISAGREEMENTS_INTRO = """Where a measured result disagrees with its paper, the disagreement is listed here until it is
+explained: *open* (not yet separated), *diagnosed* (the cause is known and shown by committed runs) or *fixed* (it
+was a bug of this suite; the runs after the fix are cited). The cause is one of: our bug, our settings (the
+shortened or unstated settings of this suite, not the algorithm), or the paper's claim does not hold here (the
+paper's own settings, run, do not give its result). Numbers under *Observed* were seen before diagnosis, at the
+fidelity stated; the evidence tables are read from the committed result folders."""
 
 
 def _fail(path, msg):
@@ -95,6 +125,128 @@ def load_rows(root: Path) -> list[dict]:
             _fail(path, "'order' must be an integer")
         rows.append({**row, "path": path, "verdict": verdict, "results": results, "plan": plan})
     return sorted(rows, key=lambda r: (r.get("order", 0), r["item"]))
+
+
+def _toml(path: Path, what: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        _fail(path, f"malformed {what} ({e})")
+
+
+def _names_list(path, d: dict, key: str) -> list[str]:
+    v = d.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        _fail(path, f"'{key}' must be a list of names")
+    return v
+
+
+def _committed_results(root: Path, path, folder) -> pd.DataFrame:
+    """The rows of a cited result folder, which must be committed: under results/reproduction/, with results.csv
+    and RUN.md."""
+    from bench.store import RESULTS, ResultStore
+
+    if not isinstance(folder, str) or not folder.startswith(COMMITTED):
+        _fail(path, f"evidence must cite a committed result folder under {COMMITTED}, got {folder!r}")
+    where = Path(root) / folder
+    for need in (RESULTS, "RUN.md"):
+        if not (where / need).exists():
+            _fail(path, f"evidence {folder}: no {need} (commit the run's folder with its RUN.md)")
+    return ResultStore(where).results()
+
+
+def load_disagreements(root: Path, items: set[str]) -> list[dict]:
+    """The disagreement files under ROOT/docs/reproduction/disagreements/, checked (module docstring), by number;
+    ``items``: the row files' items, which ``affects`` must name."""
+    out, seen = [], {}
+    for path in sorted((Path(root) / DISAGREEMENTS).glob("*.toml")):
+        d = _toml(path, "disagreement file")
+        bad = sorted(set(d) - DISAGREEMENT_KEYS)
+        if bad:
+            _fail(path, f"unknown key {bad[0]!r}; valid: {', '.join(sorted(DISAGREEMENT_KEYS))}")
+        n = d.get("number")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            _fail(path, "'number' must be a positive integer")
+        if n in seen:
+            _fail(path, f"number {n} is also {seen[n].name}'s")
+        seen[n] = path
+        if not isinstance(d.get("title"), str) or not d["title"]:
+            _fail(path, "'title' must be a non-empty string")
+        affects = _names_list(path, d, "affects")
+        unknown = [a for a in affects if a not in items]
+        if unknown:
+            _fail(path, f"affects unknown item {unknown[0]!r}; valid: {', '.join(sorted(items))}")
+        status = d.get("status", "open")
+        if status not in STATUSES:
+            _fail(path, f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        cause = d.get("cause", [])
+        cause = [cause] if isinstance(cause, str) else cause
+        cause = [c for c in cause if c] if isinstance(cause, list) else cause
+        if not isinstance(cause, list) or any(c not in CAUSES for c in cause):
+            _fail(path, f"cause must be one or a list of {'; '.join(CAUSES)} (or empty while open), got "
+                  f"{d.get('cause')!r}")
+        for key in ("observed", "diagnosis"):
+            if not isinstance(d.get(key, ""), str):
+                _fail(path, f"'{key}' must be a string (Markdown)")
+        evidence = d.get("evidence", [])
+        if not isinstance(evidence, list) or not all(isinstance(e, dict) for e in evidence):
+            _fail(path, "evidence must be [[evidence]] tables")
+        for e in evidence:
+            bad = sorted(set(e) - EVIDENCE_KEYS)
+            if bad:
+                _fail(path, f"[[evidence]]: unknown key {bad[0]!r}; valid: {', '.join(sorted(EVIDENCE_KEYS))}")
+            if not _names_list(path, e, "metrics"):
+                _fail(path, f"[[evidence]] {e.get('results')!r}: 'metrics' must name the metrics it shows")
+            _names_list(path, e, "targets"), _names_list(path, e, "algorithms")
+            if not isinstance(e.get("note", ""), str):
+                _fail(path, "[[evidence]]: 'note' must be a string")
+            e["rows"] = _evidence_rows(path, _committed_results(root, path, e.get("results")), e)
+        if status != "open" and not (cause and evidence):
+            _fail(path, f"status {status!r} needs a cause and at least one [[evidence]] (a committed result folder)")
+        if status == "fixed" and "our bug" not in cause:
+            _fail(path, "status 'fixed' needs the cause 'our bug' (else it is diagnosed, not fixed)")
+        out.append({**d, "path": path, "status": status, "cause": cause, "affects": affects, "evidence": evidence})
+    return sorted(out, key=lambda d: d["number"])
+
+
+def _evidence_rows(path, res: pd.DataFrame, e: dict) -> pd.DataFrame:
+    """The cited cells' rows; every named target, algorithm and metric must be there."""
+    for key, col in (("targets", "target"), ("algorithms", "algorithm")):
+        if e.get(key):
+            missing = sorted(set(e[key]) - set(res[col]))
+            if missing:
+                _fail(path, f"evidence {e['results']}: no runs of {col} {missing[0]!r}")
+            res = res[res[col].isin(e[key])]
+    missing = sorted(set(e["metrics"]) - set(res["metric"]))
+    if missing:
+        _fail(path, f"evidence {e['results']}: no rows of metric {missing[0]!r} in the cited cells")
+    return res
+
+
+def evidence_table(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per (target, algorithm, fidelity): the cited metrics as mean ± 95 % CI over the runs that recorded them, the
+    runs' outcomes (how many ok, diverged, timeout), where the settings come from and the code versions."""
+    from bench import tables
+    from bench.store import KEY
+
+    # every run's value of a cited metric, whatever its outcome: a diverged run records diverged_at, the step
+    # where it stopped (its other metrics were never measured)
+    s = tables.summary(rows.assign(status="ok"))
+    s = s[s["metric"].isin(metrics)]
+    idx = ["target", "algorithm", "fidelity"]
+    cells = s.assign(cell=[tables.fmt_cell(r.mean, r.ci95, r.n_improper, r.n_seeds + r.n_improper)
+                           for r in s.itertuples()])
+    wide = cells.pivot_table(index=idx, columns="metric", values="cell", aggfunc="first")
+    wide = wide.reindex(columns=metrics).fillna("")
+    runs = rows.drop_duplicates(KEY)
+    outcome = runs.groupby(idx)["status"].agg(lambda x: ", ".join(f"{n} {k}" for k, n in x.value_counts().items()))
+    settings = tables.settings_of(rows).reset_index().set_index(idx)["settings"]
+    code = runs.assign(code_version=runs.get("code_version", pd.Series("?", index=runs.index)).astype(str)) \
+        .groupby(idx)["code_version"].agg(lambda x: "/".join(sorted(set(x))))
+    front = pd.DataFrame({"runs": outcome, "settings": settings, "code": code})
+    out = front.join(wide, how="left").fillna("")
+    out.index = [f"{t} / {a} ({f})" for t, a, f in out.index]
+    return out
 
 
 def measured_rows(root: Path, row: dict, spec: dict) -> pd.DataFrame:
@@ -159,7 +311,7 @@ def published_only(spec: dict) -> pd.DataFrame:
 
 
 def _hours(s: float) -> str:
-    return f"{s / 3600:.2g} h" if s >= 360 else f"{s / 60:.2g} min"
+    return f"{s / 3600:.2g} h" if s >= 3600 else f"{s / 60:.2g} min"
 
 
 def measured_cost(root: Path, res: pd.DataFrame) -> str:
@@ -169,6 +321,10 @@ def measured_cost(root: Path, res: pd.DataFrame) -> str:
     runs = res.drop_duplicates(KEY)
     parts = [f"{len(runs)} runs, {_hours(float(runs['wall_time_s'].sum()))} of run time (training and evaluation "
              "of each run, summed; flow pre-training not included)"]
+    cpu = runs["cpu_time_s"].dropna() if "cpu_time_s" in runs else pd.Series(dtype=float)
+    if len(cpu):  # older results have no CPU time
+        parts[0] += (f", {cpu.sum() / 3600:.2g} CPU-hours (setup included" +
+                     (f"; {len(cpu)} of the runs recorded it)" if len(cpu) < len(runs) else ")"))
     for folder in sorted(runs["_folder"].unique()):
         env_path = Path(root) / folder / "environment.json"
         where = ""
@@ -205,11 +361,17 @@ def projected_cost(root: Path, row: dict) -> str:
         p = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
         _fail(path, f"not a readable projection ({str(e).splitlines()[0]})")
+    missing = []
     for key, col in (("algorithms", "algorithm"), ("targets", "target")):
         if plan.get(key):
+            missing += [f"{col} {x}" for x in plan[key] if x not in set(p[col])]
             p = p[p[col].isin(plan[key])]
     if p.empty:
         return f"no projection: {plan['file']} has none of the item's cells"
+    load = ""
+    if {"load_before", "load_after"} <= set(p.columns):
+        lo, hi = sorted([float(p["load_before"].iloc[0]), float(p["load_after"].iloc[0])])
+        load = f", timed at load average {lo:.3g}-{hi:.3g}"
     cpu_h = float((p["cpu_s"] * p["cells"]).sum()) / 3600
     jobs = int(p["jobs"].iloc[0])
     idle = [float(c) / float(t) for c, t, n in zip(p["cpu_s"], p["threads"], p["cells"], strict=True)
@@ -217,15 +379,22 @@ def projected_cost(root: Path, row: dict) -> str:
     mem = float(p["peak_mem_bytes"].max()) / 2**30
     return (f"projected cost: {int(p['cells'].sum())} cells, {cpu_h:.2g} CPU-hours, {_hours(makespan(idle, jobs))} "
             f"wall with -j {jobs} on idle cores, peak memory {mem:.2g} GiB per process (`bench plan` on "
-            f"{p['cpu'].iloc[0]}, {int(p['cpu_count'].iloc[0])} cores, code {p['code_version'].iloc[0]}; "
-            f"{Path(plan['file']).name})")
+            f"{p['cpu'].iloc[0]}, {int(p['cpu_count'].iloc[0])} cores{load}, code {p['code_version'].iloc[0]}; "
+            f"{Path(plan['file']).name})" + (f"; not in the projection: {', '.join(missing)}" if missing else ""))
 
 
-def section(root: Path, row: dict) -> tuple[dict, str]:
-    """(summary entry, Markdown) of one item."""
+def section(root: Path, row: dict, disagreements: list[dict] = ()) -> tuple[dict, str]:
+    """(summary entry, Markdown) of one item; ``disagreements``: those that affect it (linked)."""
     spec = specs()[row["published"]]
     res = measured_rows(root, row, spec)
+    if res.empty and row["verdict"]:
+        _fail(row["path"], f"verdict {row['verdict']!r} cites no committed results: none of its folders "
+              f"({', '.join(row['results']) or 'none named'}) holds a results.csv")
     lines = [f"## {row['item']}: {row['title']}", "", f"*{spec['title']}.*", ""]
+    mine = [d for d in disagreements if row["item"] in d["affects"]]
+    if mine:
+        lines += ["Known disagreements: " + "; ".join(f"[{_disagreement_link(d)}](#{_heading_anchor(_heading(d))}) "
+                                                      f"({d['status']})" for d in mine) + ".", ""]
     if res.empty:
         cost = projected_cost(root, row)
         lines += [f"**Not run yet** ({cost}).", "", "Published:", "",
@@ -242,18 +411,52 @@ def section(root: Path, row: dict) -> tuple[dict, str]:
             fids.append(fid)
         cost = measured_cost(root, res)
         verdict, measured = row["verdict"] or "no verdict yet", "/".join(fids) + " fidelity"
-        lines += [f"**Cost:** {cost}.", "", f"**Verdict:** {verdict}.", ""]
+        lines += [f"**Cost:** {cost}.", ""]
+        projected = projected_cost(root, row) if row["plan"].get("file") else ""
+        if projected.startswith("projected cost"):  # the projection made before the run, beside what it took
+            lines += [f"**Before the run,** `bench plan` {projected}.", ""]
+        lines += [f"**Verdict:** {verdict}.", ""]
     if row.get("diagnosis", "").strip():
         lines += [row["diagnosis"].strip(), ""]
-    entry = {"item": f"[{row['item']}](#{_anchor(row)})", "verdict": verdict, "measured at": measured}
+    entry = {"item": f"[{row['item']}](#{_anchor(row)})", "verdict": verdict, "measured at": measured,
+             "disagreements": ", ".join(f"{d['number']} ({d['status']})" for d in mine)}
     return entry, "\n".join(lines)
 
 
-def _anchor(row: dict) -> str:
-    """GitHub's anchor of the section heading."""
-    text = f"{row['item']}: {row['title']}".lower()
-    keep = "".join(ch for ch in text if ch.isalnum() or ch in " -_")
+def _heading_anchor(text: str) -> str:
+    """GitHub's anchor of a heading."""
+    keep = "".join(ch for ch in text.lower() if ch.isalnum() or ch in " -_")
     return keep.replace(" ", "-")
+
+
+def _anchor(row: dict) -> str:
+    return _heading_anchor(f"{row['item']}: {row['title']}")
+
+
+def _heading(d: dict) -> str:
+    return f"{d['number']}. {d['title']}"
+
+
+def _disagreement_link(d: dict) -> str:
+    return f"{d['number']}. {d['title']}"
+
+
+def disagreement_section(d: dict) -> str:
+    """Markdown of one disagreement: status and cause, what was observed, the diagnosis, and each cited result
+    folder's numbers."""
+    cause = "; ".join(d["cause"]) or "not separated yet"
+    lines = [f"### {_heading(d)}", "", f"**Status:** {d['status']}. **Cause:** {cause}. **Affects:** "
+             + ", ".join(d["affects"]) + ".", ""]
+    if d.get("observed", "").strip():
+        lines += ["**Observed:** " + d["observed"].strip(), ""]
+    lines += [d["diagnosis"].strip() if d.get("diagnosis", "").strip() else "*Not diagnosed yet.*", ""]
+    for e in d["evidence"]:
+        folder = e["results"]
+        lines += [f"Evidence: `{folder}` ([RUN.md](../{folder}/RUN.md))" + (f": {e['note'].strip()}" if
+                                                                            e.get("note", "").strip() else "")
+                  + " Mean ± 95 % CI over the seeds that recorded each metric:", "",
+                  markdown_table(evidence_table(e["rows"], e["metrics"]), "target / algorithm (fidelity)"), ""]
+    return "\n".join(lines)
 
 
 def build_page(root) -> str:
@@ -262,13 +465,23 @@ def build_page(root) -> str:
     rows = load_rows(root)
     if not rows:
         raise BenchError(f"{root / ROWS}: no row files (*.toml)")
+    disagreements = load_disagreements(root, {r["item"] for r in rows})
     entries, sections = [], []
     for row in rows:
-        e, text = section(root, row)
+        e, text = section(root, row, disagreements)
         entries.append(e)
         sections.append(text)
     summary = pd.DataFrame(entries).set_index("item")
-    return "\n".join([HEADER, "## Summary", "", markdown_table(summary, "item"), "", *sections]).rstrip() + "\n"
+    if not disagreements:
+        summary = summary.drop(columns="disagreements")
+    parts = [HEADER, "## Summary", "", markdown_table(summary, "item"), "", *sections]
+    if disagreements:
+        listing = pd.DataFrame([{"disagreement": f"[{_disagreement_link(d)}](#{_heading_anchor(_heading(d))})",
+                                 "affects": ", ".join(d["affects"]), "status": d["status"],
+                                 "cause": "; ".join(d["cause"])} for d in disagreements]).set_index("disagreement")
+        parts += ["## Known disagreements", "", DISAGREEMENTS_INTRO, "", markdown_table(listing, "disagreement"), "",
+                  *(disagreement_section(d) for d in disagreements)]
+    return "\n".join(parts).rstrip() + "\n"
 
 
-__all__ = ["build_page", "load_rows", "VERDICTS"]
+__all__ = ["build_page", "load_disagreements", "load_rows", "CAUSES", "STATUSES", "VERDICTS"]

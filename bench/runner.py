@@ -87,6 +87,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
     raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
     clock = clock or NoClock()
+    cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
     if dev.type == "cpu":
         threads = cell_threads(cell, threads)
@@ -171,6 +172,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "n_iters": it,
         "train_time_s": round(train_time, 3),
         "wall_time_s": round(wall, 3),
+        "cpu_time_s": round(time.process_time() - cpu0, 3),
         "time_per_iter_s": train_time / max(it, 1),
         **train_work,
         "device": str(dev),

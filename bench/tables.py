@@ -188,9 +188,10 @@ def status_counts(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def work_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Time and work per run: seconds per iteration, gradient evaluations, as means over seeds."""
+    """Time and work per run: seconds per iteration, training wall time, the cell's CPU time (setup included;
+    absent from older results), gradient evaluations, as means over seeds."""
     runs = ok_rows(results).drop_duplicates(KEY)
-    cols = [c for c in ("n_iters", "time_per_iter_s", "train_time_s", "grad_evals", "energy_evals")
+    cols = [c for c in ("n_iters", "time_per_iter_s", "train_time_s", "cpu_time_s", "grad_evals", "energy_evals")
             if c in runs.columns]
     return runs.groupby(["target", "algorithm"])[cols].mean() if cols else pd.DataFrame()
 

@@ -89,7 +89,7 @@ def test_smoke_sweep_writes_long_format_results(smoke_run):
     out, _ = smoke_run
     res = pd.read_csv(out / "results.csv")
     for col in [*KEY, "metric", "value", "status", "settings", "config", "code_version", "wall_time_s",
-                "grad_evals", "energy_evals", "target_version", "n_iters"]:
+                "cpu_time_s", "grad_evals", "energy_evals", "target_version", "n_iters"]:
         assert col in res.columns
     assert len(res.drop_duplicates(KEY)) == 8
     assert (res["status"] == "ok").all()

@@ -39,6 +39,8 @@ def test_projection_matches_a_real_run(tmp_path, suite, algorithm, target, budge
     real_cpu = time.process_time() - t0
     traces = pd.DataFrame(traces)
     assert rows[0]["status"] == "ok"
+    # the run records its own CPU time (setup included): what the projection is compared with in docs/reproduction.md
+    assert rows[0]["cpu_time_s"] == pytest.approx(real_cpu, rel=0.05, abs=0.05)
     assert row["n_iters"] == rows[0]["n_iters"] < cells[0].train.iterations()  # stopped by the budget
     assert row["n_trace"] == traces["iteration"].nunique() >= 3
     assert row["n_rhat"] == traces[traces["metric"] == "max_rhat"]["iteration"].nunique()

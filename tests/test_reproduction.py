@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _rows(target, algorithm, metric, values, **extra):
     return [{"suite": "toy2d", "target": target, "algorithm": algorithm, "fidelity": "paper", "seed": s,
              "metric": metric, "value": v, "status": "ok", "settings": "paper", "code_version": "abc123",
-             "wall_time_s": 600.0, "cell_id": f"{algorithm}-{target}-{s}", **extra} for s, v in enumerate(values)]
+             "wall_time_s": 600.0, "cpu_time_s": 1200.0, "cell_id": f"{algorithm}-{target}-{s}", **extra}
+            for s, v in enumerate(values)]
 
 
 @pytest.fixture
@@ -27,11 +28,14 @@ def fixture_root(tmp_path):
     docs.mkdir(parents=True)
     (docs / "a.toml").write_text('item = "000 Table 1"\ntitle = "log-density error"\norder = 1\n'
                                  'published = "table1_000"\nresults = ["results/reproduction/toy2d-paper"]\n'
-                                 'verdict = "partly reproduced"\ndiagnosis = "Because of the rings."\n')
+                                 'verdict = "partly reproduced"\ndiagnosis = "Because of the rings."\n'
+                                 '[plan]\nfile = "results/reproduction/plans/highdim-paper.csv"\n'
+                                 'algorithms = ["flowmc_ebm"]\n')
     (docs / "b.toml").write_text('item = "000 Table 2"\ntitle = "R-hat"\norder = 2\npublished = "table2_000"\n'
                                  'results = ["results/reproduction/highdim-paper"]\n[plan]\n'
                                  'file = "results/reproduction/plans/highdim-paper.csv"\n'
-                                 'algorithms = ["nt_ebm", "ula_ebm"]\n')
+                                 'algorithms = ["nt_ebm", "ula_ebm"]\n'
+                                 'targets = ["hd_mixture16", "hd_mixture32", "hd_mixture64"]\n')
     run = tmp_path / "results" / "reproduction" / "toy2d-paper"
     run.mkdir(parents=True)
     rows = _rows("eight_gaussians", "flowmc_ebm", "logp_median_sq_error", [1.0, 2.0, 3.0]) + \
@@ -42,10 +46,12 @@ def fixture_root(tmp_path):
     plans = tmp_path / "results" / "reproduction" / "plans"
     plans.mkdir()
     common = {"fidelity": "paper", "suite": "highdim", "threads": 1, "jobs": 2, "cpu": "Test CPU", "cpu_count": 2,
-              "code_version": "def456", "peak_mem_bytes": 2**30}
+              "code_version": "def456", "peak_mem_bytes": 2**30, "load_before": 12.5, "load_after": 9.25}
     pd.DataFrame([{**common, "target": "hd_mixture16", "algorithm": "nt_ebm", "cells": 3, "cpu_s": 1200.0},
                   {**common, "target": "hd_mixture32", "algorithm": "ula_ebm", "cells": 3, "cpu_s": 2400.0},
-                  {**common, "target": "hd_mixture32", "algorithm": "cd", "cells": 3, "cpu_s": 99999.0}]
+                  {**common, "target": "hd_mixture32", "algorithm": "cd", "cells": 3, "cpu_s": 99999.0},
+                  {**common, "suite": "toy2d", "target": "rings", "algorithm": "flowmc_ebm", "cells": 3,
+                   "cpu_s": 2400.0}]
                  ).to_csv(plans / "highdim-paper.csv", index=False)
     return tmp_path
 
@@ -60,12 +66,16 @@ def test_page_from_known_numbers(fixture_root):
     assert "| coopflow | 58.75 |  | 7.78 |" in page  # every published digit
     assert "**Verdict:** partly reproduced." in page and "Because of the rings." in page
     # cost: 6 runs of 600 s; where (environment.json), code, RUN.md
-    assert "6 runs, 1 h of run time" in page and "on Test CPU, 2 cores" in page and "code abc123" in page
+    assert "6 runs, 1 h of run time (training and evaluation of each run, summed; flow pre-training not included), " \
+           "2 CPU-hours (setup included)" in page and "on Test CPU, 2 cores" in page and "code abc123" in page
     assert "[RUN.md](../results/reproduction/toy2d-paper/RUN.md)" in page
+    # the projection made before the run, beside what it took: 3 x 2400 s = 2 CPU-hours
+    assert "**Before the run,** `bench plan` projected cost: 3 cells, 2 CPU-hours, 1.3 h wall with -j 2" in page
     # not run yet: the projection of the two algorithms it needs (cd left out): (3 x 1200 + 3 x 2400) / 3600 = 3
     # CPU-hours; on 2 processes the six cells (1200 s x 3, 2400 s x 3) take 6000 s = 1.7 h
     assert "**Not run yet** (projected cost: 6 cells, 3 CPU-hours, 1.7 h wall with -j 2 on idle cores, peak memory " \
-           "1 GiB per process (`bench plan` on Test CPU, 2 cores, code def456" in page
+           "1 GiB per process (`bench plan` on Test CPU, 2 cores, timed at load average 9.25-12.5, code def456; " \
+           "highdim-paper.csv); not in the projection: target hd_mixture64)" in page
     assert "| 000 Table 2 | ula_ebm | 7.3 |" not in page and "| ula_ebm | 7.3 | 9.29 | 90.9 |" in page
     summary = page.split("## Summary")[1].split("## ")[0]
     assert "| partly reproduced | paper fidelity |" in summary and "| not run yet |  |" in summary
@@ -99,3 +109,108 @@ def test_committed_page_is_up_to_date():
     """docs/reproduction.md is exactly what the committed row files, result folders and published numbers give:
     regenerate it with `python -m bench reproduction` after changing any of them."""
     assert (ROOT / "docs" / "reproduction.md").read_text() == build_page(ROOT)
+
+
+DIAGNOSED = """number = 7
+title = "flowMC-EBM on 8 Gaussians"
+affects = ["000 Table 1"]
+status = "diagnosed"
+cause = ["our settings"]
+observed = "At quick fidelity: too large."
+diagnosis = "The paper's settings close the gap."
+[[evidence]]
+results = "results/reproduction/toy2d-paper"
+metrics = ["logp_median_sq_error", "diverged_at"]
+algorithms = ["flowmc_ebm"]
+targets = ["eight_gaussians", "two_mode"]
+note = "paper settings, 3 seeds."
+"""
+
+
+def _disagreement(root, text, name="7-x.toml"):
+    folder = root / "docs" / "reproduction" / "disagreements"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text)
+    return folder / name
+
+
+@pytest.fixture
+def with_diverged_run(fixture_root):
+    """The fixture's folder plus one diverged flowMC-EBM run on two_mode (no table of the page shows two_mode)."""
+    csv = fixture_root / "results" / "reproduction" / "toy2d-paper" / "results.csv"
+    rows = pd.read_csv(csv)
+    extra = _rows("two_mode", "flowmc_ebm", "diverged_at", [141.0])
+    extra[0]["status"] = "diverged"
+    pd.concat([rows, pd.DataFrame(extra)]).to_csv(csv, index=False)
+    return fixture_root
+
+
+def test_disagreement_cites_committed_results(with_diverged_run):
+    _disagreement(with_diverged_run, DIAGNOSED)
+    page = build_page(with_diverged_run)
+    # listed with its status and cause, linked from the summary and from the item it affects
+    assert "| [7. flowMC-EBM on 8 Gaussians](#7-flowmc-ebm-on-8-gaussians) | 000 Table 1 | diagnosed | our settings |" \
+        in page
+    assert "Known disagreements: [7. flowMC-EBM on 8 Gaussians](#7-flowmc-ebm-on-8-gaussians) (diagnosed)." in page
+    summary = page.split("## Summary")[1].split("## ")[0]
+    assert "| partly reproduced | paper fidelity | 7 (diagnosed) |" in summary
+    assert "**Status:** diagnosed. **Cause:** our settings. **Affects:** 000 Table 1." in page
+    assert "**Observed:** At quick fidelity: too large." in page and "The paper's settings close the gap." in page
+    # the cited folder's numbers, read from it: mean of 1, 2, 3 = 2 ± 2.5 (t(0.975, 2) / sqrt(3)); the diverged run
+    # counted under runs, with the step it stopped at (one seed: no CI)
+    assert "Evidence: `results/reproduction/toy2d-paper` ([RUN.md](../results/reproduction/toy2d-paper/RUN.md)): " \
+           "paper settings, 3 seeds." in page
+    assert "| eight_gaussians / flowmc_ebm (paper) | 3 ok | paper | abc123 | 2 ± 2.5 |  |" in page
+    assert "| two_mode / flowmc_ebm (paper) | 1 diverged | paper | abc123 |  | 141 |" in page
+
+
+def test_open_disagreement_needs_no_evidence(fixture_root):
+    _disagreement(fixture_root, 'number = 1\ntitle = "t"\naffects = ["000 Table 2"]\nstatus = "open"\n')
+    page = build_page(fixture_root)
+    assert "**Status:** open. **Cause:** not separated yet. **Affects:** 000 Table 2." in page
+    assert "*Not diagnosed yet.*" in page
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.replace('status = "diagnosed"', 'status = "solved"'), "status must be one of open, diagnosed, fixed"),
+    (lambda t: t.split("[[evidence]]")[0], "status 'diagnosed' needs a cause and at least one [[evidence]]"),
+    (lambda t: t.replace('cause = ["our settings"]', 'cause = ""'), "needs a cause"),
+    (lambda t: t.replace('cause = ["our settings"]', 'cause = "bad luck"'), "cause must be one or a list of"),
+    (lambda t: t.replace('status = "diagnosed"', 'status = "fixed"'), "status 'fixed' needs the cause 'our bug'"),
+    (lambda t: t.replace('"000 Table 1"]', '"000 Table 9"]'), "affects unknown item '000 Table 9'"),
+    (lambda t: t.replace('results = "results/reproduction/toy2d-paper"', 'results = "/tmp/mine"'),
+     "evidence must cite a committed result folder under results/reproduction/"),
+    (lambda t: t.replace("toy2d-paper", "gmm50d-paper"), "evidence results/reproduction/gmm50d-paper: no results.csv"),
+    (lambda t: t.replace('"diverged_at"]', '"kl"]'), "no rows of metric 'kl' in the cited cells"),
+    (lambda t: t.replace('"two_mode"]', '"rings", "moons"]'), "no runs of target 'moons'"),
+    (lambda t: t.replace("number = 7", "number = 0"), "'number' must be a positive integer"),
+    (lambda t: t + "owner = 'me'\n", "unknown key 'owner'"),
+])
+def test_bad_disagreement_files_are_one_line_errors(with_diverged_run, capsys, edit, match):
+    path = _disagreement(with_diverged_run, edit(DIAGNOSED))
+    assert main(["reproduction", "--root", str(with_diverged_run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and path.name in err[0], err
+    assert not (with_diverged_run / "docs" / "reproduction.md").exists()
+
+
+def test_cited_folder_needs_its_run_md(with_diverged_run, capsys):
+    (with_diverged_run / "results" / "reproduction" / "toy2d-paper" / "RUN.md").unlink()
+    _disagreement(with_diverged_run, DIAGNOSED)
+    assert main(["reproduction", "--root", str(with_diverged_run)]) == 2
+    assert "evidence results/reproduction/toy2d-paper: no RUN.md" in capsys.readouterr().err
+
+
+def test_disagreement_numbers_are_unique(with_diverged_run, capsys):
+    _disagreement(with_diverged_run, DIAGNOSED, "7-a.toml")
+    _disagreement(with_diverged_run, DIAGNOSED, "7-b.toml")
+    assert main(["reproduction", "--root", str(with_diverged_run)]) == 2
+    assert "7-b.toml: number 7 is also 7-a.toml's" in capsys.readouterr().err
+
+
+def test_a_verdict_cites_committed_results(fixture_root, capsys):
+    row = fixture_root / "docs" / "reproduction" / "b.toml"
+    row.write_text(row.read_text().replace('[plan]', 'verdict = "reproduced"\n[plan]'))
+    assert main(["reproduction", "--root", str(fixture_root)]) == 2
+    err = capsys.readouterr().err
+    assert "b.toml: verdict 'reproduced' cites no committed results" in err
