@@ -3,18 +3,22 @@
 Bad input (unknown names, malformed files, invalid values) and faults (a folder that cannot be written, a full
 disk, a corrupt results file, an unreachable scheduler) print one line, ``bench: error: ...``, and exit with
 status 2; bad input is found before any cell runs and nothing is written. Exit status 1: ``check`` found a
-regression; 130: interrupted (finished cells are kept).
+regression; 130, 143, 129: stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP (128 + the signal's number), with one
+line saying which cells are saved (cells in flight are abandoned; the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import signal
 import sys
 from pathlib import Path
 
 from bench.api import default_out
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
+from bench.stopping import stop_on_signals
 from metrics.sample_quality import SetupError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
@@ -479,7 +483,8 @@ def main(argv=None) -> int:
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
                     "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin, "plan": cmd_plan,
                     "reproduction": cmd_reproduction}
-        return commands[args.command](args)
+        with stop_on_signals():
+            return commands[args.command](args)
     except (BenchError, SetupError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
@@ -487,9 +492,12 @@ def main(argv=None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"bench: error: {where}{e.strerror or e} (results written so far are intact)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted (finished cells are saved)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        if not isinstance(e, Interrupted):  # Ctrl-C before the handlers were installed
+            e = Interrupted(signal.SIGINT)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"bench: {e if e.detail else f'{e} (finished cells are saved)'}", file=sys.stderr)
+        return e.exit_status
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ class TimeLimit(RuntimeError):
     """The cell ran past its time limit."""
 
 
+class Abandoned(RuntimeError):
+    """The sweep no longer wants this cell (it was stopped): not an outcome, nothing is recorded."""
+
+
 class NoClock:
     """The runner's phase clock when nothing is timed (``bench.planner.PhaseClock`` times the phases of a run cut
     short): ``mark(phase)`` ends a phase, ``follow(work, alg)`` gives it the run's work counts and algorithm,
@@ -73,13 +77,16 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None):
+def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
+             stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
     training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
-    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit."""
+    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit.
+    ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
+    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
     clock = clock or NoClock()
     cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
@@ -115,6 +122,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                    disable=not progress, leave=False, mininterval=1.0)
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
         for it in bar:
+            if stop is not None and stop():
+                raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} at iteration {it}")
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
@@ -141,6 +150,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
+        if stop is not None and stop():
+            raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
         clock.mark("evaluate")
     except Diverged as e:
