@@ -18,9 +18,14 @@ class Energy(nn.Module):
     theta), ``sample_exact(n)`` (exact samples of exp(-U)/Z) and ``mode_weights()`` (the model's own weight
     of each of its mixture components, in the order of the target's modes).
 
-    ``summary``: what it is, in one phrase (``bench list``)."""
+    ``summary``: what it is, in one phrase (``bench list``).
+
+    ``stand_in``: empty for a paper's own network; otherwise one line saying what this network stands in for and
+    how it differs (e.g. a paper that gives no layer list, or a paper's network at another size). A suite cell
+    using it is never labelled "paper" (bench/suite.py); the line joins the cell's list of deviations."""
 
     summary: str = ""
+    stand_in: str = ""
     #: the parameters a sized member was made with (``with_params``)
     params: dict = {}
 
@@ -31,10 +36,10 @@ class Energy(nn.Module):
         return cls.summary or " ".join(doc.split())
 
     @classmethod
-    def with_params(cls, summary: str = "", **params) -> type[Energy]:
+    def with_params(cls, summary: str = "", stand_in: str | None = None, **params) -> type[Energy]:
         """``cls`` at given sizes: built as ``cls(dim, **params)`` (or ``cls(dim, shape, **params)`` for an image
         energy). The suite's small image energies and a suite file's ``name = { ref = "module:Class", ... }``
-        are made this way."""
+        are made this way. ``stand_in``: what the sized network stands in for (default: the class's own)."""
         image = getattr(cls, "image", False)
 
         def __init__(self, dim, shape=None):
@@ -43,7 +48,8 @@ class Energy(nn.Module):
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return type(f"{cls.__name__}[{shown}]", (cls,), {
             "__init__": __init__, "__module__": cls.__module__, "params": dict(params),
-            "summary": summary or f"{cls.describe()} ({shown})", "__doc__": cls.__doc__})
+            "summary": summary or f"{cls.describe()} ({shown})", "__doc__": cls.__doc__,
+            "stand_in": cls.stand_in if stand_in is None else stand_in})
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]

@@ -8,6 +8,7 @@ ground truth allows (metrics/catalogue.py), the audit of the mode weights includ
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -34,6 +35,10 @@ def measuring(dev: torch.device):
 
 class TimeLimit(RuntimeError):
     """The cell ran past its time limit."""
+
+
+class Abandoned(RuntimeError):
+    """The sweep no longer wants this cell (it was stopped): not an outcome, nothing is recorded."""
 
 
 class NoClock:
@@ -91,13 +96,16 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None):
+def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
+             stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
     training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
-    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit."""
+    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit.
+    ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
+    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
     clock = clock or NoClock()
     cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
@@ -134,6 +142,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                    disable=not progress, leave=False, mininterval=1.0)
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
         for it in bar:
+            if stop is not None and stop():
+                raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} at iteration {it}")
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
@@ -161,6 +171,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
+        if stop is not None and stop():
+            raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
         clock.mark("evaluate")
         runaway = runaway or runaway_check(metrics.get(ENERGY_SPREAD), it)
@@ -182,6 +194,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "cell_id": cell.cell_id(),
         "target_version": target.version,
         "settings": cell.settings,
+        "deviations": json.dumps(cell.deviations) if cell.deviations else "",
         "status": status,
         "reason": reason,
         "n_iters": it,
@@ -196,5 +209,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_json(cell.config()),
     }
-    rows = [{**common, "metric": k, "value": v} for k, v in metrics.items()]
+    # an FID / KID / IS value carries its protocol (extractor, counts, split, quantisation): tables never compare two
+    # values measured under different protocols (bench/tables.py, ``by_protocol``)
+    rows = [{**common, "metric": k, "value": v,
+             "protocol": json.dumps(probe.protocols[k], sort_keys=True) if k in probe.protocols else ""}
+            for k, v in metrics.items()]
     return rows, traces, art
