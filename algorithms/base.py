@@ -159,6 +159,13 @@ class TrainingAlgorithm(ABC):
         on any target: nothing to check."""
         return None
 
+    @classmethod
+    def stand_ins(cls, config, target) -> list[str]:
+        """The networks of this algorithm other than the energy (e.g. a companion flow) that stand in for a paper's
+        on ``target``: one line each, what they replace and how. A suite cell with any is never labelled "paper"
+        (bench/suite.py). Most algorithms have no other network: none."""
+        return []
+
     def __init__(self, problem: Problem, energy: Energy, config):
         self.problem = problem
         self.energy = energy

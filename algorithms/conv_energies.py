@@ -39,6 +39,8 @@ class Conv003(Energy):
     summary = "003 §4.2's six-layer swish CNN for MNIST (78,929 parameters at 28x28)"
 
     width = 16
+    stand_in = ("our reading of 003's 'six-layer convolutional neural network with the swish activation and about "
+                "77K parameters' (003 gives no layer list; 78,929 parameters at 28x28)")
 
     def __init__(self, dim: int = 784, width: int | None = None):
         super().__init__()
@@ -66,8 +68,7 @@ class Conv003Small(Conv003):
     summary = "003's six-layer swish CNN sized down for 8x8 images (w = 8)"
 
     width = 8
-
-
+    stand_in = "003's energy as we read it, sized down (w = 8) for the 8x8 digits: this suite's"
 
 
 # ===========================================================================================================
@@ -202,25 +203,27 @@ class ResidualEBM(ImageEnergy):
         return -super().forward(x)
 
 
-
+#: the small widths are the suite's, for the quick and smoke fidelities
+SMALL = "a paper's network at a small width for quick runs: this suite's"
 
 #: the papers' widths and the suite's small ones (quick / smoke fidelities)
 PAPER_IMAGE_ENERGIES = {
     "convnet_lipswish": ConvNetLipSwish,  # 001, n_f = 32
     "convnet_lipswish_small": ConvNetLipSwish.with_params("001 Table 4's LipSwish ConvNet at n_f = 8 (quick, smoke)",
-                                                          nf=8),
+                                                          nf=8, stand_in=SMALL),
     "resnet_ebm": ResidualEBM,  # 004 / 000 C.6, ch = 128
     "resnet_ebm_small": ResidualEBM.with_params("004's residual EBM at ch = 8, 16 outputs (quick, smoke)", ch=8,
-                                                n_out=16),
+                                                n_out=16, stand_in=SMALL),
     "shortrun_convnet": ShortRunConvNet,  # 003 CIFAR-10, n_f = 128
-    "shortrun_convnet_small": ShortRunConvNet.with_params("the short-run ConvNet at n_f = 8 (quick, smoke)", nf=8),
+    "shortrun_convnet_small": ShortRunConvNet.with_params("the short-run ConvNet at n_f = 8 (quick, smoke)", nf=8,
+                                                          stand_in=SMALL),
     # 002 A.2 Table 2, CIFAR-10 column: 3x3 conv(nf), 4x4 conv(2 nf) /2, 4x4 conv(4 nf) /2, 4x4 conv(8 nf) /2,
     # flatten + FC to a scalar (here a convolution over the whole remaining map: the same map), swish after
     # each convolution, nf = 64
     "convnet_swish": StridedConvEnergy.with_params("002 Table 2's CIFAR-10 ConvNet: strided convolutions with swish, "
                                                    "n_f = 64", nf=64, mults=(2, 4, 8), act=nn.SiLU),
     "convnet_swish_small": StridedConvEnergy.with_params("that strided swish ConvNet at n_f = 8 (quick, smoke)", nf=8,
-                                                         mults=(2, 4, 8), act=nn.SiLU),
+                                                         mults=(2, 4, 8), act=nn.SiLU, stand_in=SMALL),
 }
 #: the image energies; bench.registry registers them
 BUILT_IN = {"conv003": Conv003, "conv003_small": Conv003Small, **PAPER_IMAGE_ENERGIES}

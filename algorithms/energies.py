@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -17,9 +18,14 @@ class Energy(nn.Module):
     theta), ``sample_exact(n)`` (exact samples of exp(-U)/Z) and ``mode_weights()`` (the model's own weight
     of each of its mixture components, in the order of the target's modes).
 
-    ``summary``: what it is, in one phrase (``bench list``)."""
+    ``summary``: what it is, in one phrase (``bench list``).
+
+    ``stand_in``: empty for a paper's own network; otherwise one line saying what this network stands in for and
+    how it differs (e.g. a paper that gives no layer list, or a paper's network at another size). A suite cell
+    using it is never labelled "paper" (bench/suite.py); the line joins the cell's list of deviations."""
 
     summary: str = ""
+    stand_in: str = ""
     #: the parameters a sized member was made with (``with_params``)
     params: dict = {}
 
@@ -30,10 +36,10 @@ class Energy(nn.Module):
         return cls.summary or " ".join(doc.split())
 
     @classmethod
-    def with_params(cls, summary: str = "", **params) -> type[Energy]:
+    def with_params(cls, summary: str = "", stand_in: str | None = None, **params) -> type[Energy]:
         """``cls`` at given sizes: built as ``cls(dim, **params)`` (or ``cls(dim, shape, **params)`` for an image
         energy). The suite's small image energies and a suite file's ``name = { ref = "module:Class", ... }``
-        are made this way."""
+        are made this way. ``stand_in``: what the sized network stands in for (default: the class's own)."""
         image = getattr(cls, "image", False)
 
         def __init__(self, dim, shape=None):
@@ -42,7 +48,8 @@ class Energy(nn.Module):
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return type(f"{cls.__name__}[{shown}]", (cls,), {
             "__init__": __init__, "__module__": cls.__module__, "params": dict(params),
-            "summary": summary or f"{cls.describe()} ({shown})", "__doc__": cls.__doc__})
+            "summary": summary or f"{cls.describe()} ({shown})", "__doc__": cls.__doc__,
+            "stand_in": cls.stand_in if stand_in is None else stand_in})
 
     def value(self, x: Tensor, work: Work) -> Tensor:
         work.energy_evals += x.shape[0]
@@ -90,10 +97,18 @@ def states_mode_weights(energy) -> bool:
 
 
 class MLPEnergy(Energy):
-    """A fully connected energy d -> hidden... -> 1."""
+    """A fully connected energy d -> hidden... -> 1: U = f / temperature, f the network's output.
 
-    def __init__(self, dim: int, hidden: tuple[int, ...], activation: str = "leaky_relu", slope: float = 0.05):
+    ``temperature`` T is the "custom temperature" of Nijkamp et al. 2020's code, which 000 App. C.1 follows for
+    its ULA-EBM: that code's Langevin step x' = x - grad f + eps xi samples exp(-2 f / eps^2), so its model is
+    U = f / T with T = eps^2 / 2, the ULA step h (algorithms/samplers.py); 1 (the default) makes U the output."""
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], activation: str = "leaky_relu", slope: float = 0.05,
+                 temperature: float = 1.0):
         super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = float(temperature)
         acts = {
             "leaky_relu": lambda: nn.LeakyReLU(slope),
             "swish": nn.SiLU,
@@ -110,7 +125,8 @@ class MLPEnergy(Energy):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.net(x).squeeze(-1)
+        f = self.net(x).squeeze(-1)
+        return f if self.temperature == 1.0 else f / self.temperature
 
     def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
         """U(x) and grad_x U(x) by the chain rule written out (one forward, one backward of matrix products),
@@ -134,6 +150,8 @@ class MLPEnergy(Energy):
             g = last.weight.expand(x.shape[0], -1)
             for (lin, _), (h, back) in zip(reversed(layers[:-1]), reversed(pre), strict=True):
                 g = back[1](g, h).mm(lin.weight)
+            if self.temperature != 1.0:
+                u, g = u / self.temperature, g / self.temperature
         work.energy_evals += x.shape[0]
         work.grad_evals += x.shape[0]
         return u, g
@@ -176,8 +194,8 @@ class ToyMLP(MLPEnergy):
 
     summary = "the ~10k-parameter toy MLP of Nijkamp et al. 2020 that 000 uses (d, 32, 64, 64, 64, 1; LeakyReLU)"
 
-    def __init__(self, dim: int = 2):
-        super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05)
+    def __init__(self, dim: int = 2, temperature: float = 1.0):
+        super().__init__(dim, (32, 64, 64, 64), "leaky_relu", 0.05, temperature)
 
 
 class QuadraticEnergy(Energy):
@@ -373,10 +391,16 @@ BUILT_IN = {
 ENERGIES: dict[str, type[Energy]] = {}
 
 
-def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None) -> Energy:
+def make_energy(name: str, dim: int, shape: tuple[int, ...] | None = None, temperature: float = 1.0) -> Energy:
     """The energy ``name`` on dim-dimensional inputs; image energies (``image = True``, conv_energies.py)
-    also get the target's image ``shape`` (C, H, W)."""
+    also get the target's image ``shape`` (C, H, W); ``temperature`` != 1 only for energies that take one
+    (``MLPEnergy``: U = f / temperature)."""
     if name not in ENERGIES:
         raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)}")
     cls = ENERGIES[name]
-    return cls(dim, shape) if getattr(cls, "image", False) else cls(dim)
+    kw = {}
+    if temperature != 1.0:
+        if "temperature" not in inspect.signature(cls).parameters:
+            raise ValueError(f"energy {name!r} has no temperature (only 1 is valid), got {temperature}")
+        kw["temperature"] = temperature
+    return cls(dim, shape, **kw) if getattr(cls, "image", False) else cls(dim, **kw)

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm, bounds
 from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
-from algorithms.flows import FlowConfig, base_sigma, flow_for
+from algorithms.flows import FlowConfig, base_sigma, flow_for, uses_image_flow
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC, frozen
 from algorithms.samplers import ChainBank
 from algorithms.tilt import Raw, tilt, zero_last_layer
@@ -90,6 +90,13 @@ class FlowMCEBM(TrainingAlgorithm):
     name = "flowmc_ebm"
     paper = "000 Alg. 1 (flowMC = Alg. 5 with Alg. 6 as global step, MALA = Alg. 4)"
     Config = FlowMCEBMConfig
+
+    @classmethod
+    def stand_ins(cls, config, target) -> list[str]:
+        if uses_image_flow(target):  # 000 C.6's image flow is a RealNVP with a logit pre-transform
+            return ["flow: a Glow-style multiscale flow (algorithms/image_flows.py) standing in for 000 C.6's "
+                    "RealNVP (no logit pre-transform)"]
+        return []
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)

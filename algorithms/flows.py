@@ -136,6 +136,13 @@ class FlowConfig:
     flow_coupling: Literal["affine", "additive"] = "affine"
 
 
+def uses_image_flow(target) -> bool:
+    """Whether ``flow_for`` builds the convolutional ``ImageFlow`` for this target (an image target, with a
+    (C, H, W) ``shape``) rather than the vector RealNVP."""
+    shape = getattr(target, "shape", None)
+    return shape is not None and len(shape) == 3
+
+
 def base_sigma(cfg: FlowConfig, data: Tensor) -> float:
     """The base's standard deviation: ``base_scale`` if set, else from the data (``data_base_scale``)."""
     return cfg.base_scale if cfg.base_scale > 0 else data_base_scale(data)

@@ -99,7 +99,9 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
     value, status, config, work counts, ...). Every cell is validated before the first one runs. ``data_dir``:
     the folder of image data files; ``inception_weights``: torch-fidelity's Inception weights file (Inception FID
-    / IS); either may also be given in the suite file (``bench.suite.suite_resources``).
+    / IS); either may also be given in the suite file (``bench.suite.suite_resources``). SIGINT, SIGTERM or SIGHUP
+    during the sweep (called from the main thread) abandons the cells in flight, ends their processes and raises
+    ``bench.errors.Interrupted`` (a KeyboardInterrupt) saying which cells are saved.
 
     ``resume_across_code``: a cell finished in ``out`` under another code version (everything else the same)
     counts as finished, and its rows (with the code version that produced them) are kept and returned; by

@@ -3,18 +3,22 @@
 Bad input (unknown names, malformed files, invalid values) and faults (a folder that cannot be written, a full
 disk, a corrupt results file, an unreachable scheduler) print one line, ``bench: error: ...``, and exit with
 status 2; bad input is found before any cell runs and nothing is written. Exit status 1: ``check`` found a
-regression; 130: interrupted (finished cells are kept).
+regression; 130, 143, 129: stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP (128 + the signal's number), with one
+line saying which cells are saved (cells in flight are abandoned; the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import signal
 import sys
 from pathlib import Path
 
 from bench.api import default_out
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
+from bench.stopping import stop_on_signals
 from metrics.sample_quality import SetupError
 
 #: seconds to wait for a Dask scheduler to answer before giving up
@@ -105,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--baseline", type=Path,
                        help="baseline file (default ./results/baselines/<suite>-<fidelity>.csv)")
         b.add_argument("--results", type=Path, help="read this results folder instead of running the sweep")
-        b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline; default: the fidelity's)")
-        b.add_argument("--seeds", type=int, help="seeds (baseline; default 4, at least 3)")
+        b.add_argument("--algorithms", nargs="+", help="algorithms to include (baseline: default the fidelity's; "
+                       "check: default the baseline's)")
+        if name == "baseline":
+            b.add_argument("--seeds", type=int, help="seeds (default 8: the 4 the check re-runs and 4 that calibrate "
+                           "the seed spread; at least 3)")
+        else:
+            b.add_argument("--targets", nargs="+", help="targets to check (default: the baseline's)")
         b.add_argument("--out", type=Path, help="where the sweep runs (default results/<suite>-<fidelity>)")
         b.add_argument("-j", "--jobs", type=int, default=0)
         if name == "baseline":
@@ -256,7 +265,7 @@ def _baseline_path(args) -> Path:
 
 
 def cmd_baseline(args) -> int:
-    from bench.check import BASELINE_SEEDS, MIN_SEEDS, check_rows, write_baseline
+    from bench.check import BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
 
     path = _baseline_path(args)
     if path.exists() and not args.force:
@@ -266,14 +275,22 @@ def cmd_baseline(args) -> int:
         raise BenchError(f"--seeds {seeds}: a baseline needs at least {MIN_SEEDS} seeds to estimate the seed spread")
     res = check_rows(_sweep_results(args, _names(args.algorithms), seeds), args.suite, args.fidelity,
                      str(args.results or "the sweep"))
-    base = write_baseline(res, path)
+    n_check = min(CHECK_SEEDS, int(res["seed"].nunique()))
+    base = write_baseline(res, path, n_check)
     print(f"baseline: {path} ({len(base)} metrics of {base['algorithm'].nunique()} algorithms, "
-          f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())})")
+          f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())}; "
+          f"bench check re-runs seeds 0-{n_check - 1})")
+    n_seeds = int(res["seed"].nunique())
+    if n_seeds >= 2 * n_check:
+        fa = false_alarms(res, n_seeds - n_check, n_check, family=int((base["check"] == "mean").sum()))
+        print(f"false alarms of unchanged code on these seeds (each split of the {n_seeds} seeds into "
+              f"{n_seeds - n_check} baseline and {n_check} check seeds is one gate run): {fa['runs']} of "
+              f"{fa['splits']} runs ({fa['runs'] / fa['splits']:.1%}), {fa['alarms']} alarms in {fa['tests']} tests")
     return 0
 
 
 def cmd_check(args) -> int:
-    from bench.check import check_rows, compare, read_baseline, regressions, render
+    from bench.check import check_rows, compare, first_seeds, read_baseline, regressions, render
 
     path = _baseline_path(args)
     if not path.exists():
@@ -283,11 +300,21 @@ def cmd_check(args) -> int:
     base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
     if base.empty:
         raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
-    seeds = int(base["n_runs"].max())
+    # the Bonferroni family is the whole baseline's, also when only some of its cells are checked
+    family = int((base["check"] == "mean").sum())
+    for col, names in (("algorithm", args.algorithms), ("target", args.targets)):
+        if names:
+            unknown = sorted(set(names) - set(base[col]))
+            if unknown:
+                raise BenchError(f"--{col}s: {', '.join(unknown)} not in the baseline {path} "
+                                 f"(it has: {', '.join(sorted(base[col].unique()))})")
+            base = base[base[col].isin(names)]
+    seeds = int(base["n_check"].max())
     res = _sweep_results(args, sorted(base["algorithm"].unique()), seeds, sorted(base["target"].unique()))
     if args.results:
-        res = check_rows(res, args.suite, args.fidelity, str(args.results))
-    cmp = compare(res, base)
+        res = first_seeds(check_rows(res, args.suite, args.fidelity, str(args.results)), seeds)
+        res = res[res["algorithm"].isin(base["algorithm"]) & res["target"].isin(base["target"])]
+    cmp = compare(res, base, family=family)
     print(render(cmp), end="")
     return 1 if len(regressions(cmp)) else 0
 
@@ -456,7 +483,8 @@ def main(argv=None) -> int:
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
                     "check": cmd_check, "report": cmd_report, "test-plugin": cmd_test_plugin, "plan": cmd_plan,
                     "reproduction": cmd_reproduction}
-        return commands[args.command](args)
+        with stop_on_signals():
+            return commands[args.command](args)
     except (BenchError, SetupError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
@@ -464,9 +492,12 @@ def main(argv=None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"bench: error: {where}{e.strerror or e} (results written so far are intact)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted (finished cells are saved)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        if not isinstance(e, Interrupted):  # Ctrl-C before the handlers were installed
+            e = Interrupted(signal.SIGINT)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"bench: {e if e.detail else f'{e} (finished cells are saved)'}", file=sys.stderr)
+        return e.exit_status
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ LEAK_MIN_CELLS = 8
 #: quantities that draw random numbers: a metric measures them after its other needs, and only when those are
 #: available, so that a metric that cannot be computed draws nothing (the random stream is part of a result)
 DRAWS = {"sample_share", "negatives", "negative_mode_weights", "init_mode_weights", "label_weights",
-         "off_class_share", "chains", "deterministic_chains", "audit"}
+         "off_class_share", "quality", "energy_histograms", "chains", "deterministic_chains", "audit"}
 
 
 def dtype_of(energy) -> torch.dtype:
@@ -78,9 +78,31 @@ class Probe:
         self.inception_weights = inception_weights
         self.test = target.test_set(cfg.n_eval_samples)
         self.log_true = target.log_prob(self.test.double()) if target.has("density") else None
+        #: metric -> the protocol of its FID / KID / IS value (``QualityProtocol.as_dict()``), for the result rows
+        self.protocols: dict[str, dict] = {}
+        self._extractor = self._quality_trace = None
         self.exact_log_z = has_exact_log_z(energy)
         self.on_grid = target.dim == 2
         self._true_log_z: dict[int, float] = {}
+
+    def classifier_extractor(self):
+        """The target's classifier as a feature extractor (metrics/sample_quality.py), built once per run."""
+        if self._extractor is None:
+            from metrics.sample_quality import ClassifierExtractor
+
+            self._extractor = ClassifierExtractor.from_classifier(self.target.classifier())
+        return self._extractor
+
+    def quality_trace(self):
+        """FID over training (``QualityTrace``): the classifier features of ``reference_images`` computed once."""
+        if self._quality_trace is None:
+            from metrics.sample_quality import QualityTrace
+
+            ref, split = self.target.reference_images()
+            self._quality_trace = QualityTrace(ref, extractor=self.classifier_extractor(), reference_split=split,
+                                               metrics=("fid",), shape=self.target.shape,
+                                               device=_quality_device(self.device))
+        return self._quality_trace
 
     def true_grid_log_z(self, n_grid: int, grid_pts) -> float:
         """log Z of p* on the evaluation grid (000 Table 1 normalises both densities on the same grid); it
@@ -238,13 +260,23 @@ class Quantities:
             return None
         return sample_mode_weights(t.assign(self.alg.chain_starts(self.probe.cfg.n_negatives).cpu()), t.n_modes)
 
+    def _generated(self):
+        """Image targets: ``n_negatives`` images drawn as the algorithm draws its negatives (Jarzynski: its walkers
+        resampled by their weights), unweighted: after training the ``negatives``, along training a fresh draw.
+        The images the FID and the unweighted class weights of one evaluation read; a non-finite pixel is a
+        diverged run (``finite_images``)."""
+        if "_generated" not in self._known:
+            x = self["negatives"] if self.final else self.alg.draw_negatives(self.probe.cfg.n_negatives)
+            self._known["_generated"] = finite_images(x.detach().cpu())
+        return self._known["_generated"]
+
     def _label_samples(self):
         """Generated images for the class weights (003 §4.2, Fig. 3) and their weights: weighted walkers
-        (Jarzynski) count with their normalised weights, as 003 reads them; other algorithms give
-        ``n_negatives`` samples drawn as they draw negatives (``draw_negatives``)."""
+        (Jarzynski) count with their normalised weights, as 003 reads them; other algorithms give the
+        ``n_negatives`` images drawn as they draw negatives (``_generated``)."""
         if "_label" not in self._known:
             w = self.alg.negative_weights()
-            x = self.alg.negatives() if w is not None else self.alg.draw_negatives(self.probe.cfg.n_negatives)
+            x = self.alg.negatives() if w is not None else self._generated()
             self._known["_label"] = (x.detach().cpu().float(), None if w is None else w.detach().cpu().double())
         return self._known["_label"]
 
@@ -266,11 +298,28 @@ class Quantities:
         return self.target.classifier().accuracy if self.target.has("classifier") else None
 
     def _quality(self):
+        """After training: FID / IS of the generated images (``sample_quality``); along training: the classifier FID
+        of the images drawn at the trace point (FID over training, ``Probe.quality_trace``)."""
         t = self.target
-        if not (self.final and t.has("classifier") and t.has("sample_quality")):
+        if not (t.has("classifier") and t.has("sample_quality")):
             return None
-        return sample_quality(t, self["negatives"], self.probe.cfg.n_eval_samples, self.probe.device,
-                              getattr(self.probe, "inception_weights", None))
+        x = self._generated()  # drawn before the classifier is first built (its weights' initialisation draws)
+        if self.final:
+            return sample_quality(self.probe, x)
+        trace = self.probe.quality_trace()
+        q = trace(x)
+        s = trace.extractor.suffix
+        return {"fid": {s: q[f"fid_{s}"]}, "out_of_range_frac": q["out_of_range_frac"]}
+
+    def _image_energies(self):
+        """Energies of the generated images and of the held-out images (000 Fig. 7), after training."""
+        if not (self.final and self.target.has("sample_quality")):
+            return None
+        e_neg = _energy_on(self.energy, self._generated(), self.probe.device)
+        e_data = _energy_on(self.energy, self.probe.test, self.probe.device)
+        if not (torch.isfinite(e_neg).all() and torch.isfinite(e_data).all()):
+            raise Diverged(-1, "non-finite energies of the generated or held-out images")
+        return e_neg, e_data
 
     # ---- the algorithm, chains, audit
     def _algorithm_metrics(self):
@@ -344,33 +393,51 @@ def rhat_point(probe: Probe, alg, it: int, last: bool) -> dict[str, float]:
     return measure(Quantities(probe, alg, final=False, chains=True), "chains")
 
 
-def sample_quality(target, negs, n_ref: int, device, inception_weights: str | None = None) -> dict:
-    """Sample quality of generated images (sample_quality targets, the cifar10 suite's): FID and IS with the
-    suite's classifier as feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and
-    Inception FID / IS (``fid_inception``, the papers' metric) when a local Inception weights file is given
-    (``inception_weights``, else EBM_BENCH_INCEPTION_WEIGHTS). The reference is ``n_ref`` held-out images (the
-    "test" split); the generated images are the ``n_negatives`` drawn after training, unweighted. The protocol
-    (extractor, counts, split, pixel quantisation) is metrics/sample_quality.py's QualityProtocol. Returns the
-    ``quality`` quantity (metrics.catalogue.QUANTITIES)."""
+def finite_images(x):
+    """``x``, or ``Diverged`` when a generated image has a non-finite pixel (a run's outcome, not an error)."""
+    if not torch.isfinite(x).all():
+        raise Diverged(-1, "non-finite pixels in the generated images")
+    return x
+
+
+def _quality_device(device) -> str:
+    return "cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"
+
+
+def sample_quality(probe: Probe, negs) -> dict:
+    """Sample quality of generated images (sample_quality targets): FID and IS with the suite's classifier as
+    feature extractor (``fid_classifier``, ``is_classifier_mean``: on any data, CPU), and Inception FID / IS
+    (``fid_inception``, the papers' metric) when a local Inception weights file is given (``probe.inception_weights``,
+    else EBM_BENCH_INCEPTION_WEIGHTS). The reference is the target's ``reference_images``: its held-out images, each
+    once, raw pixels. The generated images are ``negs``, the ``n_negatives`` drawn after training as the algorithm
+    draws negatives (Jarzynski: its walkers resampled by their weights), in [-1, 1]. Each value's protocol
+    (extractor, counts, split, pixel quantisation: metrics/sample_quality.py's QualityProtocol) is kept in
+    ``probe.protocols`` and stored with its result row. Returns the ``quality`` quantity
+    (metrics.catalogue.QUANTITIES)."""
     import os
 
-    from metrics.sample_quality import ENV_INCEPTION_WEIGHTS, ClassifierExtractor, InceptionExtractor
+    from metrics.sample_quality import ENV_INCEPTION_WEIGHTS, InceptionExtractor
     from metrics.sample_quality import sample_quality as measure_quality
 
-    ref = target.test_set(n_ref)
-    dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
-    extractors = [ClassifierExtractor.from_classifier(target.classifier())]
-    weights = inception_weights or os.environ.get(ENV_INCEPTION_WEIGHTS)
+    target = probe.target
+    ref, split = target.reference_images()
+    extractors = [probe.classifier_extractor()]
+    weights = getattr(probe, "inception_weights", None) or os.environ.get(ENV_INCEPTION_WEIGHTS)
     if weights:
         extractors.append(InceptionExtractor(weights))
     out = {"fid": {}, "is_mean": {}, "is_std": {}, "n_generated": float(len(negs)), "n_reference": float(len(ref))}
     for ext in extractors:
-        q = measure_quality(negs.float(), ref, extractor=ext, reference_split="test", metrics=("fid", "is"),
-                            shape=target.shape, device=dev)
+        # IS: torch-fidelity's 10 splits, or one per image when fewer were generated (smoke runs; recorded)
+        q = measure_quality(negs.float(), ref, extractor=ext, reference_split=split, metrics=("fid", "is"),
+                            value_range=(-1.0, 1.0), shape=target.shape, isc_splits=min(10, len(negs)),
+                            device=_quality_device(probe.device))
         s = ext.suffix
         out["fid"][s] = q.metrics[f"fid_{s}"]
         out["is_mean"][s], out["is_std"][s] = q.metrics[f"is_{s}_mean"], q.metrics[f"is_{s}_std"]
         out["out_of_range_frac"] = q.metrics["out_of_range_frac"]
+        probe.protocols.update(dict.fromkeys(q.metrics, q.protocol.as_dict()))
+        probe.protocols.setdefault("fid_n_generated", q.protocol.as_dict())  # the counts of the first protocol
+        probe.protocols.setdefault("fid_n_reference", q.protocol.as_dict())
     return out
 
 
@@ -391,6 +458,9 @@ def evaluate(probe: Probe, alg) -> tuple[dict[str, float], dict[str, np.ndarray]
     m.update(measure(q, "algorithm"))
     # an algorithm's own metrics that no declaration names go into the results as they are
     m.update({k: v for k, v in (q["algorithm_metrics"] or {}).items() if k not in m and not declared(k)})
+    if q._known.get("image_energies") is not None:  # 000 Fig. 7's histograms (bench/plots_images.py)
+        e_neg, e_data = q["image_energies"]
+        art.update(energy_negatives=e_neg.float().numpy(), energy_data=e_data.float().numpy())
     art.update(alg.extra_artifacts(target.box, cfg.eval_grid))
     m.update(measure(q, "chains"))
     m.update(measure(q, "audit"))

@@ -453,7 +453,7 @@ def warm_imports() -> None:
 
 
 def _time_config(cell, device: str, threads: int, warmup: int, iters: int, seconds: float):
-    from bench.runner import run_cell
+    from bench.runner import EVALUATED, run_cell
 
     short = timing_cell(cell)
     cuda = str(device).startswith("cuda")
@@ -464,9 +464,10 @@ def _time_config(cell, device: str, threads: int, warmup: int, iters: int, secon
     try:
         rows, _, _ = run_cell(short, device=device, threads=threads, clock=clock)
         mem = peak_memory_bytes()
-        if rows and rows[0]["status"] == "ok" and short.train.n_negatives < cell.train.n_negatives:
+        evaluated = rows and rows[0]["status"] in EVALUATED  # trained to the end and evaluated
+        if evaluated and short.train.n_negatives < cell.train.n_negatives:
             time_negatives(clock, short.train.n_negatives)
-        if rows and rows[0]["status"] == "ok":
+        if evaluated:
             time_audit(clock, cell, short.train)
         clock.alg = clock.work = None  # freed before the next configuration's memory is measured
         short = short.train
@@ -485,7 +486,7 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
     sweep (module docstring). ``out``: cells finished there (as ``run`` would see them) are left out.
     ``threads``: torch threads per process instead of the sweep's share of the cores (``bench.sweep.parallelism``)."""
     from bench.formats import environment
-    from bench.runner import cell_threads
+    from bench.runner import EVALUATED, cell_threads
     from bench.store import ResultStore, code_version
     from bench.sweep import parallelism, stamp, unfinished
 
@@ -544,7 +545,7 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
                    "gpu_peak_bytes": gpu, "timing_cpu_s": sum(clock.cpu.values()),
                    "timing_wall_s": sum(clock.wall.values()), "timing_status": status, "timeout": cpu.timeout}
             rows.append(row)
-            if status != "ok":
+            if status not in EVALUATED:
                 notes.append(f"note: {cell.algorithm}/{cell.target} stopped while timing ({status}: {reason}); its "
                              "evaluation was not measured and is left out")
             if cpu.timeout:

@@ -7,7 +7,11 @@
   12) and the walkers' effective sample size (eq. 13) over training, and the mean per-class relative weight
   error of every algorithm's generated images over training (003 Fig. 3's quantity along training); mean and
   min-max band over seeds, from traces.csv (the same traces machinery as the GMM suites): targets whose traces
-  hold ``label_weight_relerr_mean``.
+  hold ``label_weight_relerr_mean``;
+- fid_over_training.png: the classifier FID of the generated images at every trace point (bench/plots_quality.py):
+  targets whose traces hold ``fid_classifier``;
+- energy_histograms.png: 000 Fig. 7, energies of generated against held-out images (first finished seed's cell
+  artifact), per target and algorithm: runs that saved them.
 """
 
 from __future__ import annotations
@@ -112,9 +116,29 @@ def image_training(traces: pd.DataFrame, path: Path, x: str = "iteration") -> Pa
     return path
 
 
+def energy_histograms(store, results: pd.DataFrame, path: Path) -> Path | None:
+    """000 Fig. 7 per image target and algorithm, from the first finished seed's saved energies."""
+    from bench.plots_quality import energy_histogram_grid
+    from metrics.sample_quality import energy_histograms as histograms
+
+    runs = results[(results["status"] == "ok") & results["target"].isin(_image_targets(results))]
+    runs = runs.sort_values("seed").drop_duplicates(["suite", "fidelity", "target", "algorithm"])
+    panels = []
+    for r in runs.itertuples():
+        z = store.artifact(runs.loc[r.Index].to_dict())
+        if z is not None and "energy_negatives" in z and "energy_data" in z:
+            panels.append((r.target, f"{r.algorithm} (seed {r.seed})", histograms(z["energy_negatives"],
+                                                                                  z["energy_data"])))
+    return energy_histogram_grid(panels, path)
+
+
 def make(store, results: pd.DataFrame, traces: pd.DataFrame, figs: Path, x: str = "iteration") -> list[Path]:
+    from bench.plots_quality import fid_over_training
+
     suffix = "_vs_work" if x == "grad_evals" else ""
-    made = [image_training(traces, figs / f"image_training{suffix}.png", x)]
+    made = [image_training(traces, figs / f"image_training{suffix}.png", x),
+            fid_over_training(traces, figs / f"fid_over_training{suffix}.png", "fid_classifier", x)]
     if not suffix:
-        made.append(sample_grids(store, results, figs / "sample_grids.png"))
+        made += [sample_grids(store, results, figs / "sample_grids.png"),
+                 energy_histograms(store, results, figs / "energy_histograms.png")]
     return [p for p in made if p is not None]

@@ -57,6 +57,10 @@ def sections(res: pd.DataFrame, store: ResultStore | None = None) -> list[tuple[
         sub = res[res["suite"] == suite]
         out += [(f"{name}_{suite}", f"{title} ({tables.describe(sub)})", df)
                 for name, title, df in tables_images.sections(sub, _reference(suite, store))]
+    protocols = tables.protocols_table(res)
+    if len(protocols):
+        out.append(("sample_quality_protocols", f"Protocols of the FID / KID / IS values ({what}): values of different "
+                    "protocols are never compared", protocols))
     out += [
         ("key_metrics", f"Headline metrics ({what}): mean ± 95 % CI over seeds", tables.key_metrics(res)),
         ("mode_weights", f"Final EBM mode weights ({what}; mean over seeds) and the true weights",

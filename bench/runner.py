@@ -8,6 +8,7 @@ ground truth allows (metrics/catalogue.py), the audit of the mode weights includ
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -36,6 +37,10 @@ class TimeLimit(RuntimeError):
     """The cell ran past its time limit."""
 
 
+class Abandoned(RuntimeError):
+    """The sweep no longer wants this cell (it was stopped): not an outcome, nothing is recorded."""
+
+
 class NoClock:
     """The runner's phase clock when nothing is timed (``bench.planner.PhaseClock`` times the phases of a run cut
     short): ``mark(phase)`` ends a phase, ``follow(work, alg)`` gives it the run's work counts and algorithm,
@@ -53,6 +58,25 @@ class NoClock:
 
 #: a loss this large means the energy has exploded even if it is still finite
 EXPLODED = 1e12
+
+#: an energy whose spread over the held-out test set (``energy_spread``: max U - min U, nats) exceeds this at a
+#: trace point or after training has run away: the run is recorded as ``runaway`` (training and evaluation go on,
+#: the metrics are kept, tables count the run as a failure). See docs/choices.md, "Runaway energies".
+RUNAWAY_SPREAD = 1e4
+#: the statuses of a run trained to the end and evaluated (a runaway run keeps its metrics)
+EVALUATED = ("ok", "runaway")
+#: the metric the runaway check reads (metrics/catalogue.py)
+ENERGY_SPREAD = "energy_spread"
+
+
+def runaway_check(spread, it: int) -> tuple[int, float] | None:
+    """(iteration, spread) when the energy spread says the energy has run away; None when it has not or was not
+    measured. A non-finite energy on held-out data is divergence, not a runaway."""
+    if spread is None:
+        return None
+    if not math.isfinite(spread):
+        raise Diverged(it, f"non-finite energy on held-out data ({ENERGY_SPREAD} {spread})")
+    return (it, spread) if spread > RUNAWAY_SPREAD else None
 
 
 #: below this many points per sampler call a CPU step is dispatch-bound and a second thread gains nothing
@@ -72,13 +96,16 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None):
+def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
+             stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
     outcomes, recorded with the iteration and the reason; the sweep goes on. With ``grad_budget`` the
     training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
-    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit."""
+    (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit.
+    ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
+    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
     clock = clock or NoClock()
     cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
@@ -93,7 +120,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
     torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, target.shape).to(device=dev, dtype=dtype)
+    energy = make_energy(cfg.energy, target.dim, target.shape, cfg.temperature).to(device=dev, dtype=dtype)
     probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
     if target.has("classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
@@ -106,6 +133,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         r = cfg.lr_final_ratio  # linear decay of every learning rate to r times its value (003 B.2)
         sched = torch.optim.lr_scheduler.LambdaLR(alg.optimizer, lambda k: 1 - (1 - r) * min(k, n_iters) / n_iters)
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
+    runaway = None  # (iteration, energy spread) of the first trace point past RUNAWAY_SPREAD
     clock.mark("setup")
     t0 = time.perf_counter()
     it = 0
@@ -114,6 +142,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                    disable=not progress, leave=False, mininterval=1.0)
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
         for it in bar:
+            if stop is not None and stop():
+                raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} at iteration {it}")
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
@@ -133,6 +163,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                     clock.mark("rhat")
                 traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
                            for k, v in point.items()]
+                runaway = runaway or runaway_check(point.get(ENERGY_SPREAD), it)
                 bar.set_postfix(loss=f"{loss:.3g}")
             if cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
                 raise TimeLimit(f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}")
@@ -140,8 +171,15 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
+        if stop is not None and stop():
+            raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
         metrics, art = evaluate(probe, alg)
         clock.mark("evaluate")
+        runaway = runaway or runaway_check(metrics.get(ENERGY_SPREAD), it)
+        if runaway:
+            status = "runaway"
+            reason = f"step {runaway[0]}: {ENERGY_SPREAD} {runaway[1]:.3g} nats > {RUNAWAY_SPREAD:g}"
+            metrics["runaway_at"] = float(runaway[0])
     except Diverged as e:
         status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
@@ -156,6 +194,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "cell_id": cell.cell_id(),
         "target_version": target.version,
         "settings": cell.settings,
+        "deviations": json.dumps(cell.deviations) if cell.deviations else "",
         "status": status,
         "reason": reason,
         "n_iters": it,
@@ -170,5 +209,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_json(cell.config()),
     }
-    rows = [{**common, "metric": k, "value": v} for k, v in metrics.items()]
+    # an FID / KID / IS value carries its protocol (extractor, counts, split, quantisation): tables never compare two
+    # values measured under different protocols (bench/tables.py, ``by_protocol``)
+    rows = [{**common, "metric": k, "value": v,
+             "protocol": json.dumps(probe.protocols[k], sort_keys=True) if k in probe.protocols else ""}
+            for k, v in metrics.items()]
     return rows, traces, art

@@ -12,10 +12,8 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from bench._ownpkg import ROOT
 from bench.errors import BenchError
 from bench.formats import environment, environment_json, parquet_bytes
 from bench.registry import ORIGINS
+from bench.stopping import signals_deferred
 
 RESULTS = "results.csv"
 TRACES = "traces.csv"
@@ -138,23 +137,6 @@ def check_writable(folder: Path, what: str = "") -> None:
                 d.rmdir()
 
 
-@contextlib.contextmanager
-def sigint_deferred():
-    """Hold Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt: a cell's artifact and its
-    rows are written together or not at all. A no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    old = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def save_outputs(files: dict[Path, bytes]) -> OSError | None:
     """Write derived outputs (tables, figures), each atomically; returns the error instead of raising it, so
     that a read-only or full results folder still lets the caller show what it computed."""
@@ -212,11 +194,11 @@ class ResultStore:
         atomic_write_csv(path, new)
 
     def add(self, rows: list[dict], traces: list[dict], artifacts: dict, cell: dict) -> None:
-        """Record one finished cell; rows of an earlier run of the same cell are replaced. Ctrl-C waits until
-        the cell is written; its rows (written last) mark it finished."""
+        """Record one finished cell; rows of an earlier run of the same cell are replaced. A stop signal
+        (Ctrl-C, SIGTERM, SIGHUP) waits until the cell is written; its rows (written last) mark it finished."""
         npz = self.artifact_path(cell)
         new_npz = bool(artifacts) and not npz.exists()
-        with sigint_deferred():
+        with signals_deferred():
             try:
                 if artifacts:
                     atomic_write_npz(npz, **artifacts)

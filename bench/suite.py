@@ -5,8 +5,10 @@ Settings of a cell (algorithm a, target t) at fidelity f are merged in this orde
 ``[f.defaults]``, ``[f.algorithms.a]``, ``[f.targets.t]``, ``[f.cells."a/t"]``. Keys that belong to
 ``TrainConfig`` drive the training loop and evaluation; every other key must be a parameter of the
 algorithm's ``Config``, except ``settings``: where the cell's settings come from (``SETTINGS``), merged the same
-way and written into every result row so that tables can say which numbers ran at a paper's own settings.
-Everything is validated before anything runs.
+way and written into every result row so that tables can say which numbers ran at a paper's own settings, and
+``deviations``: for a cell labelled "paper, with deviations", the list of what differs from the paper (merged
+the same way; the stand-in networks the code declares are added to it). Everything is validated before anything
+runs, the labelling rule (``settings_label``) included.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class TrainConfig:
     ``bounds`` metadata, checked with every other config by ``algorithms.base.build_config``."""
 
     energy: str = "toy_mlp"
+    #: U = f / temperature, f the energy network's output (MLP energies only; algorithms/energies.py MLPEnergy):
+    #: the "custom temperature" of Nijkamp et al. 2020's code, T = eps^2 / 2 = the ULA step h, that 000 App. C.1
+    #: follows for ULA-EBM; 1: U is the network's output
+    temperature: float = field(default=1.0, metadata=bounds(0, lo_open=True))
     dtype: Literal["float32", "float64"] = "float32"
     n_data: int = field(default=60_000, metadata=AT_LEAST_1)
     batch_size: int = field(default=256, metadata=AT_LEAST_1)
@@ -92,11 +98,48 @@ class TrainConfig:
 
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
-#: where a cell's settings come from: "paper" (the paper ran this algorithm on this target with these
-#: settings), "extrapolated" (paper-scale settings the suite chose where the paper did not run the cell),
-#: "quick" / "smoke" (the suite's shortened settings). Without a ``settings`` key a cell of the quick or smoke
-#: fidelity is "quick" / "smoke" and any other cell "extrapolated": "paper" is only ever claimed explicitly.
-SETTINGS = ("paper", "extrapolated", "quick", "smoke")
+#: the label of a cell the paper ran whose settings or networks are not all the paper's
+PAPER_WITH_DEVIATIONS = "paper, with deviations"
+#: where a cell's settings come from: "paper" (the paper ran this algorithm on this target, and every training
+#: setting and network of the cell is the paper's), "paper, with deviations" (the paper ran it, but some settings are
+#: the suite's, where the paper is silent or cannot be followed, or a network stands in for the paper's: the suite
+#: file lists them in ``deviations``), "extrapolated" (settings the suite chose where the paper did not run the cell
+#: or states none of its settings), "quick" / "smoke" (the suite's shortened settings). Without a ``settings`` key a
+#: cell of the quick or smoke fidelity is "quick" / "smoke" and any other cell "extrapolated": "paper" is only ever
+#: claimed explicitly. Evaluation choices (burn-in, grids, reference sets) are the same for every cell and are set out
+#: in docs/choices.md, not here.
+SETTINGS = ("paper", PAPER_WITH_DEVIATIONS, "extrapolated", "quick", "smoke")
+
+
+def stand_ins(cls, algo, train: TrainConfig, target) -> list[str]:
+    """The cell's networks that stand in for a paper's (``Energy.stand_in``, ``TrainingAlgorithm.stand_ins``)."""
+    from algorithms.energies import ENERGIES
+
+    energy = getattr(ENERGIES.get(train.energy), "stand_in", "")
+    return ([f"energy {train.energy}: {energy}"] if energy else []) + list(cls.stand_ins(algo, target))
+
+
+def settings_label(where: str, settings, declared, networks: list[str]) -> list[str]:
+    """The labelling rule: a cell is "paper" only where nothing deviates (no declared deviation, no stand-in
+    network); "paper, with deviations" needs its list of deviations in the suite file; only that label takes one.
+    Returns the cell's deviations: the declared ones, then the stand-in networks not already listed."""
+    if settings not in SETTINGS:
+        raise BenchError(f"{where}: settings must be one of {', '.join(SETTINGS)}, got {settings!r}")
+    if not isinstance(declared, list) or not all(isinstance(d, str) and d.strip() for d in declared):
+        raise BenchError(f"{where}: deviations must be a list of non-empty strings, got {declared!r}")
+    if settings == "paper" and (declared or networks):
+        raise BenchError(f"{where}: settings = 'paper' but the cell deviates from the paper "
+                         f"({(declared or networks)[0]}); label it settings = '{PAPER_WITH_DEVIATIONS}' and list "
+                         "what deviates in deviations = [...]")
+    if settings == PAPER_WITH_DEVIATIONS and not declared:
+        raise BenchError(f"{where}: settings = '{PAPER_WITH_DEVIATIONS}' needs the list of what deviates from the "
+                         "paper: deviations = [\"...\"]")
+    if declared and settings != PAPER_WITH_DEVIATIONS:
+        raise BenchError(f"{where}: deviations are listed only for settings = '{PAPER_WITH_DEVIATIONS}', not "
+                         f"for settings = {settings!r}")
+    if settings != PAPER_WITH_DEVIATIONS:
+        return []
+    return list(declared) + [n for n in networks if n not in declared]
 
 
 @dataclass
@@ -111,6 +154,7 @@ class Cell:
     base: str = ""  # the registered algorithm behind a variant name (= algorithm when not a variant)
     code_version: str = ""
     settings: str = ""  # where the settings come from (SETTINGS); a label, not part of cell_id
+    deviations: list = field(default_factory=list)  # what differs from the paper (PAPER_WITH_DEVIATIONS); a label
     #: where the cell finds its files: {"data_dir": folder of image data, "inception_weights": file}; locations,
     #: not part of cell_id (the data's identity is the target's version, the weights' is checked by sha256)
     resources: dict = field(default_factory=dict)
@@ -310,7 +354,8 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
 
     # Shared sections ([defaults], [targets.t]) apply each key to the algorithms that have it; a key that
     # no algorithm of the suite has is a typo. [algorithms.a] and [cells."a/t"] are checked strictly.
-    every = set().union(*(params(a) for a in suite["algorithms"])) | {"settings"}
+    labels = {"settings", "deviations"}
+    every = set().union(*(params(a) for a in suite["algorithms"])) | labels
     shared = [("defaults", fid.get("defaults", {}))] + [
         (f"targets.{t}", v) for t, v in fid.get("targets", {}).items()]
     for sec, values in shared:
@@ -321,7 +366,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     cells = []
     sec = fid.get("algorithms", {})
     for a in algos:
-        own = params(a) | {"settings"}
+        own = params(a) | labels
         base, fixed = base_of[a]
         for t in targets:
             # defaults < [algorithms.base] < [algorithms.variant] < [targets.t] < cells base/t < cells
@@ -334,8 +379,7 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                       **fixed}
             where = f"{suite['path']} [fidelity.{fidelity}] {a}/{t}"
             settings = values.pop("settings", fidelity if fidelity in ("quick", "smoke") else "extrapolated")
-            if settings not in SETTINGS:
-                raise BenchError(f"{where}: settings must be one of {', '.join(SETTINGS)}, got {settings!r}")
+            declared = values.pop("deviations", [])
             train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
             algo_values = {k: v for k, v in values.items() if k not in TRAIN_KEYS}
             cls = algorithms.ALGORITHMS[base]
@@ -352,8 +396,10 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
                 if "unknown parameter" in msg:
                     msg = msg.split("; valid:")[0] + "; valid: " + ", ".join(sorted(own))
                 raise BenchError(msg if msg.startswith(str(suite["path"])) else f"{where}: {msg}") from None
+            deviations = settings_label(where, settings, declared, stand_ins(cls, algo, train, datasets.get_target(t)))
             for s in range(n_seeds):
-                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base, settings=settings))
+                cells.append(Cell(suite["name"], t, a, fidelity, s, train, algo, base, settings=settings,
+                                  deviations=deviations))
     dry_run(cells, suite["path"])
     return cells
 
@@ -368,14 +414,14 @@ def dry_run(cells: list[Cell], suite_path: str = "") -> None:
     energies = {}
     for c in cells:
         where = f"{suite_path or c.suite} [fidelity.{c.fidelity}] {c.algorithm}/{c.target}"
-        key = (c.target, c.train.energy)
+        key = (c.target, c.train.energy, c.train.temperature)
         try:
             target = datasets.get_target(c.target)
             if target.has("data_files"):
                 target.check_data()  # image targets: their files are read and checked now (datasets/images.py)
             if key not in energies:
                 t = datasets.get_target(c.target)
-                energies[key] = make_energy(c.train.energy, t.dim, t.shape)
+                energies[key] = make_energy(c.train.energy, t.dim, t.shape, c.train.temperature)
             if isinstance(c.algo, OptimConfig):
                 make_optimizer(energies[key], c.algo)
         except (ValueError, TypeError) as e:

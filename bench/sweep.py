@@ -1,51 +1,85 @@
-"""Run the cells of a sweep, serially or in local processes (joblib), storing each as it finishes."""
+"""Run the cells of a sweep, serially, in local processes (loky, joblib's process pool) or on a Dask cluster,
+storing each as it finishes. A stop signal (``bench.stopping``) abandons the cells in flight at once: local
+workers are killed, Dask tasks stop at their next iteration, so no process of the sweep outlives it and a Dask
+cluster's workers are free again within seconds."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import pickle
 import signal
 import threading
+import time
 
-from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from algorithms.base import ConfigError
 from bench import plugins
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
 from bench.runner import run_cell
+from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import ResultStore, code_version
 
+#: seconds to wait for a finished Dask cell's result while a stopped sweep keeps what came back
+DASK_FETCH_TIMEOUT_S = 30
+#: seconds between two looks for finished cells and stop signals while cells run in other processes
+POLL_S = 0.2
 
-def _run(cell, device, progress, threads, worker=False):
+
+def _run(cell, device, progress, threads, worker=False, stop=None):
     if worker and threading.current_thread() is threading.main_thread():
-        # Ctrl-C reaches every process of the terminal's group: a worker leaves it to the sweep, which stops
-        # the pool and keeps the cells that came back, instead of dying mid-cell (and leaking its semaphores)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # a local worker leaves stop signals (Ctrl-C reaches every process of the terminal's group) to the sweep,
+        # which keeps the cells that came back and kills its workers, instead of dying mid-cell with a traceback
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        _exit_with_parent()
         # tqdm's default lock is a multiprocessing semaphore, leaked (with a warning) when the pool is stopped
         tqdm.set_lock(threading.RLock())
     try:
-        return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads)
+        return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop)
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
 
 
-def _run_in_worker(specs, blob, device, progress, threads):
+@functools.cache  # once per process
+def _exit_with_parent() -> None:
+    """A local worker ends itself within a second of its sweep's process dying without stopping it (SIGKILL, the
+    out-of-memory killer): as it ignores stop signals, nothing else would end its cell."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="bench-parent-watch").start()
+
+
+def _released_by_dask():
+    """For a cell running as a Dask task: a test that is true once its client no longer wants it (the sweep was
+    stopped and cancelled it, or its process is gone). Dask cannot kill a running task, so the cell asks at each
+    iteration and stops, which frees the worker for other work."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+
+    def released() -> bool:
+        ts = worker.state.tasks.get(key)  # the worker's record of this task: "cancelled" once released
+        return ts is None or ts.state == "cancelled"
+
+    return released
+
+
+def _run_in_worker(specs, blob, device, progress, threads, dask=False):
     """A worker's cell: register the suite file's plug-ins (their folders on the path, as in the parent) before
     the cell, whose config may be a plug-in's dataclass, is unpickled."""
     plugins.load_entry_points()
     plugins.register_specs(specs)
-    return _run(pickle.loads(blob), device, progress, threads, True)
-
-
-def _stop_local_workers() -> None:
-    """Shut joblib's process pool down now (on Ctrl-C or an error), so that no worker outlives the sweep and
-    the pool's semaphores are released."""
-    from joblib.externals.loky import get_reusable_executor
-
-    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    return _run(pickle.loads(blob), device, progress, threads, not dask, _released_by_dask() if dask else None)
 
 
 def connect(scheduler: str, timeout_s: float):
@@ -64,26 +98,48 @@ def _flat(result):
     return key, rows, traces, art
 
 
-def _run_local(cells, specs, device, n_jobs: int, threads: int, keep) -> None:
-    """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On
-    Ctrl-C or an error every cell that has already finished is kept too (joblib's own generator drops the
-    finished results it has not yet handed out), then the pool is shut down."""
-    from joblib.externals.loky import get_reusable_executor
+def _kill_pool(pool) -> None:
+    """Kill the pool's workers now (SIGKILL, with whatever they started), cells in flight included, then shut the
+    pool down (its manager thread sees them gone and ends). Not loky's shutdown alone: a graceful one waits for
+    the cells in flight, and a ``kill_workers`` one kills from that manager thread, which a future cancelled
+    beforehand stops with an ``InvalidStateError`` before it kills anything; so no future is cancelled."""
+    from joblib.externals.loky.backend.utils import kill_process_tree
 
-    pool = get_reusable_executor(max_workers=n_jobs)
-    futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads) for c in cells]
-    kept = set()
+    for p in list(pool._processes.values()):  # loky's worker processes (no public accessor)
+        with contextlib.suppress(OSError):
+            kill_process_tree(p)
+    pool.shutdown(wait=True, kill_workers=True)
+
+
+def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> None:
+    """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On a stop
+    signal or an error every cell that has already finished is kept too, then the workers are killed."""
+    from multiprocessing import resource_tracker
+
+    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    # the resource trackers are started first: the standard library's unblocks SIGINT and SIGTERM in the thread
+    # that starts it, which would undo the mask below for the workers started after it
+    resource_tracker.ensure_running()
+    loky_tracker.ensure_running()
+    with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
+        pool = get_reusable_executor(max_workers=n_jobs)
+        futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads) for c in cells]
+    kept, pending = set(), set(futures)
     try:
-        for f in concurrent.futures.as_completed(futures):
-            kept.add(f)
-            keep(*_flat(f.result()))
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+            for f in done:
+                kept.add(f)
+                keep(*_flat(f.result()))
+            stop.check()
     except BaseException:
         for f in futures:
             if f not in kept and f.done() and not f.cancelled() and f.exception() is None:
+                kept.add(f)
                 keep(*_flat(f.result()))
-        for f in futures:
-            f.cancel()
-        _stop_local_workers()
+        _kill_pool(pool)
         raise
 
 
@@ -143,6 +199,40 @@ def unfinished(cells, store: ResultStore, force: bool = False, across_code: bool
     return todo
 
 
+def _run_dask(client, cells, specs, device, keep, stop) -> None:
+    """Cells as tasks of the Dask cluster of ``client`` (one thread each), each kept as it comes back; Dask
+    reschedules the cells of a worker that dies. On a stop signal or an error the cells that have finished are
+    kept, and the others cancelled: a running one stops at its next iteration."""
+    from distributed import as_completed
+
+    futures = [client.submit(_run_in_worker, specs, pickle.dumps(c), device, False, 1, True, pure=False)
+               for c in cells]
+    kept, ready = set(), as_completed(futures)
+    try:
+        while not ready.is_empty():
+            for f in ready.next_batch(block=False):
+                kept.add(f)
+                keep(*_flat(f.result()))
+            stop.check()
+            if not ready.has_ready():
+                time.sleep(POLL_S)
+    except BaseException:
+        try:
+            for f in futures:
+                if f not in kept and f.status == "finished":
+                    kept.add(f)
+                    keep(*_flat(f.result(timeout=DASK_FETCH_TIMEOUT_S)))
+        finally:
+            client.cancel([f for f in futures if f not in kept])
+        raise
+
+
+def _close_quietly(bar) -> None:
+    """Close the progress bar; a terminal that is gone (SIGHUP) cannot be written to, which is not an error."""
+    with contextlib.suppress(OSError):
+        bar.close()
+
+
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
               scheduler: str | None = None, connect_timeout_s: float = 10, across_code: bool = False) -> ResultStore:
     """Run the cells not yet finished in ``out`` (all of them with ``force``; with ``across_code``, a cell
@@ -150,40 +240,47 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     to the store by this process as soon as it comes back, so a killed sweep, or a lost worker, loses no
     finished cell and a re-run resumes where it stopped.
 
-    backend "local": cells in local processes through joblib (``jobs`` of them, default one per core);
-    backend "dask": the same joblib calls on a Dask distributed cluster at ``scheduler`` (joblib's dask
-    backend); Dask reschedules the cells of a worker that dies."""
+    backend "local": cells in local processes (``jobs`` of them, default one per core; with one, in this
+    process); backend "dask": cells as tasks of the Dask distributed cluster at ``scheduler``; Dask reschedules
+    the cells of a worker that dies. SIGINT, SIGTERM and SIGHUP (in the main thread) stop the sweep: cells in
+    flight are abandoned and ``Interrupted`` says how many cells are saved."""
     store = ResultStore(out)
     specs = plugins.used_specs(cells)
     stamp(cells)
-    cells = unfinished(cells, store, force, across_code, say=True)
-    if not cells:
+    todo = unfinished(cells, store, force, across_code, say=True)
+    if not todo:
         return store
-    n_jobs, threads = parallelism(len(cells), device, jobs)
-    with contextlib.ExitStack() as stack:
-        # closed (ending its line) before any error or interruption message is printed
-        bar = stack.enter_context(tqdm(total=len(cells), desc="cells", unit="cell"))
-        if backend == "dask":
-            stack.enter_context(connect(scheduler, connect_timeout_s))
-            stack.enter_context(parallel_config(backend="dask"))
-            n_jobs, threads = -1, 1
-        # once the cells can run (a Dask scheduler answered): the plug-ins they use and where they run
-        store.record_plugins(specs)
-        store.record_environment(device)
+    n_jobs, threads = parallelism(len(todo), device, jobs)
+    with stop_on_signals() as stop:
+        try:
+            # a signal is acted on where the sweep checks for it, except inside a cell computing in this process
+            with stop.mode(interrupting=False), contextlib.ExitStack() as stack:
+                # closed (ending its line) before any error or interruption message is printed
+                bar = tqdm(total=len(todo), desc="cells", unit="cell")
+                stack.callback(_close_quietly, bar)
+                client = stack.enter_context(connect(scheduler, connect_timeout_s)) if backend == "dask" else None
+                # once the cells can run (a Dask scheduler answered): the plug-ins they use and where they run
+                store.record_plugins(specs)
+                store.record_environment(device)
 
-        def keep(key, rows, traces, art):
-            store.add(rows, traces, art, key)
-            status = rows[0]["status"] if rows else "?"
-            bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
-            bar.update()
+                def keep(key, rows, traces, art):
+                    store.add(rows, traces, art, key)
+                    status = rows[0]["status"] if rows else "?"
+                    bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
+                    bar.update()
 
-        if n_jobs == 1:
-            for c in cells:
-                keep(*_flat(_run(c, device, True, threads)))
-        elif backend == "local":
-            _run_local(cells, specs, device, n_jobs, threads, keep)
-        else:
-            for out in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                    delayed(_run_in_worker)(specs, pickle.dumps(c), device, False, threads) for c in cells):
-                keep(*_flat(out))
+                if client is not None:
+                    _run_dask(client, todo, specs, device, keep, stop)
+                elif n_jobs == 1:
+                    for c in todo:
+                        with stop.mode(interrupting=True):
+                            result = _run(c, device, True, threads)
+                        keep(*_flat(result))
+                else:
+                    _run_local(todo, specs, device, n_jobs, threads, keep, stop)
+        except Interrupted as e:
+            saved, n = len(finished_as(cells, store, across_code)), len(cells)
+            detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "
+                      f"other {n - saved} run on resume (the same command again); cells in flight were abandoned")
+            raise Interrupted(e.signum, detail) from None
     return store

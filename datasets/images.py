@@ -290,6 +290,14 @@ def to_pixels(images: np.ndarray | Tensor, levels: int, dequantize: bool = False
     return 2 * v / (levels - 1) - 1
 
 
+def _largest_remainder(weights: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts summing to n in proportion to ``weights`` (largest-remainder rounding)."""
+    w = np.asarray(weights, dtype=float) / np.sum(weights)
+    per = np.floor(w * n).astype(int)
+    per[np.argsort(-(w * n - per), kind="stable")[: n - per.sum()]] += 1
+    return per
+
+
 def hflip(x: Tensor, shape, mask: Tensor) -> Tensor:
     """Mirror the flattened images x[mask] left-right."""
     imgs = x.view(-1, *shape).clone()
@@ -306,6 +314,9 @@ class BiasedImages(Target):
     has_density = False
     #: the data set behind the target (load_dataset)
     dataset = "digits8"
+    #: capability "sample_quality": the evaluation computes FID / IS of generated images against
+    #: ``reference_images`` (classifier features, and Inception with a weights file), after training and along it
+    sample_quality = True
 
     def __init__(self, dataset: str = "digits8", classes=(2, 3, 6), counts=(140, 70, 35), dequantize=False,
                  flip=False, shape=(1, 8, 8), name: str | None = None):
@@ -360,25 +371,53 @@ class BiasedImages(Target):
         return self._pixels(imgs[idx.numpy()], generator)
 
     def test_labels_and_images(self, n: int) -> tuple[Tensor, np.ndarray]:
-        """n held-out images of the target's classes in its mix (largest-remainder counts), fixed seed; and
-        their mode indices."""
+        """n held-out samples of p*: images of the target's classes from the held-out split in its mix
+        (largest-remainder counts), processed as the training images are (dequantised / flipped when those options
+        are on, so that they are samples of the same density); and their mode indices. Each class's held-out
+        images are taken in a fixed random order, every one once before any repeats (``n`` may exceed the pool)."""
         d = self.data()
         g = torch.Generator().manual_seed(zlib.crc32(f"{self.name}/{self.version}/test".encode()))
-        w = np.asarray(self.counts, dtype=float) / sum(self.counts)
-        per = np.floor(w * n).astype(int)
-        per[np.argsort(-(w * n - per))[: n - per.sum()]] += 1
+        per = _largest_remainder(np.asarray(self.counts, dtype=float), n)
         xs, ks = [], []
         for k, (c, m) in enumerate(zip(self.classes, per, strict=True)):
             pool = np.flatnonzero(d.test_y == c)
             if len(pool) == 0:
                 raise DataError(f"{d.source}: the held-out split has no image of class {c}")
-            pick = pool[torch.randint(0, len(pool), (int(m),), generator=g).numpy()]
-            xs.append(d.test_x[pick])
+            order = torch.cat([torch.randperm(len(pool), generator=g) for _ in range(-(-int(m) // len(pool)))])
+            xs.append(d.test_x[pool[order[: int(m)].numpy()]])
             ks.append(np.full(int(m), k))
         return self._pixels(np.concatenate(xs), g), np.concatenate(ks)
 
     def test_set(self, n: int = 10_000) -> Tensor:
         return self.test_labels_and_images(n)[0]
+
+    #: the split the FID reference comes from (``reference_images``)
+    reference_split = "test"
+
+    def reference_indices(self) -> np.ndarray:
+        """Indices into the held-out split of the FID reference (``reference_images``): the largest set of held-out
+        images of the target's classes whose class counts follow the target's mix (largest-remainder counts of
+        the largest total every class can supply), the first of each class in the split's order, each once. For
+        a balanced target whose held-out split is balanced (CIFAR-10: 1,000 per class) that is the whole split."""
+        d = self.data()
+        w = np.asarray(self.counts, dtype=float) / sum(self.counts)
+        pools = [np.flatnonzero(d.test_y == c) for c in self.classes]
+        for c, pool in zip(self.classes, pools, strict=True):
+            if len(pool) == 0:
+                raise DataError(f"{d.source}: the held-out split has no image of class {c}")
+        total = int(min(len(p) / wk for p, wk in zip(pools, w, strict=True)) + 1e-9)
+        while True:  # the largest total whose rounded class counts every class can supply
+            per = _largest_remainder(w, total)
+            if all(m <= len(p) for m, p in zip(per, pools, strict=True)):
+                break
+            total -= 1
+        return np.concatenate([p[:m] for p, m in zip(pools, per, strict=True)])
+
+    def reference_images(self) -> tuple[Tensor, str]:
+        """The FID reference (README "Sample quality"): the held-out images of ``reference_indices``, each once, as
+        raw pixels ``2 v / (L - 1) - 1`` (no dequantisation noise, no flips), and the split they come from."""
+        d = self.data()
+        return to_pixels(d.test_x[self.reference_indices()], d.levels), self.reference_split
 
     @property
     def n_modes(self) -> int:
@@ -454,8 +493,6 @@ class Digits8(BiasedImages):
     name = "digits8"
     paper = "stand-in for CIFAR-10 (this suite's)"
     version = "1"
-    #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    sample_quality = True
 
     def __init__(self):
         super().__init__("digits8", tuple(range(10)), (140,) * 10, dequantize=True, shape=(1, 8, 8))
@@ -468,8 +505,6 @@ class CIFAR10(BiasedImages):
     name = "cifar10"
     paper = "001 / 002 / 003 / 004 Table 1, 000 C.6"
     version = "1"
-    #: the evaluation computes classifier FID / IS (and Inception FID with a weights file): bench/evaluation.py
-    sample_quality = True
 
     def __init__(self):
         super().__init__("cifar10", tuple(range(10)), (5000,) * 10, dequantize=True, flip=True, shape=(3, 32, 32))

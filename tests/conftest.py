@@ -1,4 +1,5 @@
 import math
+import signal
 
 import pytest
 import torch
@@ -10,6 +11,20 @@ import bench  # noqa: F401  (loads this suite's own `datasets` package first)
 def _single_thread():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def signals_as_from_a_terminal():
+    """Subprocesses start with the stop signals' default actions, as from a terminal, even where the tests run
+    with them ignored (a background job of a non-interactive shell ignores SIGINT, ``nohup`` SIGHUP): a child
+    inherits an ignored signal, not a handler. For the tests that signal a sweep."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for s, h in old.items():
+        if h is signal.SIG_IGN:
+            signal.signal(s, signal.default_int_handler if s == signal.SIGINT else lambda *_: None)
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
 
 
 class ProtocolOptimizer:

@@ -11,7 +11,7 @@ from metrics.catalogue import QUANTITIES, STAGES, Gate, Metric
 
 def test_every_quantity_is_measured_and_nothing_else_is():
     methods = {n[1:] for n in vars(Quantities) if n.startswith("_") and not n.startswith("__")}
-    helpers = {"grid", "label_samples", "evaluation_chains"}
+    helpers = {"grid", "generated", "label_samples", "evaluation_chains"}
     assert methods - helpers == set(QUANTITIES)
     assert all(stage in STAGES for stage, _ in QUANTITIES.values())
 

@@ -1,5 +1,5 @@
 """The cifar10 suite (bench/suites/cifar10.toml): it resolves at every fidelity (paper: on small files written in
-CIFAR-10's real format), its paper cells are labelled by where their settings come from, the smoke fidelity runs
+CIFAR-10's real format), the smoke fidelity runs
 the image path end to end with the classifier FID, and the published image tables are well formed."""
 
 import bench  # noqa: F401  (binds our own `datasets` package first)
@@ -83,8 +83,9 @@ def test_paper_fidelity_on_real_format_files(cifar_dir, monkeypatch):
     monkeypatch.setattr(im.CIFAR10, "check_data", lambda self: self.data())
     cells = {c.algorithm: c for c in resolve_cells(load_suite("cifar10"), "paper")}
     assert {c.target for c in cells.values()} == {"cifar10"}
-    assert {a for a, c in cells.items() if c.settings == "paper"} == {
-        "ebm_noisy", "noise_free_euler", "self_adversarial", "coopflow_t30", "coopflow_t200", "coopflow_pre", "nt_ebm"}
+    # the labelling rule (tests/test_settings_labels.py): no cell of this fidelity, all of whose networks run at the
+    # papers' sizes here, claims "paper" while using a stand-in
+    assert all(not c.deviations for c in cells.values() if c.settings == "paper")
     nt = cells["nt_ebm"]
     assert (nt.algo.sampler, nt.algo.n_steps, nt.algo.n_leapfrog, nt.algo.step_size) == ("hmc", 20, 3, 0.15)
     assert n_parameters(make_energy(nt.train.energy, 3072, (3, 32, 32))) == 429_249

@@ -4,6 +4,7 @@ on images, the MNIST-less paper fidelity's one-line error, and the image tables 
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,13 +74,18 @@ def test_smoke_suite_runs_and_reports(tmp_path, cache):
         m = ok[ok["algorithm"] == a].set_index("metric")["value"]
         assert 0 <= m["label_weight_relerr_mean"] and 0.8 < m["classifier_accuracy"] <= 1
         np.testing.assert_allclose(sum(m[f"label_weight[{k}]"] for k in range(3)), 1.0)
+        # sample quality after training, with its protocol (the held-out reference), and 000 Fig. 7's energies
+        assert m["fid_classifier"] >= 0 and 0 <= m["energy_overlap"] <= 1
+    fid = ok[ok["metric"] == "fid_classifier"]
+    assert fid["protocol"].map(lambda p: json.loads(p)["quality_reference_split"]).eq("test").all()
     tr = pd.read_csv(out / "traces.csv")
     jz = tr[tr["algorithm"] == "jarzynski"]
-    assert {"cross_entropy_estimate", "ess", "label_weight_relerr_mean"} <= set(jz["metric"])
+    assert {"cross_entropy_estimate", "ess", "label_weight_relerr_mean", "fid_classifier"} <= set(jz["metric"])
     tables = bench.table(out)
-    assert any(k.startswith("class_weights") for k in tables)
+    assert any(k.startswith("class_weights") for k in tables) and "sample_quality_protocols" in tables
     figs = bench.plot(out)
-    assert {"sample_grids.png", "image_training.png"} <= {Path(f).name for f in figs}
+    assert {"sample_grids.png", "image_training.png", "fid_over_training.png", "energy_histograms.png"} <= {
+        Path(f).name for f in figs}
 
 
 def test_paper_fidelity_without_mnist_is_one_line(tmp_path):

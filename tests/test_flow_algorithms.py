@@ -12,8 +12,9 @@ import torch
 import algorithms
 import datasets
 from algorithms.base import Problem, build_config
-from algorithms.energies import MLPEnergy, QuadraticEnergy
+from algorithms.energies import Energy, MLPEnergy, QuadraticEnergy
 from algorithms.flows import RealNVP, data_base_scale, reverse_kl
+from algorithms.mcmc import MALA, Adaptation, ChainStats
 from algorithms.samplers import h_from_004_delta, ula
 from algorithms.tilt import Raw, TiltedModelError
 from algorithms.work import Work
@@ -297,6 +298,97 @@ def test_nt_ebm_latent_target_is_eq_9():
     u_z = alg.latent(z)
     expect = Raw(energy)(z) + 0.5 * (z**2).sum(-1) / 4.0
     torch.testing.assert_close(u_z - u_z[0], expect - expect[0])
+
+
+class FlowCancellingGaussian(QuadraticEnergy):
+    """E(x) = |x - MU|^2 / (2 STD^2) + log q_alpha(x) for the flow ``ref`` set after the algorithm is built: the
+    flow-tilted model exp(-E) q_alpha is then exactly N(MU, STD^2 I), whatever the flow."""
+
+    def __init__(self):
+        super().__init__(2, mean=MU.tolist(), log_std=math.log(STD))
+
+    def forward(self, x):
+        return super().forward(x) + self.ref.log_prob(x)
+
+
+class FnEnergy(Energy):
+    """An energy given by a function (for known-answer checks of a sampler)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _nt_ebm_through_a_scrambled_flow(energy):
+    """NT-EBM (float64) whose fixed flow is far from the identity, so that its log-determinant is not zero."""
+    alg, _ = make("nt_ebm", gaussian(), energy, pretrain_steps=0, base_scale=1.5, n_persistent=64,
+                  sampler="mala", adapt=False)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in alg.flow.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    alg.flow.double()
+    energy.double()
+    return alg
+
+
+def test_nt_ebm_latent_target_is_the_pushforward_of_the_tilted_model():
+    """p(z) = p_theta(g(z)) |det dg/dz| (001 eq. 8-9): the latent energy is the model's full energy at g(z)
+    minus the flow's log-determinant, up to a constant, for a flow that is not the identity (where the
+    log-determinant vanishes and a latent target without it would pass unnoticed)."""
+    energy = MLPEnergy(2, (16, 16))
+    alg = _nt_ebm_through_a_scrambled_flow(energy)
+    z = 1.5 * torch.randn(200, 2, dtype=torch.float64)
+    with torch.no_grad():
+        x, ladj = alg.flow(z)
+        assert ladj.std() > 0.1  # the log-determinant varies: the check below can fail
+        pushforward = energy(x) - ladj  # energy(x) = E_theta(x) - log q_alpha(x), the tilted model's energy
+        u_z = alg.latent(z)
+    torch.testing.assert_close(u_z - u_z[0], pushforward - pushforward[0])
+    assert (u_z - energy(x)).std() > 0.1  # without the log-determinant it would not be a constant shift
+
+
+def test_nt_ebm_latent_mala_samples_the_tilted_model_and_accepts_all_as_h_goes_to_zero():
+    """Known answer through a fixed non-identity flow: with E = Gaussian energy + log q_alpha the tilted model is
+    N(MU, STD^2 I); exact samples pulled into the latent space, moved by latent MALA and pushed forward stay
+    N(MU, STD^2 I) (detailed balance of the latent chain for 001 eq. 9). A latent chain on the model's energy
+    without the flow's log-determinant fails the same check. And MALA's acceptance tends to 1 as h -> 0, where
+    'small' means h |grad U_z|^2 << 1: with the energy scaled by 1e9 (as in a runaway), h = 1e-8 is not small."""
+    torch.manual_seed(0)
+    energy = FlowCancellingGaussian()
+    alg = _nt_ebm_through_a_scrambled_flow(energy)
+    energy.ref = alg.flow
+    n = 10_000
+    x0 = MU.double() + STD * torch.randn(n, 2, dtype=torch.float64)
+    z0 = alg.pull(x0)
+    sampler = MALA(0.8, Adaptation(0.75, enabled=False))
+    stats = ChainStats()
+    x = alg.push(sampler.run(alg.latent, z0, 30, Work(), stats=stats))
+    assert 0.5 < stats.rate < 0.95 and (x - x0).abs().mean() > 0.1
+    mean, std = x.mean(0), x.std(0)
+    tol_m, tol_s = 4.5 * STD / math.sqrt(n), 4.5 * STD * math.sqrt(0.5 / n)
+    assert (mean - MU.double()).abs().max() < tol_m and (std - STD).abs().max() < tol_s, (mean, std)
+
+    wrong = FnEnergy(lambda z: energy(alg.flow(z)[0]))  # U(g(z)): the model's energy without the Jacobian
+    xw = alg.push(MALA(0.8, Adaptation(0.75, enabled=False)).run(wrong, z0, 30, Work()))
+    assert (xw.mean(0) - MU.double()).abs().max() > 3 * tol_m  # fails the same check by a wide margin
+
+    rates = []
+    for h in (1.0, 1e-1, 1e-3, 1e-6):
+        s = ChainStats()
+        MALA(h, Adaptation(0.75, enabled=False)).run(alg.latent, z0[:2000], 5, Work(), stats=s)
+        rates.append(s.rate)
+    assert rates[0] < rates[1] < rates[2] <= rates[3] and rates[3] > 0.9999, rates
+
+    steep = FnEnergy(lambda z: 1e9 * alg.latent(z))
+    g2 = float(steep.value_and_grad(z0[:2000], Work())[1].pow(2).sum(-1).median())
+    for h, lo, hi in ((1e-8, 0.0, 0.5), (1e-4 / g2, 0.99, 1.0)):
+        s = ChainStats()
+        MALA(h, Adaptation(0.75, enabled=False)).run(steep, z0[:2000], 5, Work(), stats=s)
+        assert lo <= s.rate <= hi, (h, s.rate)
 
 
 def test_nce_ebm_correction_learns_a_gaussian_and_needs_the_data():

@@ -140,6 +140,15 @@ def test_highdim_tables_on_a_fixture_with_known_answers():
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["neg w0", "neg w3"]], [0.1, 0.4])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "flowmc_ebm"), ["EBM w0", "EBM w3"]], [0.4, 0.1])
     np.testing.assert_allclose(w.loc[("hd_mixture16", "p* (true)"), ["EBM w0", "EBM w1"]], [0.25, 0.25])
+    assert "audit_rhat>1.1" not in w.columns  # no audit R-hat above 1.1: no flag
+    # audits that did not mix are flagged: 2 of 3 seeds above 1.1 (one of them not finite)
+    rows += [("hd_mixture16", "flowmc_ebm", s, "audit_max_rhat", v) for s, v in enumerate([1.05, 1.3, np.nan])]
+    rows += [("hd_mixture16", "nt_ebm", s, "audit_max_rhat", 1.02) for s in range(3)]
+    rows += [("hd_mixture16", "nt_ebm", s, "audit_weight[0]", 0.25) for s in range(3)]
+    w = tables_highdim.weights_table(_results(rows))
+    assert w.loc[("hd_mixture16", "flowmc_ebm"), "audit_rhat>1.1"] == "2/3"
+    assert w.loc[("hd_mixture16", "nt_ebm"), "audit_rhat>1.1"] == ""
+    assert any("did not mix" in n for n in w.attrs["notes"])
 
 
 def test_audit_metrics_compare_negatives_with_the_audit():
@@ -162,3 +171,48 @@ def test_audit_metrics_compare_negatives_with_the_audit():
         w = np.array([out[f"audit_weight[{k}]"] for k in range(4)])
         assert out["neg_weight_mse_vs_audit"] == pytest.approx(float(np.mean((w - 0.25) ** 2)))
         assert out["neg_weight_mse_vs_audit"] == pytest.approx(0.0125, abs=0.004)  # mean of (0.15, .05, .05, .15)^2
+
+
+def test_quick_nt_ebm_keeps_its_energies_bounded_where_fewer_latent_steps_run_away():
+    """NT-EBM at the quick fidelity on hd_mixture16 (000 Table 7's lr 1e-2 and 128 latent MALA steps, reverse-KL
+    flow on one of the four modes): after 40 iterations the energies are back at the scale of the flow's
+    missing log-density (tens of nats) and the latent step size is near 1. The same cell with 16 latent
+    steps per iteration (the quick fidelity until this was measured) runs away: the correction of the missing
+    modes outruns its chains, whose step size is then driven toward its floor (measured in every seed: |E| >
+    1e4 by iteration 50, h = 1e-8 by 150, 5e9 by 400)."""
+    import copy
+    import dataclasses
+
+    import algorithms
+    import datasets
+    from algorithms.base import Problem
+    from algorithms.energies import make_energy
+    from algorithms.work import Work
+
+    cell = resolve_cells(load_suite("highdim"), "quick", ["nt_ebm"], ["hd_mixture16"], seeds=1)[0]
+    assert cell.algo.n_steps == 128 and cell.algo.lr == 1e-2
+    target = datasets.get_target(cell.target)
+    data = target.sample(40 * 128, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    energy = make_energy(cell.train.energy, target.dim, None)
+    alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, work=Work()), energy, cell.algo)
+    with torch.no_grad():
+        shares = target.assign(alg.flow.sample(2000)[0]).bincount(minlength=4) / 2000
+    assert shares.max() > 0.95  # reverse KL has put the flow on one mode (as in every seed measured)
+    few = copy.deepcopy(alg)
+    few.config = dataclasses.replace(few.config, n_steps=16)
+
+    def run(a):  # |E| and the latent step size, means over iterations 36-40
+        e, h = [], []
+        for i in range(40):
+            logs = a.step(data[i * 128:(i + 1) * 128])
+            e.append(max(abs(logs["energy_pos"]), abs(logs["energy_neg"])))
+            h.append(logs["step_size"])
+        return sum(e[-5:]) / 5, sum(h[-5:]) / 5
+
+    # 128 steps: an excursion (|E| up to ~1e3 near iteration 25) that the chains catch up with; measured
+    # |E| 4.8, h 1.07 at iteration 40. 16 steps: |E| 2.4e3 and growing, h 0.004 and falling
+    e, h = run(alg)
+    assert e < 100 and h > 0.3, (e, h)
+    e, h = run(few)
+    assert e > 1e3 and h < 2e-2, (e, h)

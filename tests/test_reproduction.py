@@ -58,10 +58,11 @@ def fixture_root(tmp_path):
 
 def test_page_from_known_numbers(fixture_root):
     page = build_page(fixture_root)
-    # mean of 1, 2, 3 = 2; 95 % CI half-width t(0.975, 2) * 1 / sqrt(3) = 2.48; published 0.94 and 0.40 beside them
+    # mean of 1, 2, 3 = 2; 95 % CI half-width t(0.975, 2) * 1 / sqrt(3) = 2.48; median 2 (0.5 on rings); published
+    # 0.94 and 0.40 beside them
     assert ("| algorithm | eight_gaussians: published | eight_gaussians: measured | rings: published "
             "| rings: measured | settings | seeds |") in page
-    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 | 0.4 | 0.5 ± 0 | paper | 3 |" in page
+    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | paper | 3 |" in page
     assert "| ula_ebm | 1.86 |  | 5.39 |  |  |  |" in page  # published, not measured
     assert "| coopflow | 58.75 |  | 7.78 |" in page  # every published digit
     assert "**Verdict:** partly reproduced." in page and "Because of the rings." in page

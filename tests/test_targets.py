@@ -302,7 +302,7 @@ CAPABILITIES = {
     "swiss_roll": [],
     "gmm50d": ["density", "modes", "mixture", "teacher", "region_masses"],
     "hd_mixture16": ["density", "modes", "mixture"],
-    "biased_digits8": ["modes", "image", "classifier", "data_files"],
+    "biased_digits8": ["modes", "image", "classifier", "sample_quality", "data_files"],  # FID in every image run
     "digits8": ["modes", "image", "classifier", "sample_quality", "data_files"],
 }
 
