@@ -478,6 +478,7 @@ def main(argv=None) -> int:
     if not argv:
         build_parser().print_help(sys.stderr)
         return 2
+    sweeps = argv[0] in ("run", "baseline", "check")  # the commands that save cells as they finish
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "baseline": cmd_baseline,
@@ -496,7 +497,7 @@ def main(argv=None) -> int:
         if not isinstance(e, Interrupted):  # Ctrl-C before the handlers were installed
             e = Interrupted(signal.SIGINT)
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-            print(f"bench: {e if e.detail else f'{e} (finished cells are saved)'}", file=sys.stderr)
+            print(f"bench: {e if e.detail or not sweeps else f'{e} (finished cells are saved)'}", file=sys.stderr)
         return e.exit_status
 
 

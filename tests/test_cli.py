@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
+from bench import cli
 from bench import suite as suite_mod
 from bench.cli import main
 from bench.store import KEY
@@ -163,3 +164,17 @@ def test_bad_variants(capsys, tmp_path, monkeypatch):
     (tmp_path / "v.toml").write_text('targets = ["two_mode"]\nalgorithms = ["x"]\n[variants.x]\nalgorithm = "nope"\n'
                                      '[fidelity.quick.defaults]\nn_iters = 3\n')
     one_line_error(capsys, ["run", "--suite", "v"], "[variants.x]: 'algorithm' must be one of")
+
+
+def test_ctrl_c_line_says_cells_are_saved_only_for_commands_that_save_cells(monkeypatch, capsys):
+    """A Ctrl-C before any detail is known: a sweep says its finished cells are saved; `table` (which saves no
+    cells) says only that it was interrupted. Both exit 130."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_table", interrupted)
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    assert cli.main(["table", "--results", "nowhere"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["bench: interrupted by SIGINT"]
+    assert cli.main(["run", "--suite", "toy2d"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["bench: interrupted by SIGINT (finished cells are saved)"]
