@@ -191,9 +191,10 @@ def get_classifier(data, cfg: ClassifierConfig | None = None) -> ImageClassifier
         except Exception:  # noqa: BLE001 - a corrupt cache entry is retrained and overwritten
             model = None
     if model is None:
-        tx = torch.as_tensor(data.train_x).reshape(len(data.train_x), -1)
-        model = train_classifier(tx, torch.as_tensor(data.train_y), data.shape, n_classes, cfg, data.levels)
-        test = torch.as_tensor(data.test_x).reshape(len(data.test_x), -1).float()
+        # torch.tensor copies: the data's arrays may be read-only (as_tensor would share them and warn)
+        tx = torch.tensor(data.train_x).reshape(len(data.train_x), -1)
+        model = train_classifier(tx, torch.tensor(data.train_y), data.shape, n_classes, cfg, data.levels)
+        test = torch.tensor(data.test_x).reshape(len(data.test_x), -1).float()
         test = 2 * (test + torch.rand(test.shape, generator=torch.Generator().manual_seed(cfg.seed))) / data.levels - 1
         model.accuracy = float((model.predict(test).numpy() == data.test_y).mean())
         _atomic_save({"state": model.state_dict(), "accuracy": model.accuracy, "config": dataclasses.asdict(cfg)},
