@@ -254,6 +254,18 @@ def test_a_model_that_becomes_improper_or_a_run_that_fails_is_a_regression():
     every = check.compare(results({"kl": KL8[:4]}, improper=[1] * 4), base)
     assert one["verdict"].tolist() == ["not checked: improper model in 1 of 8 seeds: not a density"]
     assert every["verdict"].tolist() == ["REGRESSION (model became improper)"]
+    # a cell improper in most baseline seeds (6 of 8, as CoopFlow's EBM on four_mode): all 4 check seeds improper
+    # is likely at that rate (0.75^4 = 0.32), so no regression; 2 improper of 8 makes 4 of 4 improbable (0.0039)
+    base = check.make_baseline(results({"kl": KL8}, improper=[1] * 6 + [0] * 2))
+    every = check.compare(results({"kl": KL8[:4]}, improper=[1] * 4), base)
+    assert every["verdict"].tolist() != ["REGRESSION (model became improper)"]
+    base = check.make_baseline(results({"kl": KL8}, improper=[1] * 2 + [0] * 6))
+    every = check.compare(results({"kl": KL8[:4]}, improper=[1] * 4), base)
+    assert every["verdict"].tolist() == ["REGRESSION (model became improper)"]
+    # the same for failed runs: 6 diverged of 8 in the baseline, 4 of 4 now is no regression
+    base = check.make_baseline(results({"min_ess_bulk": [100.0] * 8}, status=["diverged"] * 6 + ["ok"] * 2))
+    every = check.compare(results({"min_ess_bulk": [100.0] * 4}, status=["diverged"] * 4), base)
+    assert every["verdict"].tolist() != ["REGRESSION (runs failed)"]
 
 
 def test_false_alarms_are_counted_over_every_split_of_the_seeds():
