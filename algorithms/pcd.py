@@ -68,7 +68,7 @@ class PCD(ContrastiveEBM):
             # noise, so drawing it in a random order and scattering it back changes nothing but the order
             self._idx = None
             return self._augment(self.bank.states)
-        self._idx, x = self.bank.draw(x_pos.shape[0])
+        self._idx, x = self.bank.draw(x_pos.shape[0], self.generator)
         return self._augment(x)
 
     def _augment(self, x):
