@@ -302,8 +302,8 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     up to floating-point rounding. Each seed draws from its own random stream, seeded and consumed as in its run
     alone (so a seed's result does not depend on which seeds share its stack, and resuming a sweep runs only the
     missing seeds); a seed that diverges leaves the stack with its own outcome and the others go on; the time limit
-    applies to the stack. Cells that do not stack (``algorithms.stacking.stackable``; a learning-rate decay; one
-    seed) run one by one with ``run_cell``.
+    applies to the stack. Cells that do not stack (``algorithms.stacking.stackable``; a learning-rate decay) run one
+    by one with ``run_cell``.
 
     Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (the
     stack's time divided by the number of seeds it started with) plus its own evaluation, and its rows carry
@@ -312,10 +312,8 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     if len({stack_key(c) for c in cells}) != 1:
         raise ValueError("run_stack: the cells differ by more than their seed")
     cfg = cells[0].train
-    one_by_one = [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells] \
-        if len(cells) == 1 or cfg.lr_final_ratio < 1 else None
-    if one_by_one is not None:
-        return one_by_one
+    if cfg.lr_final_ratio < 1:
+        return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
     cpu0 = time.process_time()
     dev = torch.device(device)
     if dev.type == "cpu":
