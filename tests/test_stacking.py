@@ -170,3 +170,12 @@ def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_p
         assert a.sort_index().tolist() == pytest.approx(b.sort_index().tolist(), rel=RTOL, abs=ATOL, nan_ok=True)
     assert stacks == [[0, 2], [0, 1, 2]]
     assert len(ResultStore(tmp_path / "b").finished()) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_stack_on_cuda_gives_each_seed_its_run_alone():
+    cells = smoke_cells("ula_ebm", 2)
+    alone = [run_cell(c, device="cuda") for c in cells]
+    for a, (_, s) in zip(alone, run_stack(cells, device="cuda"), strict=True):
+        assert_same_run(a, s)
+        assert s[0][0]["device"] == "cuda"
