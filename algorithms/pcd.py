@@ -48,6 +48,8 @@ class PCD(ContrastiveEBM):
     name = "pcd"
     paper = "000 Alg. 3 (ULA-EBM); 003 Alg. 4 (PCD)"
     Config = PCDConfig
+    #: its chain starts draw random numbers from ``self.generator`` only: its seeds may train stacked (stacking.py)
+    stacks = True
 
     @classmethod
     def check_target(cls, config, target):

@@ -110,6 +110,7 @@ class PoisonsOneSeed(algorithms.ALGORITHMS["ula_ebm"]):
 
     POISON_AT = 6
     poisoned: float = math.nan
+    stacks = True  # its chain starts add no draw to ULA-EBM's
 
     def start_chains(self, x_pos):
         x = super().start_chains(x_pos)
@@ -133,9 +134,21 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
     assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
 
 
+class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
+    """A subclass with chain starts of its own that does not say they draw from the seed's stream."""
+
+    def start_chains(self, x_pos):
+        return super().start_chains(x_pos) + 0.01 * torch.randn_like(x_pos)
+
+
 def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
     cells = smoke_cells("flowmc_ebm", 2)
     assert not stackable(object())
+    one = smoke_cells("ula_ebm", 1)[0]
+    energy = ToyMLP(2)
+    problem = algorithms.base.Problem(datasets.get_target("four_mode"), torch.randn(64, 2))
+    assert stackable(algorithms.ALGORITHMS["ula_ebm"](problem, energy, one.algo))
+    assert not stackable(OwnStarts(problem, energy, one.algo))
     calls = []
     real = runner_mod.run_cell
     monkeypatch.setattr(runner_mod, "run_cell", lambda c, *a, **k: calls.append(c.seed) or real(c, *a, **k))
