@@ -124,16 +124,20 @@ class StackedMLP(nn.Module):
         return energy
 
 
+def stacks(cls) -> bool:
+    """Whether the algorithm class ``cls`` trains stacked (on a plain MLP energy): a ULA-based maximum-likelihood
+    baseline with the shared step and sampler, whose chain starts are written to draw from the seed's own stream:
+    the class that defines its ``start_chains`` says so with ``stacks = True`` (a subclass that draws its chain
+    starts otherwise does not stack by accident)."""
+    owner = next((c for c in getattr(cls, "__mro__", ()) if "start_chains" in c.__dict__), None)
+    return (isinstance(cls, type) and issubclass(cls, ContrastiveEBM) and cls.step is ContrastiveEBM.step
+            and cls.sample is ContrastiveEBM.sample and owner is not None and owner.__dict__.get("stacks", False))
+
+
 def stackable(alg) -> bool:
-    """Whether ``alg`` (an algorithm built for one seed) trains stacked: a ULA-based maximum-likelihood baseline
-    with the shared step and sampler, on a plain MLP energy, without image augmentation, whose chain starts are
-    written to draw from the seed's own stream: the class that defines its ``start_chains`` says so with
-    ``stacks = True`` (a subclass that draws its chain starts otherwise does not stack by accident)."""
-    cls = type(alg)
-    owner = next((c for c in cls.__mro__ if "start_chains" in c.__dict__), None)
-    return (isinstance(alg, ContrastiveEBM) and cls.step is ContrastiveEBM.step and cls.sample is ContrastiveEBM.sample
-            and owner is not None and owner.__dict__.get("stacks", False)
-            and isinstance(alg.energy, MLPEnergy) and alg.energy._plain_layers() is not None
+    """Whether ``alg`` (an algorithm built for one seed) trains stacked: its class ``stacks``, its energy is a plain
+    MLP (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks) and it does not augment images."""
+    return (stacks(type(alg)) and isinstance(alg.energy, MLPEnergy) and alg.energy._plain_layers() is not None
             and getattr(alg.config, "augment", "none") == "none")
 
 

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 import algorithms
 import datasets
 from algorithms.base import Diverged, Problem
-from algorithms.energies import make_energy
-from algorithms.stacking import StackedContrastive, stackable
+from algorithms.energies import ENERGIES, MLPEnergy, make_energy
+from algorithms.stacking import StackedContrastive, stackable, stacks
 from algorithms.work import Work
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
@@ -263,6 +263,15 @@ def stack_key(cell: Cell) -> str:
     return json.dumps([key, cell.base, cell.config(), cell.resources], sort_keys=True, default=str)
 
 
+def may_stack(cell: Cell) -> bool:
+    """Whether the seeds of ``cell`` may train stacked, as far as its settings say before anything is built (the
+    algorithm class stacks, the energy is an MLP, no image augmentation, no learning-rate decay); ``run_stack``
+    checks the built algorithm once more."""
+    energy = ENERGIES.get(cell.train.energy)
+    return (stacks(algorithms.ALGORITHMS.get(cell.base)) and isinstance(energy, type) and issubclass(energy, MLPEnergy)
+            and getattr(cell.algo, "augment", "none") == "none" and cell.train.lr_final_ratio >= 1)
+
+
 def _global_state(dev: torch.device) -> torch.Tensor:
     return torch.get_rng_state() if dev.type == "cpu" else torch.cuda.get_rng_state(dev)
 
@@ -312,7 +321,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     if len({stack_key(c) for c in cells}) != 1:
         raise ValueError("run_stack: the cells differ by more than their seed")
     cfg = cells[0].train
-    if cfg.lr_final_ratio < 1:
+    if not may_stack(cells[0]):
         return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
     cpu0 = time.process_time()
     dev = torch.device(device)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from algorithms.base import ConfigError
 from bench import plugins
 from bench.errors import BenchError, Interrupted
-from bench.runner import run_cell, run_stack, stack_key
+from bench.runner import may_stack, run_cell, run_stack, stack_key
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import ResultStore, code_version
 
@@ -104,12 +104,13 @@ def _flat(results):
 
 def units(cells, stack_seeds: bool = False) -> list[list]:
     """The sweep's units of work: one cell each, or with ``stack_seeds`` the cells that differ only by their seed
-    together (``bench.runner.run_stack``), in the order of their first cell."""
+    together where they may train stacked (``bench.runner.may_stack``, ``run_stack``), in the order of their first
+    cell; cells that do not stack stay units of their own (they run in parallel with ``-j N``)."""
     if not stack_seeds:
         return [[c] for c in cells]
     groups: dict[str, list] = {}
     for c in cells:
-        groups.setdefault(stack_key(c), []).append(c)
+        groups.setdefault(stack_key(c) if may_stack(c) else c.cell_id(), []).append(c)
     return list(groups.values())
 
 

@@ -159,6 +159,10 @@ def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
 def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
     cells = smoke_cells("ula_ebm", 3) + smoke_cells("cd", 2)
     assert [[c.seed for c in u] for u in units(cells, True)] == [[0, 1, 2], [0, 1]]
+    # cells that do not stack stay units of their own (so that -j N runs them in parallel)
+    flowmc = smoke_cells("flowmc_ebm", 2)
+    assert [[(c.algorithm, c.seed) for c in u] for u in units(flowmc + cells[3:], True)] == [
+        [("flowmc_ebm", 0)], [("flowmc_ebm", 1)], [("cd", 0), ("cd", 1)]]
     assert units(cells) == [[c] for c in cells]
     # a sweep stopped after it finished seed 1 of ula_ebm (a run of that seed alone) ...
     run_sweep([cells[1]], tmp_path / "a", jobs=1)
