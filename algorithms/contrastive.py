@@ -17,6 +17,7 @@ from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged,
 from algorithms.samplers import ula
 
 BETA = bounds(0, 1, hi_open=True)  # Adam's moment decay rates
+NON_FINITE = "non-finite loss or negative samples"  # why a step diverged (also a stacked seed's)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ContrastiveEBM(TrainingAlgorithm):
         self._it += 1
         # the sum is finite iff every negative is (or it overflows, which counts as divergence too): no (n, d) mask
         if not torch.isfinite(loss) or not torch.isfinite(x_neg.sum()):
-            raise Diverged(self._it, "non-finite loss or negative samples")
+            raise Diverged(self._it, NON_FINITE)
         return stats
 
     def negatives(self):

@@ -79,7 +79,9 @@ from algorithms.contrastive import OptimConfig, make_optimizer
 from algorithms.energies import has_exact_log_z
 from algorithms.resampling import ess_fraction, log_mean_exp, normalised_weights, resample_indices
 from algorithms.samplers import ula
-from algorithms.tilt import tilt, zero_last_layer
+from algorithms.tilt import GaussianReference, tilt, zero_last_layer
+
+NON_FINITE = "non-finite loss, walkers or weights"  # why a step diverged (also a stacked seed's)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Jarzynski(TrainingAlgorithm):
         if s > 0:
             if not zero_last_layer(energy):
                 raise ConfigError("reference_std needs an energy with a final linear layer to zero")
-            tilt(energy, lambda x: 0.5 * x.pow(2).sum(-1) / s**2)
+            tilt(energy, GaussianReference(s))
             d = problem.data.shape[1]
             known_start = 0.5 * d * math.log(2 * math.pi * s**2)
         self.optimizer = make_optimizer(energy, config)
@@ -216,7 +218,7 @@ class Jarzynski(TrainingAlgorithm):
         # the increments dA hold (X' - X) . grad U at every moved walker, so they are finite only where all of
         # X' is (0 * inf is nan): checking them spares a scan of the (N, d) walkers
         if not (torch.isfinite(loss) and torch.isfinite(dlog_w).all() and torch.isfinite(self.log_w).all()):
-            raise Diverged(self._it, "non-finite loss, walkers or weights")
+            raise Diverged(self._it, NON_FINITE)
 
         # line 11: resampling when the ESS (eq. 13) drops below 1 / (1 + c), or at a fixed lag (Fig. 10)
         ess = ess_fraction(self.log_w)
@@ -233,9 +235,11 @@ class Jarzynski(TrainingAlgorithm):
             logs["cross_entropy_estimate"] = log_z_k + float(u_pos.detach().mean())
         return logs
 
-    def resample(self):
+    def resample(self, generator=None):
+        """Resample the walkers (003 A.4) and reset A to 0; ``generator``: the random stream of the draws (default
+        torch's global CPU stream; a seed trained in a stack passes its own, algorithms/stacking.py)."""
         self.log_z_shift += log_mean_exp(self.log_w)
-        idx = resample_indices(normalised_weights(self.log_w), self.config.resampling)
+        idx = resample_indices(normalised_weights(self.log_w), self.config.resampling, generator)
         self.x, self.u = self.x[idx], self.u[idx]
         if self.g is not None:
             self.g = self.g[idx]
@@ -280,10 +284,18 @@ def jarzynski_move(energy, x, u, g, h, work):
     return jarzynski_move_kept(energy, x, u, g, h, work)[:4]
 
 
-def jarzynski_move_kept(energy, x, u, g, h, work, gg=None):
+def jarzynski_move_kept(energy, x, u, g, h, work, gg=None, generators=None):
     """``jarzynski_move`` given also gg = |grad U_k(X)|^2 per walker if known (None: computed), returning
-    also |grad U_(k+1)(X')|^2, the next move's gg (the same number at the same walkers and theta)."""
-    d = torch.randn_like(x).mul_(math.sqrt(2 * h)).sub_(g, alpha=h)  # float64 draws: see the module docstring
+    also |grad U_(k+1)(X')|^2, the next move's gg (the same number at the same walkers and theta).
+    Seeds trained together (algorithms/stacking.py): ``energy`` stacked, x (S, N, d), u and gg (S, N), and
+    ``generators`` one random stream per seed, slice s of the noise drawn from ``generators[s]``."""
+    if generators is None:
+        xi = torch.randn_like(x)  # float64 draws: see the module docstring
+    else:
+        xi = torch.empty_like(x)
+        for s, gen in enumerate(generators):  # what randn_like(x[s]) draws on a global stream in gen's state
+            xi[s].normal_(generator=gen)
+    d = xi.mul_(math.sqrt(2 * h)).sub_(g, alpha=h)
     x_new = x + d
     if gg is None:
         gg = torch.linalg.vecdot(g, g)

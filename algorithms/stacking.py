@@ -14,16 +14,18 @@ Nothing mixes the seeds, so each seed trains as in its own run:
 * each seed draws from its own random stream (``SeedRun.generator``): a ``torch.Generator`` in the state torch's
   global stream has in the seed's run alone at the same point (the same initial parameters, data, chain starts,
   batch order, chain draws and Langevin noise, drawn in the same order);
-* its own outcome: a seed whose loss or chains turn non-finite leaves the stack (``StackedContrastive.drop``) and
-  the others go on.
+* its own outcome: a seed whose loss or chains turn non-finite leaves the stack (``drop``) and the others go on.
 
 So seed s's numbers are those of its run alone up to floating-point rounding: a batched product may sum in
 another order than the single one (tests/test_stacking.py states the tolerance). After training each seed is an
-ordinary algorithm again (``StackedContrastive.member``) and is evaluated as a run of its own.
+ordinary algorithm again (``member``) and is evaluated as a run of its own.
 
-What stacks (``stackable``): the ULA-based maximum-likelihood baselines (ULA-EBM / PCD, CD, short-run:
-``ContrastiveEBM`` whose step and sampler are the shared ones) on a plain MLP energy (``MLPEnergy``: Linear layers
-and LeakyReLU / SiLU, no hooks), without PCD's image augmentation. The others train one seed per run.
+What stacks (``stackable``), on a plain MLP energy (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks):
+the ULA-based maximum-likelihood baselines (ULA-EBM / PCD, CD, short-run: ``ContrastiveEBM`` whose step and sampler
+are the shared ones) without PCD's image augmentation (``StackedContrastive``), and Jarzynski's full-batch Alg. 1
+with eq. (6)'s weight update, its Gaussian tilt (``reference_std``) included (``StackedJarzynski``). The others
+train one seed per run; so do Jarzynski's mini-batch Alg. 2 (each seed's own random subset of moving walkers,
+indexed updates) and the public script's weight update (a comparison variant).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from algorithms import contrastive, jarzynski
 from algorithms.contrastive import ContrastiveEBM, contrastive_step, make_optimizer
 from algorithms.energies import MLPEnergy
+from algorithms.jarzynski import Jarzynski, jarzynski_move_kept
+from algorithms.resampling import ess_fraction
 from algorithms.samplers import ula
 from algorithms.work import Work
 
@@ -48,10 +53,16 @@ class StackedMLP(nn.Module):
 
     def __init__(self, members: list[MLPEnergy]):
         super().__init__()
-        layers = [m._plain_layers() if isinstance(m, MLPEnergy) else None for m in members]
+        layers = [m._plain_layers(tilted_ok=True) if isinstance(m, MLPEnergy) else None for m in members]
         if any(lay is None for lay in layers):
-            raise TypeError("only plain MLP energies stack (Linear layers and LeakyReLU / SiLU, no hooks)")
+            raise TypeError("only plain MLP energies stack (Linear layers and LeakyReLU / SiLU, no hooks but a tilt "
+                            "whose reference states its gradient)")
         first = members[0]
+        #: the members' tilt (algorithms/tilt.py), the same for all: U = MLP / temperature + reference(x)
+        self.reference = getattr(first, "_reference", None) if getattr(first, "_tilted", False) else None
+        if any((getattr(m, "_reference", None) if getattr(m, "_tilted", False) else None) != self.reference
+               for m in members):
+            raise TypeError("the stacked energies are tilted differently")
         if any(type(m) is not type(first) or m.temperature != first.temperature
                or [type(a) for a in m.net] != [type(a) for a in first.net]
                or [(p.shape, p.dtype, p.device) for p in m.parameters()]
@@ -89,7 +100,8 @@ class StackedMLP(nn.Module):
         for (wk, bk), (act, _) in zip(hidden, self.acts, strict=True):
             a = act(torch.baddbmm(bk.unsqueeze(1), a, wk.transpose(1, 2)))
         u = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2)).squeeze(-1)
-        return u if self.temperature == 1.0 else u / self.temperature
+        u = u if self.temperature == 1.0 else u / self.temperature
+        return u if self.reference is None else u + self.reference(x).to(u)
 
     def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
         """U(x) (S, n) and grad_x U(x) (S, n, d) by the chain rule written out, as ``MLPEnergy.value_and_grad``
@@ -108,6 +120,8 @@ class StackedMLP(nn.Module):
                 g = torch.bmm(back(g, h), wk)
             if self.temperature != 1.0:
                 u, g = u / self.temperature, g / self.temperature
+            if self.reference is not None:  # as autograd through the tilt's hook forms them
+                u, g = u + self.reference(x).to(u), g + self.reference.grad(x)
         work.energy_evals += x.shape[1]
         work.grad_evals += x.shape[1]
         return u, g
@@ -124,31 +138,47 @@ class StackedMLP(nn.Module):
         return energy
 
 
-def stacks(cls) -> bool:
-    """Whether the algorithm class ``cls`` trains stacked (on a plain MLP energy): a ULA-based maximum-likelihood
-    baseline with the shared step and sampler, whose chain starts are written to draw from the seed's own stream:
-    the class that defines its ``start_chains`` says so with ``stacks = True`` (a subclass that draws its chain
-    starts otherwise does not stack by accident)."""
-    owner = next((c for c in getattr(cls, "__mro__", ()) if "start_chains" in c.__dict__), None)
-    return (isinstance(cls, type) and issubclass(cls, ContrastiveEBM) and cls.step is ContrastiveEBM.step
-            and cls.sample is ContrastiveEBM.sample and owner is not None and owner.__dict__.get("stacks", False))
+def stacks(cls, config=None) -> bool:
+    """Whether the algorithm class ``cls`` trains stacked (on a plain MLP energy), and with ``config`` whether these
+    settings of it do.
+
+    * A ULA-based maximum-likelihood baseline with the shared step and sampler, whose chain starts are written to
+      draw from the seed's own stream: the class that defines its ``start_chains`` says so with ``stacks = True``
+      (a subclass that draws its chain starts otherwise does not stack by accident).
+    * Jarzynski with its own step and resampling (003 Alg. 1, full batch, eq. 6 weight update): Alg. 2's
+      mini-batches (``walker_batch``) and the public script's weight update train one seed per run."""
+    if not isinstance(cls, type):
+        return False
+    if issubclass(cls, Jarzynski):
+        return (cls.step is Jarzynski.step and cls.resample is Jarzynski.resample
+                and (config is None or (not 0 < config.walker_batch < config.n_walkers
+                                        and config.weight_update == "eq6")))
+    owner = next((c for c in cls.__mro__ if "start_chains" in c.__dict__), None)
+    return (issubclass(cls, ContrastiveEBM) and cls.step is ContrastiveEBM.step
+            and cls.sample is ContrastiveEBM.sample and owner is not None and owner.__dict__.get("stacks", False)
+            and (config is None or getattr(config, "augment", "none") == "none"))
 
 
 def stackable(alg) -> bool:
-    """Whether ``alg`` (an algorithm built for one seed) trains stacked: its class ``stacks``, its energy is a plain
-    MLP (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks) and it does not augment images."""
-    return (stacks(type(alg)) and isinstance(alg.energy, MLPEnergy) and alg.energy._plain_layers() is not None
-            and getattr(alg.config, "augment", "none") == "none")
+    """Whether ``alg`` (an algorithm built for one seed) trains stacked: its class and settings stack (``stacks``)
+    and its energy is a plain MLP (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks; Jarzynski's
+    Gaussian tilt of ``reference_std`` is allowed)."""
+    return (stacks(type(alg), getattr(alg, "config", None)) and isinstance(alg.energy, MLPEnergy)
+            and alg.energy._plain_layers(tilted_ok=isinstance(alg, Jarzynski)) is not None)
 
 
-class StackedContrastive:
-    """The S seeds of a ``ContrastiveEBM`` (ULA-EBM / PCD, CD, short-run) trained as one: their negatives by ULA on
-    the stacked energy from stacked chain starts, one optimiser over the stacked parameters (000 Alg. 3 / 003 Alg.
-    3-4 for each seed). ``members`` are the seeds' own algorithms, built as in their runs alone; each keeps its own
-    chain state (bank, walkers: its ``start_chains`` and ``keep`` run per seed, drawing from the seed's
-    ``generator``), and ``member(i)`` makes it the whole algorithm of its seed again for the evaluation."""
+def stack_of(members, generators, cpu_generators=None):
+    """The stack of these seeds' algorithms (``StackedContrastive`` or ``StackedJarzynski``)."""
+    if members and isinstance(members[0], Jarzynski):
+        return StackedJarzynski(members, generators, cpu_generators)
+    return StackedContrastive(members, generators)
 
-    def __init__(self, members: list[ContrastiveEBM], generators: list[torch.Generator]):
+
+class _Stack:
+    """What every stack shares: the seeds' algorithms (``members``, built as in their runs alone), their random
+    streams, the stacked energy and one optimiser over it, and dropping seeds."""
+
+    def __init__(self, members, generators):
         if not all(stackable(m) for m in members) or len({type(m) for m in members}) != 1 \
                 or any(dataclasses.asdict(m.config) != dataclasses.asdict(members[0].config) for m in members):
             raise TypeError("these algorithms do not stack (different classes or settings, or not stackable)")
@@ -159,10 +189,53 @@ class StackedContrastive:
         self.energy = StackedMLP([m.energy for m in self.members])
         self.optimizer = make_optimizer(None, self.config, named=self.energy.named_members())
         self.work = Work()  # one seed's work (every seed in the stack does the same)
-        self._neg: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def _add_work(self, before: dict) -> None:
+        """Add the work since ``before`` (``self.work.as_dict()``) to each seed's own counter."""
+        for m in self.members:
+            for k, v in self.work.as_dict().items():
+                setattr(m.work, k, getattr(m.work, k) + v - before[k])
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep only the seeds at stack rows ``keep`` (in order): their parameters, Adam moments, members and
+        state (``_keep_rows``)."""
+        old, old_params = self.optimizer, list(self.energy.params)
+        idx = torch.tensor(keep, device=old_params[0].device)
+        self.members = [self.members[i] for i in keep]
+        self.generators = [self.generators[i] for i in keep]
+        with torch.no_grad():
+            for k, p in enumerate(old_params):
+                self.energy.params[k] = nn.Parameter(p.detach()[idx].clone())
+        self.optimizer = make_optimizer(None, self.config, named=self.energy.named_members())
+        for p_old, p_new, g_old, g_new in zip(old_params, self.energy.params, old.param_groups,
+                                              self.optimizer.param_groups, strict=True):
+            g_new["lr"] = g_old["lr"]
+            state = old.state.get(p_old)
+            if state:
+                self.optimizer.state[p_new] = {
+                    k: v[idx].clone() if torch.is_tensor(v) and v.dim() > 0 else v.clone() if torch.is_tensor(v)
+                    else v for k, v in state.items()}
+        self._keep_rows(keep, idx)
+
+    def _keep_rows(self, keep: list[int], idx: Tensor) -> None:
+        raise NotImplementedError
+
+
+class StackedContrastive(_Stack):
+    """The S seeds of a ``ContrastiveEBM`` (ULA-EBM / PCD, CD, short-run) trained as one: their negatives by ULA on
+    the stacked energy from stacked chain starts, one optimiser over the stacked parameters (000 Alg. 3 / 003 Alg.
+    3-4 for each seed). ``members`` are the seeds' own algorithms, built as in their runs alone; each keeps its own
+    chain state (bank, walkers: its ``start_chains`` and ``keep`` run per seed, drawing from the seed's
+    ``generator``), and ``member(i)`` makes it the whole algorithm of its seed again for the evaluation."""
+
+    non_finite = contrastive.NON_FINITE  # the reason a seed's run alone gives when ``step`` says it is not finite
+
+    def __init__(self, members: list[ContrastiveEBM], generators: list[torch.Generator]):
+        super().__init__(members, generators)
+        self._neg: Tensor | None = None
 
     def step(self, x_pos: Tensor) -> tuple[list[dict[str, float]], list[bool]]:
         """One training iteration of every seed in the stack on its positives x_pos[s] ((S, batch, d)). Returns the
@@ -184,9 +257,7 @@ class StackedContrastive:
         self._neg = x_neg
         loss, stats = contrastive_step(self.energy, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
         ok = (torch.isfinite(loss) & torch.isfinite(x_neg.sum((1, 2)))).tolist()
-        for m in self.members:
-            for k, v in self.work.as_dict().items():
-                setattr(m.work, k, getattr(m.work, k) + v - before[k])
+        self._add_work(before)
         names = list(stats)
         cols = torch.stack([stats[k] for k in names], 1).tolist()
         return [dict(zip(names, row, strict=True)) for row in cols], ok
@@ -201,23 +272,95 @@ class StackedContrastive:
             m._neg = self._neg[i]
         return m
 
-    def drop(self, keep: list[int]) -> None:
-        """Keep only the seeds at stack rows ``keep`` (in order): their parameters, Adam moments and members."""
-        old, old_params = self.optimizer, list(self.energy.params)
-        idx = torch.tensor(keep, device=old_params[0].device)
-        self.members = [self.members[i] for i in keep]
-        self.generators = [self.generators[i] for i in keep]
-        with torch.no_grad():
-            for k, p in enumerate(old_params):
-                self.energy.params[k] = nn.Parameter(p.detach()[idx].clone())
-        self.optimizer = make_optimizer(None, self.config, named=self.energy.named_members())
-        for p_old, p_new, g_old, g_new in zip(old_params, self.energy.params, old.param_groups,
-                                              self.optimizer.param_groups, strict=True):
-            g_new["lr"] = g_old["lr"]
-            state = old.state.get(p_old)
-            if state:
-                self.optimizer.state[p_new] = {
-                    k: v[idx].clone() if torch.is_tensor(v) and v.dim() > 0 else v.clone() if torch.is_tensor(v)
-                    else v for k, v in state.items()}
+    def _keep_rows(self, keep, idx):
         if self._neg is not None:
             self._neg = self._neg[idx]
+
+
+class StackedJarzynski(_Stack):
+    """The S seeds of ``Jarzynski`` (003 Alg. 1, full batch) trained as one: walkers (S, N, d), log-weights A
+    (S, N), the cross-entropy step on the sum of the seeds' weighted losses (eq. 11: seed s's gradient is its own),
+    one ULA move and eq. (5)-(6) weight update of all walkers on the stacked energy, the noise of slice s drawn
+    from ``generators[s]``. What is per seed stays with the seed's own algorithm (``members[s]``, whose walker
+    state are views of row s): its ESS (eq. 13), resampling decision and resampling (``Jarzynski.resample``, its
+    uniforms drawn from ``cpu_generators[s]``, the stream its run alone draws them from), ``n_resamples``, log Z
+    bookkeeping and logged scalars, in the order of its run alone."""
+
+    non_finite = jarzynski.NON_FINITE
+
+    def __init__(self, members: list[Jarzynski], generators: list[torch.Generator],
+                 cpu_generators: list[torch.Generator] | None = None):
+        super().__init__(members, generators)
+        self.cpu_generators = list(cpu_generators or generators)
+        if len(self.cpu_generators) != len(self.members):
+            raise ValueError("one CPU generator per seed")
+        self.x, self.u, self.g, self.log_w = (torch.stack([getattr(m, k) for m in self.members])
+                                              for k in ("x", "u", "g", "log_w"))
+        self.gg = None if members[0].gg is None else torch.stack([m.gg for m in self.members])
+        self._bind()
+
+    def _bind(self) -> None:
+        """Make each seed's walker state the views of its row."""
+        for s, m in enumerate(self.members):
+            m.x, m.u, m.g, m.log_w = self.x[s], self.u[s], self.g[s], self.log_w[s]
+            m.gg = None if self.gg is None else self.gg[s]
+
+    def step(self, x_pos: Tensor) -> tuple[list[dict[str, float]], list[bool]]:
+        """One iteration of Alg. 1 (lines 4-11) for every seed on its positives x_pos[s] ((S, batch, d)): returns
+        the scalars its run alone logs and whether it is still finite (its run alone raises ``Diverged`` here, before
+        resampling), per seed. The iteration's work is added to each seed's own counter."""
+        cfg, h, n, before = self.config, self.config.step_size, self.x.shape[1], self.work.as_dict()
+        log_z_k = [m.log_z_estimate() for m in self.members]  # at theta_k, before theta moves
+        p = torch.stack([m.weights() for m in self.members])
+        self.optimizer.zero_grad(set_to_none=True)
+        u_pos = self.energy(x_pos)
+        u_walk = self.energy(self.x)
+        loss = u_pos.mean(-1) - (p.to(u_walk.dtype) * u_walk).sum(-1)
+        loss.sum().backward()
+        self.optimizer.step()
+        self.work.energy_evals += x_pos.shape[1] + n
+        self.work.grad_evals += x_pos.shape[1] + n
+        self.x, self.u, self.g, dlog_w, self.gg = jarzynski_move_kept(self.energy, self.x, self.u, self.g, h,
+                                                                      self.work, self.gg, self.generators)
+        if cfg.weighted:
+            self.log_w += dlog_w
+        self._bind()
+        self._add_work(before)
+        ok = (torch.isfinite(loss) & torch.isfinite(dlog_w).all(-1) & torch.isfinite(self.log_w).all(-1)).tolist()
+        losses, u_pos_mean, logs = loss.detach().tolist(), u_pos.detach().mean(-1).tolist(), []
+        for s, m in enumerate(self.members):
+            m._it += 1
+            if not ok[s]:
+                logs.append({"loss": losses[s]})
+                continue
+            ess = ess_fraction(m.log_w)
+            if cfg.resample_every > 0:
+                due = m._it % cfg.resample_every == 0
+            else:
+                due = cfg.resample_c >= 0 and 1.0 / ess - 1.0 > cfg.resample_c
+            if cfg.weighted and due:
+                m.resample(self.cpu_generators[s])
+                with torch.no_grad():
+                    for k in ("x", "u", "g", "gg", "log_w"):
+                        getattr(self, k)[s] = getattr(m, k)
+                self._bind()
+            row = {"loss": losses[s], "ess": ess, "n_resamples": float(m.n_resamples),
+                   "log_z_change": m.log_z_change()}
+            if log_z_k[s] is not None:
+                row["cross_entropy_estimate"] = log_z_k[s] + u_pos_mean[s]
+            logs.append(row)
+        return logs, ok
+
+    def member(self, i: int) -> Jarzynski:
+        """Seed ``i`` as its own algorithm, in the state its run alone would have now (energy, walkers, weights,
+        resampling count and log Z bookkeeping). Its optimiser is not kept up to date: the evaluation never steps
+        it."""
+        m = self.members[i]
+        self.energy.write_member(i, m.energy)
+        return m
+
+    def _keep_rows(self, keep, idx):
+        self.cpu_generators = [self.cpu_generators[i] for i in keep]
+        self.x, self.u, self.g, self.log_w = self.x[idx], self.u[idx], self.g[idx], self.log_w[idx]
+        self.gg = None if self.gg is None else self.gg[idx]
+        self._bind()

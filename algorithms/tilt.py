@@ -16,6 +16,7 @@ An exact ``log_z()`` / ``sample_exact()`` of the untilted energy would be wrong 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -36,9 +37,25 @@ def tilt(energy: Energy, neg_log_reference: Callable[[Tensor], Tensor]) -> None:
 
     energy.register_forward_hook(hook)
     object.__setattr__(energy, "_tilted", True)
+    object.__setattr__(energy, "_reference", neg_log_reference)
     for name in ("log_z", "sample_exact"):
         if hasattr(energy, name):
             object.__setattr__(energy, name, _refuse(name))
+
+
+@dataclass(frozen=True)
+class GaussianReference:
+    """-log r(x) up to a constant for r = N(0, s^2 I): |x|^2 / (2 s^2), and its gradient x / s^2, written out so
+    that an energy tilted by it is still differentiated by hand where its members are stacked
+    (algorithms/stacking.py: the same numbers as autograd through the tilt)."""
+
+    std: float
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return 0.5 * x.pow(2).sum(-1) / self.std**2
+
+    def grad(self, x: Tensor) -> Tensor:
+        return x * (1.0 / self.std**2)  # as autograd forms it (a multiplication by the rounded 1 / s^2)
 
 
 def _refuse(name):

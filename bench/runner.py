@@ -20,7 +20,7 @@ import algorithms
 import datasets
 from algorithms.base import Diverged, Problem
 from algorithms.energies import ENERGIES, MLPEnergy, make_energy
-from algorithms.stacking import StackedContrastive, stackable, stacks
+from algorithms.stacking import stack_of, stackable, stacks
 from algorithms.work import Work
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
@@ -268,7 +268,8 @@ def may_stack(cell: Cell) -> bool:
     algorithm class stacks, the energy is an MLP, no image augmentation, no learning-rate decay); ``run_stack``
     checks the built algorithm once more."""
     energy = ENERGIES.get(cell.train.energy)
-    return (stacks(algorithms.ALGORITHMS.get(cell.base)) and isinstance(energy, type) and issubclass(energy, MLPEnergy)
+    return (stacks(algorithms.ALGORITHMS.get(cell.base), cell.algo) and isinstance(energy, type)
+            and issubclass(energy, MLPEnergy)
             and getattr(cell.algo, "augment", "none") == "none" and cell.train.lr_final_ratio >= 1)
 
 
@@ -276,13 +277,14 @@ def _global_state(dev: torch.device) -> torch.Tensor:
     return torch.get_rng_state() if dev.type == "cpu" else torch.cuda.get_rng_state(dev)
 
 
-def _use_stream(dev: torch.device, gen: torch.Generator, cpu_state: torch.Tensor) -> None:
+def _use_stream(dev: torch.device, gen: torch.Generator, cpu_gen: torch.Generator) -> None:
     """Make torch's global random stream(s) a stacked seed's: on the CPU its generator's state; on a GPU the GPU
-    stream's from its generator, the CPU stream's as the seed's setup left it (training draws on the GPU only)."""
+    stream's from its generator and the CPU stream's from its CPU generator (which only Jarzynski's resampling
+    draws from in training)."""
     if dev.type == "cpu":
         torch.set_rng_state(gen.get_state())
     else:
-        torch.set_rng_state(cpu_state)
+        torch.set_rng_state(cpu_gen.get_state())
         torch.cuda.set_rng_state(gen.get_state(), dev)
 
 
@@ -297,7 +299,10 @@ class _Seed:
         # from here on the seed draws from its own generator, in the state the global stream has in its run alone
         self.gen = torch.Generator(device=dev)
         self.gen.set_state(_global_state(dev))
-        self.cpu_state = torch.get_rng_state()
+        self.cpu_gen = self.gen  # its CPU stream (on a GPU: the CPU stream as its setup left it)
+        if dev.type != "cpu":
+            self.cpu_gen = torch.Generator()
+            self.cpu_gen.set_state(torch.get_rng_state())
         self.traces: list[dict] = []
         self.runaway = None
         self.result = None  # (status, reason, metrics, artifacts, iteration, train time, cpu time) once ended
@@ -332,7 +337,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     seeds = [_Seed(c, dev) for c in cells]
     if not all(stackable(s.alg) for s in seeds):
         return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
-    stack = StackedContrastive([s.alg for s in seeds], [s.gen for s in seeds])
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
     n_stack, clock, n_iters, b = len(seeds), NoClock(), cfg.iterations(), cfg.batch_size
     setup_cpu = (time.process_time() - cpu0) / n_stack
     live, cpu_t0 = list(seeds), time.process_time()
@@ -360,14 +365,14 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
         kept = []
         for i, s in enumerate(live):
             try:
-                if not finite[i]:  # what ContrastiveEBM.step raises in the seed's run alone
-                    raise Diverged(it, "non-finite loss or negative samples")
+                if not finite[i]:  # what the step raises in the seed's run alone
+                    raise Diverged(it, stack.non_finite)
                 loss = logs[i].get("loss", 0.0)
                 if not math.isfinite(loss) or abs(loss) > EXPLODED:
                     raise Diverged(it, f"loss {loss:.3g}")
                 if cfg.eval_every and (it % cfg.eval_every == 0 or last):
                     rows, spread = _trace(s.cell, s.probe, stack.member(i), logs[i], it, last, s.work, dev, clock,
-                                          (s.gen, s.cpu_state))
+                                          (s.gen, s.cpu_gen))
                     s.traces += rows
                     s.runaway = s.runaway or runaway_check(spread, it)
                 kept.append(i)
@@ -391,7 +396,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             raise Abandoned(f"{name} before the evaluation of seed {s.cell.seed}")
         alg = stack.member(i)
         e0, c0 = time.perf_counter(), time.process_time()
-        _use_stream(dev, s.gen, s.cpu_state)  # the evaluation draws from the seed's stream, as in its run alone
+        _use_stream(dev, s.gen, s.cpu_gen)  # the evaluation draws from the seed's stream, as in its run alone
         try:
             status, reason, metrics, art = _evaluate(s.probe, alg, s.runaway, it, clock)
         except Diverged as e:

@@ -20,6 +20,7 @@ import algorithms
 import datasets
 from algorithms.energies import MLPEnergy, ToyMLP
 from algorithms.stacking import StackedMLP, stackable
+from algorithms.tilt import GaussianReference, tilt
 from algorithms.work import Work
 from bench import runner as runner_mod
 from bench import sweep as sweep_mod
@@ -75,6 +76,31 @@ def test_the_stacked_energy_is_each_member_on_its_own_slice(activation, temperat
     assert [n for n, _ in stacked.named_members()] == [n for n, _ in members[0].named_parameters()]
 
 
+def test_a_stacked_tilted_energy_is_each_tilted_member_on_its_own_slice():
+    torch.manual_seed(0)
+    members = [ToyMLP(2) for _ in range(3)]
+    for m in members:
+        tilt(m, GaussianReference(1.5))
+    stacked = StackedMLP(members)
+    x = 3 * torch.randn(3, 50, 2)
+    u, g = stacked.value_and_grad(x, Work())
+    for s, m in enumerate(members):
+        u1, g1 = m.value_and_grad(x[s], Work())  # autograd through the tilt's hook
+        torch.testing.assert_close(u[s], u1)
+        torch.testing.assert_close(g[s], g1)
+        torch.testing.assert_close(stacked(x)[s], m(x[s]))
+    other = ToyMLP(2)
+    tilt(other, GaussianReference(2.0))
+    with pytest.raises(TypeError):  # another reference
+        StackedMLP([members[0], other])
+    with pytest.raises(TypeError):  # tilted and untilted
+        StackedMLP([members[0], ToyMLP(2)])
+    lam = ToyMLP(2)
+    tilt(lam, lambda y: y.pow(2).sum(-1))
+    with pytest.raises(TypeError):  # a reference without its gradient
+        StackedMLP([lam])
+
+
 def test_energies_of_different_architectures_do_not_stack():
     with pytest.raises(TypeError):
         StackedMLP([ToyMLP(2), ToyMLP(3)])
@@ -82,9 +108,22 @@ def test_energies_of_different_architectures_do_not_stack():
         StackedMLP([MLPEnergy(2, (8,), "leaky_relu", slope=0.05), MLPEnergy(2, (8,), "leaky_relu", slope=0.2)])
 
 
+#: Jarzynski with a trigger that resamples within the 12 iterations of these runs (the smoke walkers' ESS falls below
+#: 1 / (1 + c) after 6-9 iterations). With Adam the energy's last bias is frozen: its gradient in the weighted loss
+#: (eq. 11) is 1 - sum_i p_i = 0 up to rounding, and Adam, scale-free, turns that rounding noise into steps of about
+#: the learning rate, so in any two runs whose sums round differently (a stack, another BLAS) the bias, and with it
+#: the model's log Z (``log_z_change``: the bias shifts log Z by -b exactly, nothing else), walks apart by ~lr per
+#: iteration (measured: 3e-4 after 12 iterations, every other number within 1e-6). With SGD it learns: its steps
+#: are lr times that rounding.
+RESAMPLES = {"resample_c": 0.0005, "param_lr": {"net.8.bias": 0.0}}
+
+
 @pytest.mark.parametrize("algorithm,seeds,algo", [
     ("ula_ebm", 1, {}), ("ula_ebm", 3, {}), ("ula_ebm", 3, {"optimizer": "sgd", "lr": 0.05}),
     ("cd", 3, {"restart_every": 2}), ("short_run", 3, {}),
+    ("jarzynski", 1, RESAMPLES), ("jarzynski", 3, RESAMPLES),
+    ("jarzynski", 3, {"resample_c": 0.0005, "optimizer": "sgd", "lr": 0.05, "resampling": "multinomial"}),
+    ("jarzynski", 3, {"resample_every": 3, "resampling": "stratified", "param_lr": {"net.8.bias": 0.0}}),
 ])
 def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, algo):
     cells = smoke_cells(algorithm, seeds, **algo)
@@ -94,10 +133,13 @@ def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, alg
     for a, (_, s) in zip(alone, stacked, strict=True):
         assert_same_run(a, s)
         assert s[0][0]["stacked_seeds"] == seeds and "stacked_seeds" not in a[0][0]
+        if algorithm == "jarzynski":  # the walkers were resampled (each seed's draws from its own stream)
+            assert by_metric(a[0])["n_resamples"] > 0 and a[0][0]["status"] == "ok"
 
 
-def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it():
-    cells = smoke_cells("ula_ebm", 3)
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES)])
+def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(algorithm, algo):
+    cells = smoke_cells(algorithm, 3, **algo)
     full = {k["seed"]: v for k, v in run_stack(cells, threads=1)}
     pair = {k["seed"]: v for k, v in run_stack([cells[2], cells[0]], threads=1)}  # other company, other order
     for seed in (0, 2):
@@ -134,6 +176,32 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
     assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
 
 
+def test_a_diverging_jarzynski_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
+    cells = smoke_cells("jarzynski", 3, **RESAMPLES)
+    b, real = cells[0].train.batch_size, runner_mod._setup
+
+    def poisoned(cell, dev):
+        """Seed 1's training data NaN where its 6th batch will read it (the batch order is the global stream's next
+        draw after the setup, in its run alone and in a stack alike)."""
+        out = real(cell, dev)
+        if cell.seed == 1:
+            state = torch.get_rng_state()
+            perm = torch.randperm(cell.train.n_data)
+            torch.set_rng_state(state)
+            out[1][perm[5 * b:6 * b]] = math.nan
+        return out
+
+    monkeypatch.setattr(runner_mod, "_setup", poisoned)
+    alone = [run_cell(c, threads=1) for c in cells]
+    stacked = run_stack(cells, threads=1)
+    assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
+    assert alone[1][0][0]["reason"] == "step 6: non-finite loss, walkers or weights"
+    for a, (_, s) in zip(alone, stacked, strict=True):
+        assert_same_run(a, s)  # the diverged seed: same outcome, step, work and traces; the others: their runs
+    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    assert all(by_metric(stacked[s][1][0])["n_resamples"] > 0 for s in (0, 2))  # resampled after the drop
+
+
 class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
     """A subclass with chain starts of its own that does not say they draw from the seed's stream."""
 
@@ -154,6 +222,13 @@ def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
     monkeypatch.setattr(runner_mod, "run_cell", lambda c, *a, **k: calls.append(c.seed) or real(c, *a, **k))
     out = run_stack(cells, threads=1)
     assert calls == [0, 1] and all("stacked_seeds" not in rows[0] for _, (rows, _, _) in out)
+    # Jarzynski's mini-batch Alg. 2 and the public script's weight update train one seed per run
+    assert runner_mod.may_stack(smoke_cells("jarzynski", 1)[0])
+    for algo in ({"walker_batch": 16}, {"weight_update": "public_script"}):
+        assert not runner_mod.may_stack(smoke_cells("jarzynski", 1, **algo)[0])
+    jarz = algorithms.ALGORITHMS["jarzynski"]
+    assert stackable(jarz(problem, ToyMLP(2), smoke_cells("jarzynski", 1)[0].algo))  # tilted by reference_std
+    assert not stackable(jarz(problem, ToyMLP(2), smoke_cells("jarzynski", 1, walker_batch=16)[0].algo))
 
 
 def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
