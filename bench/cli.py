@@ -282,7 +282,7 @@ def cmd_baseline(args) -> int:
           f"bench check re-runs seeds 0-{n_check - 1})")
     n_seeds = int(res["seed"].nunique())
     if n_seeds >= 2 * n_check:
-        fa = false_alarms(res, n_seeds - n_check, n_check, family=int((base["check"] == "mean").sum()))
+        fa = false_alarms(res, n_seeds - n_check, n_check)
         print(f"false alarms of unchanged code on these seeds (each split of the {n_seeds} seeds into "
               f"{n_seeds - n_check} baseline and {n_check} check seeds is one gate run): {fa['runs']} of "
               f"{fa['splits']} runs ({fa['runs'] / fa['splits']:.1%}), {fa['alarms']} alarms in {fa['tests']} tests")
@@ -300,8 +300,6 @@ def cmd_check(args) -> int:
     base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
     if base.empty:
         raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
-    # the Bonferroni family is the whole baseline's, also when only some of its cells are checked
-    family = int((base["check"] == "mean").sum())
     for col, names in (("algorithm", args.algorithms), ("target", args.targets)):
         if names:
             unknown = sorted(set(names) - set(base[col]))
@@ -314,7 +312,7 @@ def cmd_check(args) -> int:
     if args.results:
         res = first_seeds(check_rows(res, args.suite, args.fidelity, str(args.results)), seeds)
         res = res[res["algorithm"].isin(base["algorithm"]) & res["target"].isin(base["target"])]
-    cmp = compare(res, base, family=family)
+    cmp = compare(res, base)
     print(render(cmp), end="")
     return 1 if len(regressions(cmp)) else 0
 
