@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import signal
 import sys
 from pathlib import Path
@@ -265,7 +266,7 @@ def _baseline_path(args) -> Path:
 
 
 def cmd_baseline(args) -> int:
-    from bench.check import BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
+    from bench.check import ALPHA, BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
 
     path = _baseline_path(args)
     if path.exists() and not args.force:
@@ -281,6 +282,10 @@ def cmd_baseline(args) -> int:
           f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())}; "
           f"bench check re-runs seeds 0-{n_check - 1})")
     n_seeds = int(res["seed"].nunique())
+    if math.comb(n_seeds + n_check, n_check) * ALPHA < 2:
+        print(f"warning: {n_seeds} baseline + {n_check} check seeds can be arranged only "
+              f"{math.comb(n_seeds + n_check, n_check)} ways: the check's permutation test can hardly reach "
+              f"{ALPHA:.0%} (8 seeds: 495 ways)")
     if n_seeds >= 2 * n_check:
         fa = false_alarms(res, n_seeds - n_check, n_check)
         print(f"false alarms of unchanged code on these seeds (each split of the {n_seeds} seeds into "
