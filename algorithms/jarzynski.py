@@ -52,6 +52,16 @@ the random stream, and tests/test_jarzynski.py's moving-Gaussian check, whose 6 
 variance at ESS ~ 2000 is about two standard errors, fails at its seed with it (it fails at 1 of 6 seeds on
 the float64 stream too).
 
+``weight_update = "public_script"`` replaces eq. (6)'s update by the one in the authors' public GMM script,
+which keeps the old walker positions by reference and moves the walkers in place, so that both alpha terms
+are evaluated at the new positions:
+
+    dA = [U_k(X') + h |grad U_k(X')|^2 / 4] - [U_(k+1)(X') + h |grad U_(k+1)(X')|^2 / 4].
+
+This is not Algorithm 1 as printed: the ULA terms of eq. (6) drop out, the weights barely vary and the walkers
+are almost never resampled. It exists to show that this implementation detail, not eq. (6), gives 003 Fig. 6's
+p_k = 0.25 at c = 0.1 (docs/choices.md, "The teacher-student experiment of Carbone et al."). Full batch only.
+
 ``weighted = False`` freezes the weights at zero: the "unweighted" variant of 003 App. C (walkers from the
 initial model, plain ULA), which collapses.
 """
@@ -90,6 +100,9 @@ class JarzynskiConfig(OptimConfig):
     resample_every: int = 0
     #: False: the unweighted variant (003 App. C)
     weighted: bool = True
+    #: "eq6": 003 eq. (5)-(6); "public_script": both alpha terms at the new positions, as in the authors'
+    #: public GMM script (see the module docstring); full batch only
+    weight_update: Literal["eq6", "public_script"] = "eq6"
     #: > 0: start from a known model for a neural energy: E_theta0 = 0 (last layer zeroed) and the model
     #: tilted by N(0, s^2 I), U = E_theta + |x|^2 / (2 s^2), so rho_theta0 = N(0, s^2 I) is sampled exactly
     #: and log Z_0 = (d/2) log(2 pi s^2) is known (this suite's choice, to give neural energies exact
@@ -99,6 +112,8 @@ class JarzynskiConfig(OptimConfig):
     def __post_init__(self):  # checked when the suite is resolved, before anything runs
         if self.resample_every < 0:
             raise ValueError(f"resample_every must be >= 0 (0: the ESS trigger), got {self.resample_every}")
+        if self.weight_update == "public_script" and self.walker_batch:
+            raise ValueError("weight_update = 'public_script' is full batch only (walker_batch = 0)")
 
 
 class Jarzynski(TrainingAlgorithm):
@@ -157,6 +172,11 @@ class Jarzynski(TrainingAlgorithm):
         # U_k and grad U_k at the moving walkers (cached from the last iteration in the full-batch case)
         ub, gb = self.energy.value_and_grad(xb, self.work) if mini else (self.u, self.g)
 
+        script = cfg.weight_update == "public_script"
+        if script:  # the public script's update: X' by ULA under U_k, then U_k and grad U_k at X' (module docstring)
+            x_script = self.x + torch.randn_like(self.x).mul_(math.sqrt(2 * h)).sub_(self.g, alpha=h)
+            u_k_new, g_k_new = self.energy.value_and_grad(x_script, self.work)
+
         # lines 4-6: the empirical cross-entropy gradient (eq. 11) and the optimiser step theta_k -> theta_k+1
         self.optimizer.zero_grad(set_to_none=True)
         u_pos = self.energy(x_pos)
@@ -168,8 +188,15 @@ class Jarzynski(TrainingAlgorithm):
         self.work.grad_evals += x_pos.shape[0] + n
 
         # lines 7-9: ULA with U_k, then the weight update of eq. (5)-(6) with U_k and U_k+1
-        xb_new, ub_new, gb_new, dlog_w, ggb_new = jarzynski_move_kept(self.energy, xb, ub, gb, h, self.work,
-                                                                      None if mini else self.gg)
+        if script:
+            xb_new = x_script
+            ub_new, gb_new = self.energy.value_and_grad(xb_new, self.work)
+            ggb_new = torch.linalg.vecdot(gb_new, gb_new)
+            dlog_w = ((u_k_new + 0.25 * h * torch.linalg.vecdot(g_k_new, g_k_new))
+                      - (ub_new + 0.25 * h * ggb_new)).double()
+        else:
+            xb_new, ub_new, gb_new, dlog_w, ggb_new = jarzynski_move_kept(self.energy, xb, ub, gb, h, self.work,
+                                                                          None if mini else self.gg)
         if mini:
             rest = torch.ones(n, dtype=torch.bool, device=self.device)
             rest[batch] = False

@@ -283,3 +283,36 @@ def test_log_z_estimate_is_biased_by_the_walkers_that_drive_the_gradient_but_exa
         assert (learned < 0).all(), learned
     assert errors[100] < -0.2
     assert 2.5 < errors[100] / errors[400] < 6, errors
+
+
+def test_public_script_update_evaluates_both_alpha_terms_at_the_new_positions():
+    """weight_update = 'public_script': the walkers move as in eq. (5) (same noise draw), and the log-weight
+    increment is [U_k + h|grad U_k|^2/4](X') - [U_k+1 + h|grad U_k+1|^2/4](X'), both at the new positions,
+    which is zero when theta does not move (eq. 6's ULA terms are gone)."""
+    import copy
+
+    energy, alg = gmm_training("jarzynski", 0, n_walkers=500, resample_c=-1.0, weight_update="public_script")
+    target = datasets.get_target("gmm1d")
+    data = target.sample(2000, torch.Generator().manual_seed(1)).double()
+    h = alg.config.step_size
+    x0, g0, before = alg.x.clone(), alg.g.clone(), copy.deepcopy(energy)
+    torch.manual_seed(7)
+    alg.step(data)
+    torch.manual_seed(7)
+    x1 = x0 + math.sqrt(2 * h) * torch.randn_like(x0) - h * g0
+    assert torch.allclose(alg.x, x1)
+    work = Work()
+    u_k, g_k = before.value_and_grad(x1, work)
+    u_k1, g_k1 = energy.value_and_grad(x1, work)
+    expected = (u_k + 0.25 * h * g_k.pow(2).sum(-1)) - (u_k1 + 0.25 * h * g_k1.pow(2).sum(-1))
+    assert float(expected.abs().max()) > 1e-4  # theta moved: the check below is not trivially 0 = 0
+    assert torch.allclose(alg.log_w, expected.double(), atol=1e-10)
+    # theta (nearly) fixed: the script's weights stay uniform, eq. (6)'s do not (its ULA terms)
+    _, frozen = gmm_training("jarzynski", 5, n_walkers=500, resample_c=-1.0, weight_update="public_script",
+                             lr=1e-12, param_lr={"z": 1e-12})
+    _, exact = gmm_training("jarzynski", 5, n_walkers=500, resample_c=-1.0, lr=1e-12, param_lr={"z": 1e-12})
+    assert float(frozen.log_w.abs().max()) < 1e-8
+    assert float(exact.log_w.abs().max()) > 1e-3
+    with pytest.raises(ConfigError, match="full batch"):
+        build_config(algorithms.ALGORITHMS["jarzynski"].Config, {"weight_update": "public_script",
+                                                                 "walker_batch": 10}, "test")
