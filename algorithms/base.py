@@ -172,12 +172,16 @@ class TrainingAlgorithm(ABC):
         self.config = config
         self.work = problem.work
         self.device = problem.device
+        #: the random stream of this run's draws where it is not torch's global one: a seed trained together with
+        #: other seeds (algorithms/stacking.py) draws from its own generator, in the state the global stream
+        #: would have in its run alone. Used by the algorithms that stack; None: the global stream
+        self.generator: torch.Generator | None = None
 
     def initial(self, kind: str, n: int) -> Tensor:
         """n chain states of the given kind (see samplers.initial_states) for this problem."""
         p = self.problem
         return initial_states(kind, n, box=p.box, data=p.data, device=p.device, dtype=p.data.dtype,
-                              energy=self.energy)
+                              energy=self.energy, generator=self.generator)
 
     @abstractmethod
     def step(self, x_pos: Tensor) -> dict[str, float]:

@@ -25,6 +25,8 @@ class CD(ContrastiveEBM):
     name = "cd"
     paper = "003 Alg. 3"
     Config = CDConfig
+    #: its chain starts draw random numbers from ``self.generator`` only: its seeds may train stacked (stacking.py)
+    stacks = True
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)

@@ -43,9 +43,10 @@ class ContrastiveConfig(OptimConfig):
     noise_scale: float = field(default=1.0, metadata=NONNEG)
 
 
-def make_optimizer(energy, cfg):
-    """Adam or SGD over the energy's parameters, with per-parameter learning rates from ``param_lr``."""
-    named = dict(energy.named_parameters())
+def make_optimizer(energy, cfg, named=None):
+    """Adam or SGD over the energy's parameters, with per-parameter learning rates from ``param_lr``. ``named``:
+    the (name, parameter) pairs to optimise instead (a stacked energy's parameters under its members' names)."""
+    named = dict(energy.named_parameters() if named is None else named)
     unknown = sorted(set(cfg.param_lr) - set(named))
     if unknown:
         raise ConfigError(f"param_lr names unknown energy parameters {unknown}; valid: {', '.join(named)}")
@@ -96,19 +97,31 @@ class ContrastiveEBM(TrainingAlgorithm):
 
 
 def contrastive_update(energy, optimizer, x_pos, x_neg, energy_reg, work):
-    """One gradient step on L = mean U(x+) - mean U(x-) (+ regulariser): 000 eq. (3)."""
+    """One gradient step on L = mean U(x+) - mean U(x-) (+ regulariser): 000 eq. (3). Returns L (detached) and
+    the scalars to log."""
+    loss, stats = contrastive_step(energy, optimizer, x_pos, x_neg, energy_reg, work)
+    return loss, {k: float(v) for k, v in stats.items()}
+
+
+def contrastive_step(energy, optimizer, x_pos, x_neg, energy_reg, work):
+    """``contrastive_update`` with the scalars to log as tensors. For seeds trained together (a stacked energy,
+    algorithms/stacking.py: inputs (S, n, d), energies (S, n)) the means are per seed, L has shape (S,) and the step
+    is on the sum of the seeds' losses, which gives each seed's parameters exactly its own gradient (and Adam is
+    elementwise); the work is counted per seed."""
+    stacked = getattr(energy, "stacked", False)
+
+    def mean(u):
+        return u.mean(-1) if stacked else u.mean()
+
     optimizer.zero_grad(set_to_none=True)
     u_pos = energy(x_pos)
     u_neg = energy(x_neg.detach())
-    loss = u_pos.mean() - u_neg.mean()
-    total = loss + energy_reg * (u_pos.pow(2).mean() + u_neg.pow(2).mean()) if energy_reg else loss
-    total.backward()
+    loss = mean(u_pos) - mean(u_neg)
+    total = loss + energy_reg * (mean(u_pos.pow(2)) + mean(u_neg.pow(2))) if energy_reg else loss
+    (total.sum() if stacked else total).backward()
     optimizer.step()
-    n = x_pos.shape[0] + x_neg.shape[0]
+    n = x_pos.shape[int(stacked)] + x_neg.shape[int(stacked)]
     work.energy_evals += n
     work.grad_evals += n
-    return loss.detach(), {
-        "loss": float(loss.detach()),
-        "energy_pos": float(u_pos.mean().detach()),
-        "energy_neg": float(u_neg.mean().detach()),
-    }
+    return loss.detach(), {"loss": loss.detach(), "energy_pos": mean(u_pos).detach(),
+                           "energy_neg": mean(u_neg).detach()}

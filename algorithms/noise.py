@@ -14,8 +14,15 @@ import torch
 from torch import Tensor
 
 
-def standard_normal_like(x: Tensor) -> Tensor:
-    """xi ~ N(0, I) of x's shape, dtype and device; float64 draws are made in float32 and cast."""
+def standard_normal_like(x: Tensor, generators=None) -> Tensor:
+    """xi ~ N(0, I) of x's shape, dtype and device; float64 draws are made in float32 and cast. ``generators``
+    (seeds trained together, algorithms/stacking.py): x has a leading seed axis and slice s is drawn from
+    ``generators[s]``, the same numbers as ``standard_normal_like(x[s])`` on a global stream in that state."""
+    if generators is not None:
+        out = torch.empty(x.shape, dtype=torch.float32 if x.dtype == torch.float64 else x.dtype, device=x.device)
+        for s, g in enumerate(generators):
+            out[s].normal_(generator=g)
+        return out.to(x.dtype)
     if x.dtype == torch.float64:
         return torch.randn(x.shape, dtype=torch.float32, device=x.device).to(torch.float64)
     return torch.randn_like(x)

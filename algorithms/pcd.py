@@ -48,6 +48,8 @@ class PCD(ContrastiveEBM):
     name = "pcd"
     paper = "000 Alg. 3 (ULA-EBM); 003 Alg. 4 (PCD)"
     Config = PCDConfig
+    #: its chain starts draw random numbers from ``self.generator`` only: its seeds may train stacked (stacking.py)
+    stacks = True
 
     @classmethod
     def check_target(cls, config, target):
@@ -68,7 +70,7 @@ class PCD(ContrastiveEBM):
             # noise, so drawing it in a random order and scattering it back changes nothing but the order
             self._idx = None
             return self._augment(self.bank.states)
-        self._idx, x = self.bank.draw(x_pos.shape[0])
+        self._idx, x = self.bank.draw(x_pos.shape[0], self.generator)
         return self._augment(x)
 
     def _augment(self, x):

@@ -47,6 +47,7 @@ def ula(
     keep_chain: bool = False,
     drift_clamp: float = 0.0,
     bounds: tuple[float, float] | None = None,
+    generators=None,
 ) -> Tensor:
     """Run n_steps of ULA (000 Alg. 2) from x. With ``noise=False`` it is gradient descent on U with step
     h (the noise-free dynamics of 002 eq. 7 / 004). ``noise_scale`` s < 1 is the "reduced noise" heuristic
@@ -57,7 +58,10 @@ def ula(
     Two clamps of 004's public image code (not of any paper's text; off by default): ``drift_clamp`` c > 0
     limits every coordinate of the drift h grad U to [-c, c] (004's code: 0.1), ``bounds`` (lo, hi) clamps the
     states after every step (004's code: the image range [-1, 1]). Either makes the chain something else than
-    ULA on exp(-U)."""
+    ULA on exp(-U).
+
+    Seeds trained together (algorithms/stacking.py): ``energy`` a stacked energy, x (S, n, d), and
+    ``generators`` one random stream per seed for the noise (``standard_normal_like``)."""
     x = x.detach()
     scale = math.sqrt(2 * h) if noise_scale == 1.0 else noise_scale * math.sqrt(2 * h)
     chain = []
@@ -69,7 +73,7 @@ def ula(
             # two fused passes over (n, d) instead of four: x - h g, then + scale xi in place on the new tensor
             x = torch.add(x, g, alpha=-h)
         if noise:
-            x.add_(standard_normal_like(x), alpha=scale)
+            x.add_(standard_normal_like(x, generators), alpha=scale)
         if bounds is not None:
             x.clamp_(bounds[0], bounds[1])
         if keep_chain:
@@ -86,10 +90,10 @@ class ChainBank:
     def __len__(self):
         return self.states.shape[0]
 
-    def draw(self, n: int) -> tuple[Tensor, Tensor]:
+    def draw(self, n: int, generator=None) -> tuple[Tensor, Tensor]:
         if n > len(self):
             raise ValueError(f"cannot draw {n} chains from a bank of {len(self)}")
-        idx = torch.randperm(len(self), device=self.states.device)[:n]
+        idx = torch.randperm(len(self), device=self.states.device, generator=generator)[:n]
         return idx, self.states[idx]
 
     def put(self, idx: Tensor, x: Tensor) -> None:
@@ -97,23 +101,24 @@ class ChainBank:
 
 
 def initial_states(kind: str, n: int, *, box, data: Tensor | None = None, device=None, dtype=None,
-                   energy: Energy | None = None) -> Tensor:
+                   energy: Energy | None = None, generator=None) -> Tensor:
     """Where chains start: ``uniform`` on the target's box, ``normal`` N(0, I), ``data`` (random training
     points, as CD and 003's PCD do) or ``model`` (exact samples of the current model, as 003's Jarzynski
-    walkers; needs an energy with ``sample_exact``)."""
+    walkers; needs an energy with ``sample_exact``). ``generator``: the random stream (default torch's global
+    one); not for ``model``, which draws from the energy's own sampler."""
     d = len(box)
     if dtype is None:
         dtype = data.dtype if data is not None else torch.get_default_dtype()
     if kind == "uniform":
         lo = torch.tensor([b[0] for b in box], device=device, dtype=dtype)
         hi = torch.tensor([b[1] for b in box], device=device, dtype=dtype)
-        return lo + (hi - lo) * torch.rand(n, d, device=device, dtype=dtype)
+        return lo + (hi - lo) * torch.rand(n, d, device=device, dtype=dtype, generator=generator)
     if kind == "normal":
-        return torch.randn(n, d, device=device, dtype=dtype)
+        return torch.randn(n, d, device=device, dtype=dtype, generator=generator)
     if kind == "data":
         if data is None:
             raise ValueError("initial states 'data' need the training data")
-        return data[torch.randint(0, data.shape[0], (n,), device=data.device)].to(device)
+        return data[torch.randint(0, data.shape[0], (n,), device=data.device, generator=generator)].to(device)
     if kind == "model":
         if energy is None or not samples_exactly(energy):
             raise ValueError("initial states 'model' need an energy that samples itself exactly")

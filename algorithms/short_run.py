@@ -24,6 +24,8 @@ class ShortRun(ContrastiveEBM):
     name = "short_run"
     paper = "Nijkamp et al. 2019 (short-run MCMC); the short-run baseline of 000/003"
     Config = ShortRunConfig
+    #: its chain starts draw random numbers from ``self.generator`` only: its seeds may train stacked (stacking.py)
+    stacks = True
 
     def start_chains(self, x_pos):
         return self.chain_starts(x_pos.shape[0])

@@ -93,7 +93,8 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
         out: str | Path | None = None, device: str = "cpu", jobs: int = 0, force: bool = False,
         budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
         scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
-        inception_weights: str | Path | None = None, resume_across_code: bool = False) -> pd.DataFrame:
+        inception_weights: str | Path | None = None, resume_across_code: bool = False,
+        stack_seeds: bool = False) -> pd.DataFrame:
     """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
     ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
@@ -105,14 +106,17 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
 
     ``resume_across_code``: a cell finished in ``out`` under another code version (everything else the same)
     counts as finished, and its rows (with the code version that produced them) are kept and returned; by
-    default a cell is finished only under this code version (``bench.sweep.finished_as``)."""
+    default a cell is finished only under this code version (``bench.sweep.finished_as``).
+
+    ``stack_seeds``: the seeds of a cell train together as one stacked model in one process
+    (``bench.runner.run_stack``), each stored as its own cell with its run alone's results up to rounding."""
     from bench.store import ResultStore
     from bench.sweep import finished_as, run_sweep
 
     data, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
                                        cell_timeout, backend, scheduler, data_dir, inception_weights)
     run_sweep(cells, out, device=device, jobs=jobs, force=force, backend=backend, scheduler=scheduler,
-              connect_timeout_s=connect_timeout_s, across_code=resume_across_code)
+              connect_timeout_s=connect_timeout_s, across_code=resume_across_code, stack_seeds=stack_seeds)
     store = ResultStore(out)
     store.record_suite(data["name"], data["path"])
     res = store.results()

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 import algorithms
 import datasets
 from algorithms.base import Diverged, Problem
-from algorithms.energies import make_energy
+from algorithms.energies import ENERGIES, MLPEnergy, make_energy
+from algorithms.stacking import StackedContrastive, stackable, stacks
 from algorithms.work import Work
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
@@ -96,6 +97,89 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
+def _setup(cell: Cell, dev: torch.device):
+    """A cell's target, training data, probe, work counter and algorithm, built from the seed's random stream (the
+    global one, seeded here): the same for a run alone and for a seed trained together with others."""
+    cfg = cell.train
+    use_data_dir(cell.resources.get("data_dir"))  # this process reads the cell's image files from there
+    target = datasets.get_target(cell.target)
+    gen = torch.Generator().manual_seed(cell.seed)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+    data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
+    torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
+    energy = make_energy(cfg.energy, target.dim, target.shape, cfg.temperature).to(device=dev, dtype=dtype)
+    probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
+    if target.has("classifier"):
+        target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
+    work = Work()
+    alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
+    return target, data, probe, work, alg
+
+
+def _trace(cell: Cell, probe, alg, logs: dict, it: int, last: bool, work: Work, dev, clock, stream=None):
+    """The trace rows of iteration ``it`` and the energy spread measured there. The measurements draw from the
+    training's random stream and leave it as it was (``measuring``); ``stream``: the seed's own (``_use_stream``)."""
+    with measuring(dev):  # trace-time measurements leave the training's random stream as it was
+        if stream is not None:
+            _use_stream(dev, *stream)
+        point = {**logs, **trace_point(probe, alg)}
+        clock.mark("trace")
+        point.update(rhat_point(probe, alg, it, last))
+        clock.mark("rhat")
+    rows = [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
+            for k, v in point.items()]
+    return rows, point.get(ENERGY_SPREAD)
+
+
+def _evaluate(probe, alg, runaway, it: int, clock):
+    """Evaluation after training: (status, reason, metrics, artifacts); raises ``Diverged`` as training does."""
+    metrics, art = evaluate(probe, alg)
+    clock.mark("evaluate")
+    runaway = runaway or runaway_check(metrics.get(ENERGY_SPREAD), it)
+    status, reason = "ok", ""
+    if runaway:
+        status = "runaway"
+        reason = f"step {runaway[0]}: {ENERGY_SPREAD} {runaway[1]:.3g} nats > {RUNAWAY_SPREAD:g}"
+        metrics["runaway_at"] = float(runaway[0])
+    return status, reason, metrics, art
+
+
+def _diverged(e: Diverged, it: int) -> tuple[str, str, dict]:
+    step = e.step if e.step >= 0 else it
+    return "diverged", f"step {step}: {e.reason}", {"diverged_at": float(step)}
+
+
+def _rows(cell: Cell, target, probe, dev, status, reason, it, train_time, wall, cpu, train_work, metrics,
+          extra=None) -> list[dict]:
+    """The result rows of a run: one per metric, with the run's outcome, cost and settings."""
+    common = {
+        **cell.key(),
+        "cell_id": cell.cell_id(),
+        "target_version": target.version,
+        "settings": cell.settings,
+        "deviations": json.dumps(cell.deviations) if cell.deviations else "",
+        "status": status,
+        "reason": reason,
+        "n_iters": it,
+        "train_time_s": round(train_time, 3),
+        "wall_time_s": round(wall, 3),
+        "cpu_time_s": round(cpu, 3),
+        "time_per_iter_s": train_time / max(it, 1),
+        **train_work,
+        "device": str(dev),
+        "code_version": cell.code_version,
+        "torch_version": torch.__version__,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config_json(cell.config()),
+        **(extra or {}),
+    }
+    # an FID / KID / IS value carries its protocol (extractor, counts, split, quantisation): tables never compare two
+    # values measured under different protocols (bench/tables.py, ``by_protocol``)
+    return [{**common, "metric": k, "value": v,
+             "protocol": json.dumps(probe.protocols[k], sort_keys=True) if k in probe.protocols else ""}
+            for k, v in metrics.items()]
+
+
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
              stop=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
@@ -114,18 +198,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     if threads:
         torch.set_num_threads(threads)
     cfg = cell.train
-    use_data_dir(cell.resources.get("data_dir"))  # this process reads the cell's image files from there
-    target = datasets.get_target(cell.target)
-    gen = torch.Generator().manual_seed(cell.seed)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
-    data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
-    torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, target.shape, cfg.temperature).to(device=dev, dtype=dtype)
-    probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
-    if target.has("classifier"):
-        target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
-    work = Work()
-    alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
+    target, data, probe, work, alg = _setup(cell, dev)
     clock.follow(work, alg)
     n_iters = cfg.iterations()
     sched = None
@@ -156,14 +229,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 raise Diverged(it, f"loss {loss:.3g}")
             last = it == n_iters or (cfg.grad_budget and work.grad_evals >= cfg.grad_budget) or clock.enough()
             if cfg.eval_every and (it % cfg.eval_every == 0 or last):
-                with measuring(dev):  # trace-time measurements leave the training's random stream as it was
-                    point = {**logs, **trace_point(probe, alg)}
-                    clock.mark("trace")
-                    point.update(rhat_point(probe, alg, it, last))
-                    clock.mark("rhat")
-                traces += [{**cell.key(), "iteration": it, "grad_evals": work.grad_evals, "metric": k, "value": v}
-                           for k, v in point.items()]
-                runaway = runaway or runaway_check(point.get(ENERGY_SPREAD), it)
+                rows, spread = _trace(cell, probe, alg, logs, it, last, work, dev, clock)
+                traces += rows
+                runaway = runaway or runaway_check(spread, it)
                 bar.set_postfix(loss=f"{loss:.3g}")
             if cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
                 raise TimeLimit(f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}")
@@ -173,45 +241,168 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         train_work = work.as_dict()
         if stop is not None and stop():
             raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
-        metrics, art = evaluate(probe, alg)
-        clock.mark("evaluate")
-        runaway = runaway or runaway_check(metrics.get(ENERGY_SPREAD), it)
-        if runaway:
-            status = "runaway"
-            reason = f"step {runaway[0]}: {ENERGY_SPREAD} {runaway[1]:.3g} nats > {RUNAWAY_SPREAD:g}"
-            metrics["runaway_at"] = float(runaway[0])
+        status, reason, metrics, art = _evaluate(probe, alg, runaway, it, clock)
     except Diverged as e:
-        status, reason = "diverged", f"step {e.step if e.step >= 0 else it}: {e.reason}"
+        status, reason, metrics = _diverged(e, it)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
-        metrics = {"diverged_at": float(e.step if e.step >= 0 else it)}
     except TimeLimit as e:
         status, reason = "timeout", str(e)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
         metrics = {"timeout_at": float(it)}
     wall = time.perf_counter() - t0
-    common = {
-        **cell.key(),
-        "cell_id": cell.cell_id(),
-        "target_version": target.version,
-        "settings": cell.settings,
-        "deviations": json.dumps(cell.deviations) if cell.deviations else "",
-        "status": status,
-        "reason": reason,
-        "n_iters": it,
-        "train_time_s": round(train_time, 3),
-        "wall_time_s": round(wall, 3),
-        "cpu_time_s": round(time.process_time() - cpu0, 3),
-        "time_per_iter_s": train_time / max(it, 1),
-        **train_work,
-        "device": str(dev),
-        "code_version": cell.code_version,
-        "torch_version": torch.__version__,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config_json(cell.config()),
-    }
-    # an FID / KID / IS value carries its protocol (extractor, counts, split, quantisation): tables never compare two
-    # values measured under different protocols (bench/tables.py, ``by_protocol``)
-    rows = [{**common, "metric": k, "value": v,
-             "protocol": json.dumps(probe.protocols[k], sort_keys=True) if k in probe.protocols else ""}
-            for k, v in metrics.items()]
+    rows = _rows(cell, target, probe, dev, status, reason, it, train_time, wall, time.process_time() - cpu0,
+                 train_work, metrics)
     return rows, traces, art
+
+
+# --- seeds trained together ---------------------------------------------------------------------------------------
+
+def stack_key(cell: Cell) -> str:
+    """Cells with the same key differ only by their seed: they may train as one stack (``run_stack``)."""
+    key = {k: v for k, v in cell.key().items() if k != "seed"}
+    return json.dumps([key, cell.base, cell.config(), cell.resources], sort_keys=True, default=str)
+
+
+def may_stack(cell: Cell) -> bool:
+    """Whether the seeds of ``cell`` may train stacked, as far as its settings say before anything is built (the
+    algorithm class stacks, the energy is an MLP, no image augmentation, no learning-rate decay); ``run_stack``
+    checks the built algorithm once more."""
+    energy = ENERGIES.get(cell.train.energy)
+    return (stacks(algorithms.ALGORITHMS.get(cell.base)) and isinstance(energy, type) and issubclass(energy, MLPEnergy)
+            and getattr(cell.algo, "augment", "none") == "none" and cell.train.lr_final_ratio >= 1)
+
+
+def _global_state(dev: torch.device) -> torch.Tensor:
+    return torch.get_rng_state() if dev.type == "cpu" else torch.cuda.get_rng_state(dev)
+
+
+def _use_stream(dev: torch.device, gen: torch.Generator, cpu_state: torch.Tensor) -> None:
+    """Make torch's global random stream(s) a stacked seed's: on the CPU its generator's state; on a GPU the GPU
+    stream's from its generator, the CPU stream's as the seed's setup left it (training draws on the GPU only)."""
+    if dev.type == "cpu":
+        torch.set_rng_state(gen.get_state())
+    else:
+        torch.set_rng_state(cpu_state)
+        torch.cuda.set_rng_state(gen.get_state(), dev)
+
+
+class _Seed:
+    """A seed of a stack: its cell, what ``_setup`` built, its random stream and, once it has one, its outcome."""
+
+    def __init__(self, cell: Cell, dev: torch.device):
+        self.cell = cell
+        self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev)
+        n_data = cell.train.n_data
+        self.perm = torch.randperm(n_data, device=dev)  # the run alone draws its first batch order here
+        # from here on the seed draws from its own generator, in the state the global stream has in its run alone
+        self.gen = torch.Generator(device=dev)
+        self.gen.set_state(_global_state(dev))
+        self.cpu_state = torch.get_rng_state()
+        self.traces: list[dict] = []
+        self.runaway = None
+        self.result = None  # (status, reason, metrics, artifacts, iteration, train time, cpu time) once ended
+
+
+def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, threads: int | None = None,
+              stop=None) -> list[tuple[dict, tuple]]:
+    """Train the seeds of one cell (``cells``: the same ``stack_key``, different seeds) as one stacked model in this
+    process (algorithms/stacking.py), then evaluate each seed as a run of its own. Returns [(cell key, (rows,
+    traces, artifacts))], one per seed in the order of ``cells``: for each seed the rows ``run_cell`` gives for it,
+    up to floating-point rounding. Each seed draws from its own random stream, seeded and consumed as in its run
+    alone (so a seed's result does not depend on which seeds share its stack, and resuming a sweep runs only the
+    missing seeds); a seed that diverges leaves the stack with its own outcome and the others go on; the time limit
+    applies to the stack. Cells that do not stack (``algorithms.stacking.stackable``; a learning-rate decay) run one
+    by one with ``run_cell``.
+
+    Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (the
+    stack's time divided by the number of seeds it started with) plus its own evaluation, and its rows carry
+    ``stacked_seeds``, the size of its stack."""
+    cells = list(cells)
+    if len({stack_key(c) for c in cells}) != 1:
+        raise ValueError("run_stack: the cells differ by more than their seed")
+    cfg = cells[0].train
+    if not may_stack(cells[0]):
+        return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
+    cpu0 = time.process_time()
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        threads = cell_threads(cells[0], threads)
+    if threads:
+        torch.set_num_threads(threads)
+    seeds = [_Seed(c, dev) for c in cells]
+    if not all(stackable(s.alg) for s in seeds):
+        return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
+    stack = StackedContrastive([s.alg for s in seeds], [s.gen for s in seeds])
+    n_stack, clock, n_iters, b = len(seeds), NoClock(), cfg.iterations(), cfg.batch_size
+    setup_cpu = (time.process_time() - cpu0) / n_stack
+    live, cpu_t0 = list(seeds), time.process_time()
+    t0, it, pos = time.perf_counter(), 0, 0
+    name = f"{cells[0].algorithm}/{cells[0].target}/s{','.join(str(c.seed) for c in cells)}"
+
+    def end(s, status, reason, metrics, art=None, t_end=None, cpu_end=None):
+        """Seed s's outcome; its costs are its share of the stack's up to now (or ``t_end`` / ``cpu_end``)."""
+        train = ((t_end or time.perf_counter()) - t0) / n_stack
+        s.result = {"status": status, "reason": reason, "metrics": metrics, "art": art or {}, "it": it,
+                    "train_time": train, "wall": train, "work": s.work.as_dict(),
+                    "cpu": setup_cpu + ((cpu_end or time.process_time()) - cpu_t0) / n_stack}
+
+    bar = tqdm(range(1, n_iters + 1), desc=name, disable=not progress, leave=False, mininterval=1.0)
+    for it in bar:
+        if stop is not None and stop():
+            raise Abandoned(f"{name} at iteration {it}")
+        if pos + b > cfg.n_data:
+            for s in live:
+                s.perm = torch.randperm(cfg.n_data, device=dev, generator=s.gen)
+            pos = 0
+        logs, finite = stack.step(torch.stack([s.data[s.perm[pos:pos + b]] for s in live]))
+        pos += b
+        last = it == n_iters or bool(cfg.grad_budget and live[0].work.grad_evals >= cfg.grad_budget)
+        kept = []
+        for i, s in enumerate(live):
+            try:
+                if not finite[i]:  # what ContrastiveEBM.step raises in the seed's run alone
+                    raise Diverged(it, "non-finite loss or negative samples")
+                loss = logs[i].get("loss", 0.0)
+                if not math.isfinite(loss) or abs(loss) > EXPLODED:
+                    raise Diverged(it, f"loss {loss:.3g}")
+                if cfg.eval_every and (it % cfg.eval_every == 0 or last):
+                    rows, spread = _trace(s.cell, s.probe, stack.member(i), logs[i], it, last, s.work, dev, clock,
+                                          (s.gen, s.cpu_state))
+                    s.traces += rows
+                    s.runaway = s.runaway or runaway_check(spread, it)
+                kept.append(i)
+            except Diverged as e:
+                end(s, *_diverged(e, it))
+        if len(kept) < len(live):
+            live = [live[i] for i in kept]
+            if live:
+                stack.drop(kept)
+        if live and cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
+            for s in live:
+                end(s, "timeout", f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}",
+                    {"timeout_at": float(it)})
+            live = []
+        if last or not live:
+            break
+    t_end, cpu_end = time.perf_counter(), time.process_time()
+    for i, s in enumerate(live):
+        end(s, "ok", "", {}, t_end=t_end, cpu_end=cpu_end)
+        if stop is not None and stop():
+            raise Abandoned(f"{name} before the evaluation of seed {s.cell.seed}")
+        alg = stack.member(i)
+        e0, c0 = time.perf_counter(), time.process_time()
+        _use_stream(dev, s.gen, s.cpu_state)  # the evaluation draws from the seed's stream, as in its run alone
+        try:
+            status, reason, metrics, art = _evaluate(s.probe, alg, s.runaway, it, clock)
+        except Diverged as e:
+            (status, reason, metrics), art = _diverged(e, it), {}
+        s.result.update(status=status, reason=reason, metrics=metrics, art=art)
+        s.result["wall"] += time.perf_counter() - e0
+        s.result["cpu"] += time.process_time() - c0
+    out = []
+    for s in seeds:
+        r = s.result
+        rows = _rows(s.cell, s.target, s.probe, dev, r["status"], r["reason"], r["it"], r["train_time"], r["wall"],
+                     r["cpu"], r["work"], r["metrics"], {"stacked_seeds": n_stack})
+        out.append((s.cell.key(), (rows, s.traces, r["art"])))
+    return out

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from algorithms.base import ConfigError
 from bench import plugins
 from bench.errors import BenchError, Interrupted
-from bench.runner import run_cell
+from bench.runner import may_stack, run_cell, run_stack, stack_key
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import ResultStore, code_version
 
@@ -29,7 +29,9 @@ DASK_FETCH_TIMEOUT_S = 30
 POLL_S = 0.2
 
 
-def _run(cell, device, progress, threads, worker=False, stop=None):
+def _run(cells, device, progress, threads, worker=False, stop=None):
+    """Run a unit of the sweep: one cell, or the seeds of one cell trained together (``run_stack``); returns
+    [(cell key, (rows, traces, artifacts))], one per cell."""
     if worker and threading.current_thread() is threading.main_thread():
         # a local worker leaves stop signals (Ctrl-C reaches every process of the terminal's group) to the sweep,
         # which keeps the cells that came back and kills its workers, instead of dying mid-cell with a traceback
@@ -38,8 +40,11 @@ def _run(cell, device, progress, threads, worker=False, stop=None):
         _exit_with_parent()
         # tqdm's default lock is a multiprocessing semaphore, leaked (with a warning) when the pool is stopped
         tqdm.set_lock(threading.RLock())
+    cell = cells[0]
     try:
-        return cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop)
+        if len(cells) > 1:
+            return run_stack(cells, device=device, progress=progress, threads=threads, stop=stop)
+        return [(cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop))]
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
 
@@ -93,9 +98,20 @@ def connect(scheduler: str, timeout_s: float):
                          f"({type(e).__name__})") from None
 
 
-def _flat(result):
-    key, (rows, traces, art) = result
-    return key, rows, traces, art
+def _flat(results):
+    return [(key, rows, traces, art) for key, (rows, traces, art) in results]
+
+
+def units(cells, stack_seeds: bool = False) -> list[list]:
+    """The sweep's units of work: one cell each, or with ``stack_seeds`` the cells that differ only by their seed
+    together where they may train stacked (``bench.runner.may_stack``, ``run_stack``), in the order of their first
+    cell; cells that do not stack stay units of their own (they run in parallel with ``-j N``)."""
+    if not stack_seeds:
+        return [[c] for c in cells]
+    groups: dict[str, list] = {}
+    for c in cells:
+        groups.setdefault(stack_key(c) if may_stack(c) else c.cell_id(), []).append(c)
+    return list(groups.values())
 
 
 def _kill_pool(pool) -> None:
@@ -132,24 +148,37 @@ def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> N
             done, pending = concurrent.futures.wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
             for f in done:
                 kept.add(f)
-                keep(*_flat(f.result()))
+                keep(f.result())
             stop.check()
     except BaseException:
         for f in futures:
             if f not in kept and f.done() and not f.cancelled() and f.exception() is None:
                 kept.add(f)
-                keep(*_flat(f.result()))
+                keep(f.result())
         _kill_pool(pool)
         raise
 
 
 def parallelism(n_cells: int, device: str, jobs: int) -> tuple[int, int]:
     """(processes, torch threads per process) of a sweep of ``n_cells`` cells: ``jobs`` processes (0: one per
-    core on the CPU, one on a GPU), never more than there are cells, and the cores shared among them."""
+    core on the CPU, one on a GPU), never more than there are cells, and the cores shared among them, at most
+    ``OMP_NUM_THREADS`` each where the user set it (the runner sets torch's threads itself, so without this cap
+    the variable would be ignored). On a busy machine a second thread per process is far slower than one: an
+    MLP gradient on 256-16,384 points of the toy2d energy took 70-144 ms of CPU with 2 threads against 0.2-14 ms
+    with 1, on 2 cores at load 4 (both cores busy with other work), so on a shared machine set
+    OMP_NUM_THREADS=1."""
     cores = os.cpu_count() or 1
     n_jobs = jobs or (1 if device != "cpu" else min(cores, n_cells))
     n_jobs = max(1, min(n_jobs, n_cells))
-    return n_jobs, max(1, cores // n_jobs)
+    threads = max(1, cores // n_jobs)
+    cap = thread_cap()
+    return n_jobs, min(threads, cap) if cap else threads
+
+
+def thread_cap() -> int | None:
+    """The user's thread limit: OMP_NUM_THREADS when it is set to a positive integer, else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def stamp(cells) -> None:
@@ -212,7 +241,7 @@ def _run_dask(client, cells, specs, device, keep, stop) -> None:
         while not ready.is_empty():
             for f in ready.next_batch(block=False):
                 kept.add(f)
-                keep(*_flat(f.result()))
+                keep(f.result())
             stop.check()
             if not ready.has_ready():
                 time.sleep(POLL_S)
@@ -221,7 +250,7 @@ def _run_dask(client, cells, specs, device, keep, stop) -> None:
             for f in futures:
                 if f not in kept and f.status == "finished":
                     kept.add(f)
-                    keep(*_flat(f.result(timeout=DASK_FETCH_TIMEOUT_S)))
+                    keep(f.result(timeout=DASK_FETCH_TIMEOUT_S))
         finally:
             client.cancel([f for f in futures if f not in kept])
         raise
@@ -234,7 +263,8 @@ def _close_quietly(bar) -> None:
 
 
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
-              scheduler: str | None = None, connect_timeout_s: float = 10, across_code: bool = False) -> ResultStore:
+              scheduler: str | None = None, connect_timeout_s: float = 10, across_code: bool = False,
+              stack_seeds: bool = False) -> ResultStore:
     """Run the cells not yet finished in ``out`` (all of them with ``force``; with ``across_code``, a cell
     finished under another code version counts as finished: ``finished_as``); each finished cell is written
     to the store by this process as soon as it comes back, so a killed sweep, or a lost worker, loses no
@@ -243,14 +273,19 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     backend "local": cells in local processes (``jobs`` of them, default one per core; with one, in this
     process); backend "dask": cells as tasks of the Dask distributed cluster at ``scheduler``; Dask reschedules
     the cells of a worker that dies. SIGINT, SIGTERM and SIGHUP (in the main thread) stop the sweep: cells in
-    flight are abandoned and ``Interrupted`` says how many cells are saved."""
+    flight are abandoned and ``Interrupted`` says how many cells are saved.
+
+    ``stack_seeds``: the unfinished seeds of each cell train together as one stacked model in one process
+    (``bench.runner.run_stack``; algorithms that do not stack run one seed at a time); each seed is stored as its
+    own cell, with the same results as its run alone up to floating-point rounding."""
     store = ResultStore(out)
     specs = plugins.used_specs(cells)
     stamp(cells)
     todo = unfinished(cells, store, force, across_code, say=True)
     if not todo:
         return store
-    n_jobs, threads = parallelism(len(todo), device, jobs)
+    work = units(todo, stack_seeds)
+    n_jobs, threads = parallelism(len(work), device, jobs)
     with stop_on_signals() as stop:
         try:
             # a signal is acted on where the sweep checks for it, except inside a cell computing in this process
@@ -263,21 +298,22 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                 store.record_plugins(specs)
                 store.record_environment(device)
 
-                def keep(key, rows, traces, art):
-                    store.add(rows, traces, art, key)
-                    status = rows[0]["status"] if rows else "?"
-                    bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
-                    bar.update()
+                def keep(results):
+                    for key, rows, traces, art in _flat(results):
+                        store.add(rows, traces, art, key)
+                        status = rows[0]["status"] if rows else "?"
+                        bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
+                        bar.update()
 
                 if client is not None:
-                    _run_dask(client, todo, specs, device, keep, stop)
+                    _run_dask(client, work, specs, device, keep, stop)
                 elif n_jobs == 1:
-                    for c in todo:
+                    for unit in work:
                         with stop.mode(interrupting=True):
-                            result = _run(c, device, True, threads)
-                        keep(*_flat(result))
+                            result = _run(unit, device, True, threads)
+                        keep(result)
                 else:
-                    _run_local(todo, specs, device, n_jobs, threads, keep, stop)
+                    _run_local(work, specs, device, n_jobs, threads, keep, stop)
         except Interrupted as e:
             saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "

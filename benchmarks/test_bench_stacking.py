@@ -1,0 +1,49 @@
+"""pytest-benchmark timings of seeds trained together (algorithms/stacking.py, ``bench run --stack-seeds``): one
+ULA-EBM training iteration of S = 4 seeds as one stack beside the same iteration of the 4 seeds one after the
+other (run with `pytest benchmarks/test_bench_stacking.py --benchmark-only`; not part of CI's test command).
+
+The toy2d quick four_mode cell's settings (000's toy MLP, float32, 40 ULA steps per iteration, one thread) at
+64, 256 and 1024 chains per seed. ``extra_info`` records both per-iteration times (medians of alternating blocks)
+and ``speedup`` = one by one / stacked, the tracked number (S = 4 is the most it can be: stacking removes the fixed
+cost per operation, not the arithmetic; at 256 chains on a CPU the matrix products are most of a step)."""
+
+import dataclasses
+
+import pytest
+import torch
+from test_bench_samplers import _side_by_side
+
+from algorithms.stacking import StackedContrastive
+from bench.runner import _Seed
+from bench.suite import load_suite, resolve_cells
+
+S = 4
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("n", [64, 256, 1024])
+def test_stacked_ula_ebm_iteration(benchmark, n):
+    cells = resolve_cells(load_suite("toy2d"), "quick", ["ula_ebm"], ["four_mode"], S)
+    cells = [dataclasses.replace(c, train=dataclasses.replace(c.train, batch_size=n)) for c in cells]
+    dev = torch.device("cpu")
+    alone = [_Seed(c, dev) for c in cells]
+    seeds = [_Seed(c, dev) for c in cells]
+    stack = StackedContrastive([s.alg for s in seeds], [s.gen for s in seeds])
+
+    def stacked():
+        stack.step(torch.stack([s.data[:n] for s in seeds]))
+
+    def one_by_one():
+        for s in alone:
+            s.alg.step(s.data[:n])
+
+    t_stack, t_one = _side_by_side(stacked, one_by_one, "cpu")
+    benchmark.extra_info.update(chains=n, seeds=S, stacked_s=t_stack, one_by_one_s=t_one, speedup=t_one / t_stack)
+    benchmark.pedantic(stacked, rounds=3, iterations=1, warmup_rounds=1)

@@ -1,0 +1,198 @@
+"""Seeds trained together (algorithms/stacking.py, bench.runner.run_stack, ``bench run --stack-seeds``): seed s of a
+stack gives the results of its run alone, diverges on its own, and is stored and resumed as its own cell.
+
+Tolerance. A stacked seed draws the same random numbers in the same order as its run alone, so its numbers differ
+only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
+one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
+(a mean over a row of a (S, n) tensor). The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
+another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
+error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
+seeds instead of a sum: visible with SGD, which is not scale-free like Adam) or of the parameters' slicing changes
+the numbers at the percent level or more."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import algorithms
+import datasets
+from algorithms.energies import MLPEnergy, ToyMLP
+from algorithms.stacking import StackedMLP, stackable
+from algorithms.work import Work
+from bench import runner as runner_mod
+from bench import sweep as sweep_mod
+from bench.runner import run_cell, run_stack
+from bench.store import ResultStore
+from bench.suite import load_suite, resolve_cells
+from bench.sweep import run_sweep, units
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def smoke_cells(algorithm="ula_ebm", seeds=3, n_iters=12, **algo):
+    cells = resolve_cells(load_suite("toy2d"), "smoke", [algorithm], ["four_mode"], seeds)
+    return [dataclasses.replace(c, train=dataclasses.replace(c.train, n_iters=n_iters, eval_every=4),
+                                algo=dataclasses.replace(c.algo, **algo)) for c in cells]
+
+
+def by_metric(rows):
+    return {r["metric"]: r["value"] for r in rows}
+
+
+def assert_same_run(alone, stacked):
+    """The rows and traces of a seed's run alone and of the same seed in a stack agree (tolerance: module doc)."""
+    (rows1, traces1, _), (rows2, traces2, _) = alone, stacked
+    for col in ("status", "reason", "n_iters", "grad_evals", "energy_evals", "cell_id", "seed"):
+        assert rows1[0][col] == rows2[0][col], col
+    m1, m2 = by_metric(rows1), by_metric(rows2)
+    assert m1.keys() == m2.keys()
+    for k in m1:
+        assert m2[k] == pytest.approx(m1[k], rel=RTOL, abs=ATOL, nan_ok=True), k
+    assert [(t["iteration"], t["metric"]) for t in traces1] == [(t["iteration"], t["metric"]) for t in traces2]
+    for t1, t2 in zip(traces1, traces2, strict=True):
+        where = (t1["iteration"], t1["metric"])
+        assert t2["value"] == pytest.approx(t1["value"], rel=RTOL, abs=ATOL, nan_ok=True), where
+
+
+@pytest.mark.parametrize("activation,temperature", [("leaky_relu", 1.0), ("swish", 0.25)])
+def test_the_stacked_energy_is_each_member_on_its_own_slice(activation, temperature):
+    torch.manual_seed(0)
+    members = [MLPEnergy(2, (8, 16), activation, temperature=temperature) for _ in range(3)]
+    stacked = StackedMLP(members)
+    x = torch.randn(3, 10, 2)
+    u, g = stacked.value_and_grad(x, work := Work())
+    assert work.grad_evals == 10  # counted per seed
+    for s, m in enumerate(members):
+        u1, g1 = m.value_and_grad(x[s], Work())
+        torch.testing.assert_close(u[s], u1)
+        torch.testing.assert_close(g[s], g1)
+        torch.testing.assert_close(stacked(x)[s], m(x[s]))
+    # and back: stack row s written into a fresh member computes member s
+    fresh = stacked.write_member(1, MLPEnergy(2, (8, 16), activation, temperature=temperature))
+    torch.testing.assert_close(fresh(x[1]), members[1](x[1]))
+    assert [n for n, _ in stacked.named_members()] == [n for n, _ in members[0].named_parameters()]
+
+
+def test_energies_of_different_architectures_do_not_stack():
+    with pytest.raises(TypeError):
+        StackedMLP([ToyMLP(2), ToyMLP(3)])
+    with pytest.raises(TypeError):
+        StackedMLP([MLPEnergy(2, (8,), "leaky_relu", slope=0.05), MLPEnergy(2, (8,), "leaky_relu", slope=0.2)])
+
+
+@pytest.mark.parametrize("algorithm,seeds,algo", [
+    ("ula_ebm", 1, {}), ("ula_ebm", 3, {}), ("ula_ebm", 3, {"optimizer": "sgd", "lr": 0.05}),
+    ("cd", 3, {"restart_every": 2}), ("short_run", 3, {}),
+])
+def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, algo):
+    cells = smoke_cells(algorithm, seeds, **algo)
+    alone = [run_cell(c, threads=1) for c in cells]
+    stacked = run_stack(cells, threads=1)
+    assert [k for k, _ in stacked] == [c.key() for c in cells]
+    for a, (_, s) in zip(alone, stacked, strict=True):
+        assert_same_run(a, s)
+        assert s[0][0]["stacked_seeds"] == seeds and "stacked_seeds" not in a[0][0]
+
+
+def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it():
+    cells = smoke_cells("ula_ebm", 3)
+    full = {k["seed"]: v for k, v in run_stack(cells, threads=1)}
+    pair = {k["seed"]: v for k, v in run_stack([cells[2], cells[0]], threads=1)}  # other company, other order
+    for seed in (0, 2):
+        assert_same_run(full[seed], pair[seed])
+
+
+class PoisonsOneSeed(algorithms.ALGORITHMS["ula_ebm"]):
+    """ULA-EBM whose chains turn NaN at its POISON_AT-th iteration in the run of the seed whose training data starts
+    with ``poisoned`` (only that seed), in its run alone and in a stack alike."""
+
+    POISON_AT = 6
+    poisoned: float = math.nan
+    stacks = True  # its chain starts add no draw to ULA-EBM's
+
+    def start_chains(self, x_pos):
+        x = super().start_chains(x_pos)
+        if self._it + 1 == self.POISON_AT and float(self.problem.data[0, 0]) == self.poisoned:
+            return x * math.nan
+        return x
+
+
+def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
+    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
+    cells = smoke_cells("ula_ebm", 3)
+    # the training data of seed 1, as the runner draws it
+    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    alone = [run_cell(c, threads=1) for c in cells]
+    stacked = run_stack(cells, threads=1)
+    assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
+    assert alone[1][0][0]["reason"] == "step 6: non-finite loss or negative samples"
+    for a, (_, s) in zip(alone, stacked, strict=True):
+        assert_same_run(a, s)  # the diverged seed: same outcome, step, work and traces; the others: their runs
+    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+
+
+class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
+    """A subclass with chain starts of its own that does not say they draw from the seed's stream."""
+
+    def start_chains(self, x_pos):
+        return super().start_chains(x_pos) + 0.01 * torch.randn_like(x_pos)
+
+
+def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
+    cells = smoke_cells("flowmc_ebm", 2)
+    assert not stackable(object())
+    one = smoke_cells("ula_ebm", 1)[0]
+    energy = ToyMLP(2)
+    problem = algorithms.base.Problem(datasets.get_target("four_mode"), torch.randn(64, 2))
+    assert stackable(algorithms.ALGORITHMS["ula_ebm"](problem, energy, one.algo))
+    assert not stackable(OwnStarts(problem, energy, one.algo))
+    calls = []
+    real = runner_mod.run_cell
+    monkeypatch.setattr(runner_mod, "run_cell", lambda c, *a, **k: calls.append(c.seed) or real(c, *a, **k))
+    out = run_stack(cells, threads=1)
+    assert calls == [0, 1] and all("stacked_seeds" not in rows[0] for _, (rows, _, _) in out)
+
+
+def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
+    cells = smoke_cells("ula_ebm", 3) + smoke_cells("cd", 2)
+    assert [[c.seed for c in u] for u in units(cells, True)] == [[0, 1, 2], [0, 1]]
+    # cells that do not stack stay units of their own (so that -j N runs them in parallel)
+    flowmc = smoke_cells("flowmc_ebm", 2)
+    assert [[(c.algorithm, c.seed) for c in u] for u in units(flowmc + cells[3:], True)] == [
+        [("flowmc_ebm", 0)], [("flowmc_ebm", 1)], [("cd", 0), ("cd", 1)]]
+    assert units(cells) == [[c] for c in cells]
+    # a sweep stopped after it finished seed 1 of ula_ebm (a run of that seed alone) ...
+    run_sweep([cells[1]], tmp_path / "a", jobs=1)
+    before = ResultStore(tmp_path / "a").results()
+    stacks = []
+    real = runner_mod.run_stack
+    monkeypatch.setattr(sweep_mod, "run_stack", lambda cs, **k: stacks.append([c.seed for c in cs]) or real(cs, **k))
+    # ... resumed with --stack-seeds: only the missing seeds run, each cd / ula_ebm cell once
+    run_sweep(cells[:3], tmp_path / "a", jobs=1, stack_seeds=True)
+    assert stacks == [[0, 2]]
+    after = ResultStore(tmp_path / "a").results()
+    seed1 = before[before["seed"] == 1].sort_values("metric")
+    kept = after[after["seed"] == 1].sort_values("metric")
+    assert list(kept["finished_at"]) == list(seed1["finished_at"]) and list(kept["value"]) == list(seed1["value"])
+    # every seed's values equal those of one stacked sweep of all three seeds
+    run_sweep(cells[:3], tmp_path / "b", jobs=1, stack_seeds=True)
+    full = ResultStore(tmp_path / "b").results()
+    for s in (0, 1, 2):
+        a = after[after["seed"] == s].set_index("metric")["value"]
+        b = full[full["seed"] == s].set_index("metric")["value"]
+        assert set(a.index) == set(b.index)
+        assert a.sort_index().tolist() == pytest.approx(b.sort_index().tolist(), rel=RTOL, abs=ATOL, nan_ok=True)
+    assert stacks == [[0, 2], [0, 1, 2]]
+    assert len(ResultStore(tmp_path / "b").finished()) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_stack_on_cuda_gives_each_seed_its_run_alone():
+    cells = smoke_cells("ula_ebm", 2)
+    alone = [run_cell(c, device="cuda") for c in cells]
+    for a, (_, s) in zip(alone, run_stack(cells, device="cuda"), strict=True):
+        assert_same_run(a, s)
+        assert s[0][0]["device"] == "cuda"
