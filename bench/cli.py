@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import signal
 import sys
 from pathlib import Path
@@ -269,7 +270,7 @@ def _baseline_path(args) -> Path:
 
 
 def cmd_baseline(args) -> int:
-    from bench.check import BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
+    from bench.check import ALPHA, BASELINE_SEEDS, CHECK_SEEDS, MIN_SEEDS, check_rows, false_alarms, write_baseline
 
     path = _baseline_path(args)
     if path.exists() and not args.force:
@@ -285,8 +286,12 @@ def cmd_baseline(args) -> int:
           f"checked by: {', '.join(f'{k} {v}' for k, v in base['check'].value_counts().items())}; "
           f"bench check re-runs seeds 0-{n_check - 1})")
     n_seeds = int(res["seed"].nunique())
+    if math.comb(n_seeds + n_check, n_check) * ALPHA < 2:
+        print(f"warning: {n_seeds} baseline + {n_check} check seeds can be arranged only "
+              f"{math.comb(n_seeds + n_check, n_check)} ways: the check's permutation test can hardly reach "
+              f"{ALPHA:.0%} (8 seeds: 495 ways)")
     if n_seeds >= 2 * n_check:
-        fa = false_alarms(res, n_seeds - n_check, n_check, family=int((base["check"] == "mean").sum()))
+        fa = false_alarms(res, n_seeds - n_check, n_check)
         print(f"false alarms of unchanged code on these seeds (each split of the {n_seeds} seeds into "
               f"{n_seeds - n_check} baseline and {n_check} check seeds is one gate run): {fa['runs']} of "
               f"{fa['splits']} runs ({fa['runs'] / fa['splits']:.1%}), {fa['alarms']} alarms in {fa['tests']} tests")
@@ -304,8 +309,6 @@ def cmd_check(args) -> int:
     base = base[(base["suite"] == args.suite) & (base["fidelity"] == args.fidelity)]
     if base.empty:
         raise BenchError(f"{path}: no entries for suite {args.suite} at fidelity {args.fidelity}")
-    # the Bonferroni family is the whole baseline's, also when only some of its cells are checked
-    family = int((base["check"] == "mean").sum())
     for col, names in (("algorithm", args.algorithms), ("target", args.targets)):
         if names:
             unknown = sorted(set(names) - set(base[col]))
@@ -318,7 +321,7 @@ def cmd_check(args) -> int:
     if args.results:
         res = first_seeds(check_rows(res, args.suite, args.fidelity, str(args.results)), seeds)
         res = res[res["algorithm"].isin(base["algorithm"]) & res["target"].isin(base["target"])]
-    cmp = compare(res, base, family=family)
+    cmp = compare(res, base)
     print(render(cmp), end="")
     return 1 if len(regressions(cmp)) else 0
 
