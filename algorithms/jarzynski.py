@@ -40,7 +40,7 @@ vanishing as N grows; with theta moved by a fixed protocol the estimates are exa
    between the student's modes, so the weight of each mode lives in the weights alone; each resampling
    freezes their noise into the walker counts, and the weighted mode share that the z-gradient reads
    random-walks (0.017 in logit per 100 iterations at N = 1e4). The learned p_k follows it: at c = 0.1 it
-   ended at 0.22-0.34 in seven runs (p* = 0.25), at c = 0.4 at 0.250 (one run).
+   ended at 0.22-0.34 in seven runs (p* = 0.25), at c = 0.4 at 0.251-0.262 (3 seeds, paper fidelity).
 
 ``resample_every = L`` > 0 resamples after every L-th iteration whatever the ESS (003 App. B.1, Fig. 10,
 which compares the three schemes at three fixed lags it does not state).
