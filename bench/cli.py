@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip tables and figures after the run")
     r.add_argument("--force", action="store_true", help="recompute cells already finished in --out")
     r.add_argument("--resume-across-code", action="store_true",
-                   help="count a cell finished in --out under another code version (all else the same) as finished: "
-                   "resume a paper run from committed result rows on later code; the rows keep their code version")
+                   help="count a cell finished in --out under another code version (all else the same; settings "
+                   "added since count as the same at their defaults) as finished: resume a paper run from committed "
+                   "result rows on later code; the rows keep their code version")
     r.add_argument("--stack-seeds", action="store_true",
                    help="train the seeds of each cell together as one stacked model in one process (ULA-EBM / PCD, CD, "
                    "short-run, full-batch Jarzynski; other algorithms one seed at a time): the same results per seed "

@@ -162,13 +162,14 @@ class Cell:
     def __post_init__(self):
         self.base = self.base or self.algorithm
 
-    def cell_id(self, code_version: str | None = None) -> str:
+    def cell_id(self, code_version: str | None = None, config: dict | None = None) -> str:
         """Hash of everything that determines the result: the cell, its full config, the target's version
-        and the code version (``code_version``: the id this cell would have under another one). A finished
-        cell with the same id is not computed again."""
+        and the code version (``code_version``: the id this cell would have under another one; ``config``: the
+        id it would have with that config, see ``config_as_of``). A finished cell with the same id is not
+        computed again."""
         target_version = datasets.get_target(self.target).version
         version = self.code_version if code_version is None else code_version
-        parts = [self.key(), self.base, target_version, self.config(), version]
+        parts = [self.key(), self.base, target_version, self.config() if config is None else config, version]
         # a plug-in's own source enters the key, so that a changed plug-in re-runs (built-ins: the code version)
         own = [registry.fingerprint(k, n) for k, n in
                (("algorithms", self.base), ("targets", self.target), ("energies", self.train.energy))]
@@ -184,6 +185,27 @@ class Cell:
 
     def config(self) -> dict:
         return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.algo)}
+
+    def config_as_of(self, old_keys) -> dict | None:
+        """This cell's config as code that had only the settings ``old_keys`` would have written it: the
+        settings added since are left out, provided each is at its default (which is what the older code did
+        without it); None when one of them is not (then the cell differs from what that code ran). Lets a
+        committed run resume on code that added a setting (``--resume-across-code``)."""
+        config, old_keys = self.config(), set(old_keys)
+        added = set(config) - old_keys
+        if not added:
+            return None
+        defaults = {}
+        for obj in (self.train, self.algo):
+            for f in dataclasses.fields(obj):
+                if f.default is not dataclasses.MISSING:
+                    defaults[f.name] = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    defaults[f.name] = f.default_factory()
+        missing = object()
+        if any(config[k] != defaults.get(k, missing) for k in added):
+            return None
+        return {k: v for k, v in config.items() if k in old_keys}
 
 
 def available_suites() -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import json
 import os
 import pickle
 import signal
@@ -21,7 +22,7 @@ from bench import plugins
 from bench.errors import BenchError, Interrupted
 from bench.runner import may_stack, run_cell, run_stack, stack_key
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
-from bench.store import ResultStore, code_version
+from bench.store import KEY, ResultStore, code_version
 
 #: seconds to wait for a finished Dask cell's result while a stopped sweep keeps what came back
 DASK_FETCH_TIMEOUT_S = 30
@@ -202,7 +203,36 @@ def finished_as(cells, store: ResultStore, across_code: bool = False) -> dict[st
                 hit = next((i for v in versions if (i := c.cell_id(v)) in done), None)
                 if hit is not None:
                     out[c.cell_id()] = hit
+        left = [c for c in cells if c.cell_id() not in out]
+        if left:  # rows written before a setting was added: the same cell if the new setting is at its default
+            out.update(_finished_before_new_settings(left, store, done))
     return out
+
+
+def _finished_before_new_settings(cells, store: ResultStore, done: dict) -> dict:
+    """cell_id -> the id of a finished row of the same cell written by code that lacked some of today's
+    settings, all of which are at their defaults now (``Cell.config_as_of``)."""
+    res = store.results()
+    if "config" not in res.columns:
+        return {}
+    rows = res.drop_duplicates("cell_id")
+    by_key = {}
+    for r in rows.itertuples(index=False):
+        key = tuple(str(getattr(r, k)) for k in KEY)
+        by_key.setdefault(key, []).append((r.cell_id, r.config))
+    found = {}
+    for c in cells:
+        key = tuple(str(v) for v in c.key().values())
+        for cid, config in by_key.get(key, []):
+            try:
+                old_keys = json.loads(config).keys()
+            except (TypeError, ValueError):
+                continue
+            as_of = c.config_as_of(old_keys)
+            if as_of is not None and c.cell_id(done[cid], config=as_of) == cid:
+                found[c.cell_id()] = cid
+                break
+    return found
 
 
 def unfinished(cells, store: ResultStore, force: bool = False, across_code: bool = False, say: bool = False):

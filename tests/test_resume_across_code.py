@@ -2,6 +2,8 @@
 session): only on request, matching everything but the code version; tables say when they mix code versions; a
 folder of committed tables (no cell artifacts) still gives its tables and says which figures it cannot draw."""
 
+import dataclasses
+import json
 import shutil
 
 import pandas as pd
@@ -93,3 +95,42 @@ def test_committed_tables_without_artifacts(tmp_path, capsys):
     capsys.readouterr()
     bench.plot(out)
     assert "no cell artifact" not in capsys.readouterr().err
+
+
+
+def _a_setting_at_its_default(cell):
+    """The name of one setting of this cell's config that holds its dataclass default."""
+    for f in dataclasses.fields(cell.train):
+        if f.default is not dataclasses.MISSING and getattr(cell.train, f.name) == f.default \
+                and isinstance(f.default, float):
+            return f.name
+    raise AssertionError("no float setting at its default")
+
+
+def test_a_setting_added_at_its_default_still_resumes_and_a_changed_one_reruns(tmp_path, monkeypatch, capsys):
+    """Rows written by code that lacked a setting are the same cell when the setting is at its default (what
+    the older code did without it), and another cell (run again) when it is not."""
+    from bench.suite import Cell, load_suite, resolve_cells
+
+    cell = resolve_cells(load_suite("toy2d"), "smoke", ["cd"], ["two_mode"], seeds=1)[0]
+    name = _a_setting_at_its_default(cell)
+    config = Cell.config
+    out = tmp_path / "r"
+    # the old code: no such setting (its config lacks the key), code version 'old-commit'
+    monkeypatch.setattr(sweep, "code_version", lambda: "old-commit")
+    monkeypatch.setattr(Cell, "config", lambda self: {k: v for k, v in config(self).items() if k != name})
+    old = bench.run("toy2d", out=out, **SEL)
+    assert name not in json.loads(old["config"].iloc[0])
+    # today's code has the setting, at its default: the old rows count as finished
+    monkeypatch.setattr(sweep, "code_version", lambda: "new-commit")
+    monkeypatch.setattr(Cell, "config", config)
+    assert cell.config_as_of(json.loads(old["config"].iloc[0]).keys()) is not None
+    capsys.readouterr()
+    again = bench.run("toy2d", out=out, resume_across_code=True, **SEL)
+    assert "2 of 2 cells already finished" in capsys.readouterr().out
+    assert set(again["cell_id"]) == set(old["cell_id"]) and set(again["code_version"]) == {"old-commit"}
+    # with the setting away from its default they are another cell
+    monkeypatch.setattr(Cell, "config", lambda self: {**config(self), name: getattr(self.train, name) * 2 + 1})
+    assert cell.config_as_of(json.loads(old["config"].iloc[0]).keys()) is None
+    rerun = bench.run("toy2d", out=out, resume_across_code=True, **SEL)
+    assert set(rerun["code_version"]) == {"new-commit"}
