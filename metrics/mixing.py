@@ -49,9 +49,11 @@ def ess_tail(chains) -> np.ndarray:
 
 def classic_rhat(chains) -> np.ndarray:
     """Gelman-Rubin potential scale reduction sqrt(((n-1)/n W + B/n) / W) per dimension (no split,
-    no rank normalisation)."""
+    no rank normalisation). Chains that never move (W = 0) give inf where they sit apart (B > 0: no mixing at
+    all) and nan where they all sit at one value (R-hat undefined), without a numpy warning."""
     x = _as_chains(chains)
     n = x.shape[1]
     w = x.var(axis=1, ddof=1).mean(axis=0)
     b = n * x.mean(axis=1).var(axis=0, ddof=1)
-    return np.sqrt(((n - 1) / n * w + b / n) / w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(((n - 1) / n * w + b / n) / w)

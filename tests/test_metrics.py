@@ -288,6 +288,15 @@ def test_classic_rhat_by_hand():
     np.testing.assert_allclose(classic_rhat(y), expected, rtol=1e-12)
 
 
+def test_classic_rhat_of_chains_that_never_move(recwarn):
+    """Stuck chains (W = 0): inf when they sit apart (no mixing), nan when all sit at one value; no warning."""
+    apart = np.array([[1.0] * 4, [2.0] * 4])
+    same = np.ones((2, 4))
+    assert np.isposinf(classic_rhat(apart)[0])
+    assert np.isnan(classic_rhat(same)[0])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 @pytest.mark.parametrize(
     "shape",
     [(1, 100, 2), (4, 3, 2), (100,), (2, 10, 2, 2)],
