@@ -222,11 +222,7 @@ class Jarzynski(TrainingAlgorithm):
 
         # line 11: resampling when the ESS (eq. 13) drops below 1 / (1 + c), or at a fixed lag (Fig. 10)
         ess = ess_fraction(self.log_w)
-        if cfg.resample_every > 0:
-            due = self._it % cfg.resample_every == 0
-        else:
-            due = cfg.resample_c >= 0 and 1.0 / ess - 1.0 > cfg.resample_c
-        if cfg.weighted and due:
+        if self.resample_due(ess):
             self.resample()
         logs = {"loss": float(loss.detach()), "ess": ess, "n_resamples": float(self.n_resamples),
                 "log_z_change": self.log_z_change()}
@@ -234,6 +230,16 @@ class Jarzynski(TrainingAlgorithm):
             # eq. (12) at theta_k: log Z~_k from A_k and the data energy U_k(x*), both before the optimiser step
             logs["cross_entropy_estimate"] = log_z_k + float(u_pos.detach().mean())
         return logs
+
+    def resample_due(self, ess: float) -> bool:
+        """Alg. 1 line 11: resample when the ESS fraction (eq. 13) is below 1 / (1 + c), or at the fixed lag
+        (Fig. 10); never for the unweighted variant."""
+        cfg = self.config
+        if cfg.resample_every > 0:
+            due = self._it % cfg.resample_every == 0
+        else:
+            due = cfg.resample_c >= 0 and 1.0 / ess - 1.0 > cfg.resample_c
+        return cfg.weighted and due
 
     def resample(self, generator=None):
         """Resample the walkers (003 A.4) and reset A to 0; ``generator``: the random stream of the draws (default

@@ -346,11 +346,7 @@ class StackedJarzynski(_Stack):
                 logs.append({"loss": losses[s]})
                 continue
             ess = ess_fraction(m.log_w)
-            if cfg.resample_every > 0:
-                due = m._it % cfg.resample_every == 0
-            else:
-                due = cfg.resample_c >= 0 and 1.0 / ess - 1.0 > cfg.resample_c
-            if cfg.weighted and due:
+            if m.resample_due(ess):
                 m.resample(self.cpu_generators[s])
                 with torch.no_grad():
                     for k in ("x", "u", "g", "gg", "log_w"):
