@@ -16,10 +16,7 @@ from algorithms.samplers import ula
 from algorithms.work import Work
 from bench.suite import load_suite, resolve_cells
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # benchmarks/conftest.py
 
 
 def test_ula_step_8192_chains(benchmark):

@@ -20,12 +20,7 @@ from bench.suite import load_suite, resolve_cells
 S = 4
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # benchmarks/conftest.py
 
 
 @pytest.mark.parametrize("n", [64, 256, 1024])

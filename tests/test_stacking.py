@@ -162,19 +162,26 @@ class PoisonsOneSeed(algorithms.ALGORITHMS["ula_ebm"]):
         return x
 
 
+def only_seed_1_diverges(cells, reason):
+    """Seeds 0-2 alone and stacked: seed 1 diverges at step 6 with ``reason``, the others finish; each stacked seed
+    equals its run alone (the diverged one: outcome, step, work and traces up to iteration 4). Returns the stack."""
+    alone = [run_cell(c, threads=1) for c in cells]
+    stacked = run_stack(cells, threads=1)
+    assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
+    assert alone[1][0][0]["reason"] == reason
+    for a, (_, s) in zip(alone, stacked, strict=True):
+        assert_same_run(a, s)
+    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    return stacked
+
+
 def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
     monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
     cells = smoke_cells("ula_ebm", 3)
     # the training data of seed 1, as the runner draws it
     data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
     monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
-    alone = [run_cell(c, threads=1) for c in cells]
-    stacked = run_stack(cells, threads=1)
-    assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
-    assert alone[1][0][0]["reason"] == "step 6: non-finite loss or negative samples"
-    for a, (_, s) in zip(alone, stacked, strict=True):
-        assert_same_run(a, s)  # the diverged seed: same outcome, step, work and traces; the others: their runs
-    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    only_seed_1_diverges(cells, "step 6: non-finite loss or negative samples")
 
 
 def test_a_diverging_jarzynski_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
@@ -193,13 +200,7 @@ def test_a_diverging_jarzynski_seed_leaves_the_stack_and_the_others_go_on(monkey
         return out
 
     monkeypatch.setattr(runner_mod, "_setup", poisoned)
-    alone = [run_cell(c, threads=1) for c in cells]
-    stacked = run_stack(cells, threads=1)
-    assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
-    assert alone[1][0][0]["reason"] == "step 6: non-finite loss, walkers or weights"
-    for a, (_, s) in zip(alone, stacked, strict=True):
-        assert_same_run(a, s)  # the diverged seed: same outcome, step, work and traces; the others: their runs
-    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    stacked = only_seed_1_diverges(cells, "step 6: non-finite loss, walkers or weights")
     assert all(by_metric(stacked[s][1][0])["n_resamples"] > 0 for s in (0, 2))  # resampled after the drop
 
 
