@@ -539,7 +539,14 @@ class StackedFlowMCEBM(_Stack):
     size adapted to its own acceptances and its own i-SIR particle choices, then one Adam step over the stacked EBM
     (eq. 3, each seed's own gradient) and one over the stacked flow (Alg. 1 step 5: the sum of the seeds'
     maximum-likelihood losses). What is per seed stays with the seed's own algorithm (``members[s]``): its bank,
-    MALA step size and acceptance counts (copied back after every step), iteration count and last negatives."""
+    MALA step size and acceptance counts (copied back after every step), iteration count and last negatives.
+
+    Rounding. The stacked energy's gradient is the chain rule written out (``StackedMLP.value_and_grad``), the seed's
+    run alone takes it by autograd through the tilt, and batched products may round otherwise than single ones;
+    Metropolis-Hastings and i-SIR decisions turn a last-bit difference into another state now and then. Measured
+    (toy2d smoke, 12 iterations, 3 seeds): bitwise equal to the runs alone; toy2d quick four_mode, seed 0 alone vs in
+    a stack of 4: traces within 5e-6 relative after 100 iterations, another run of the same distribution after 150
+    (its final mode-weight MSE 0.0027 against 0.0038 alone; 8 seeds alone spread 0.0050 +- 0.0049)."""
 
     non_finite = flowmc_ebm.NON_FINITE
 

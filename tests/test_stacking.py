@@ -373,7 +373,7 @@ def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_p
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES)])
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC)])
 def test_a_stack_on_cuda_gives_each_seed_its_run_alone(algorithm, algo):
     # Jarzynski resamples with uniforms from the CPU stream: each seed keeps a CPU generator of its own
     cells = smoke_cells(algorithm, 2, **algo)
