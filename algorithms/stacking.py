@@ -164,7 +164,7 @@ class StackedMLP(nn.Module):
         for k, ((wk, bk), (act, _)) in enumerate(zip(hidden, self.acts, strict=True)):
             out = self._buffer(k % 2, (*x.shape[:2], bk.shape[1]), x)
             h = torch.baddbmm(bk.unsqueeze(1), a, wk.transpose(1, 2), out=out)
-            a = _ACT_INPLACE[type(act)](act, h)
+            a = _ACT_INPLACE.get(type(act), lambda m, t: m(t))(act, h)
         u = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2)).squeeze(-1)
         u = u if self.temperature == 1.0 else u / self.temperature
         return u if self.reference is None else u + self.reference(x).to(u)
@@ -235,8 +235,6 @@ class StackedRealNVP(RealNVP):
     ``StackedLinear`` and the base's sigma is per seed ((S, 1, 1)); the maps, densities and draws are RealNVP's own
     code with a leading seed axis (x (S, n, d) -> (S, n, d), log-densities (S, n); ``sample(n, work, generators)``
     draws seed s's base points from ``generators[s]``). The work is counted per seed."""
-
-    stacked = True
 
     def __init__(self, members: list[RealNVP]):
         first = members[0]
