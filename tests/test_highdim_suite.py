@@ -222,7 +222,7 @@ def test_quick_coopflow_keeps_000s_revision_length():
     """000 Table 7: 256 noise-free steps of h = 1e-4 (T h = 0.0256) and the flow frozen for < 5 % of training
     (App. C.1). The quick fidelity may cut T but not T h, nor raise h past 4x 000's (the rule the 2-D targets
     taught, tests/test_flow_algorithms.py): with its earlier 32 x 1e-4 (T h 8x shorter) every CoopFlow run at
-    d = 16, 32 and 64 ran away by iteration 300 (energy spread > 1e4 nats); docs/choices.md "CoopFlow"."""
+    d = 16, 32 and 64 ran away by iteration 300-400 (energy spread > 1e4 nats); docs/choices.md "CoopFlow"."""
     suite = load_suite("highdim")
     for fidelity in ("quick", "paper"):
         for cell in resolve_cells(suite, fidelity, ["coopflow"], None, seeds=1):
