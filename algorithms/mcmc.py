@@ -105,7 +105,8 @@ class MALA:
         state in place) and the gradient live in buffers, and the proposal-density ratio is computed in the
         gradient's next buffer (``_log_q_ratio``). At 64k chains fresh (n, d) tensors (page faults) cost more
         than the arithmetic, so the buffers the run does not return are kept for the next run of the same shape
-        (``_spare``): a run allocates one (n, d) buffer, the states it returns."""
+        (``_spare``): a run allocates one (n, d) buffer, the states it returns (003's student in d = 50, float64,
+        64k chains, runs of 4 steps, one thread: 111-118 -> 92-94 ms of CPU per step)."""
         x = x.detach()
         chain = []
         if n_steps > 0:
