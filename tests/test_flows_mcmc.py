@@ -321,6 +321,28 @@ def test_mala_leaves_its_input_and_keeps_each_step_s_states():
     assert len({tuple(chain[:, k].flatten()[:5].tolist()) for k in range(6)}) == 6  # states not overwritten
 
 
+@pytest.mark.parametrize("kind", ["input-is-gradient", "anisotropic"])
+def test_mala_buffers_kept_between_runs_change_nothing(kind):
+    """A sampler reuses the buffers of its last run (MALA._spare): run after run it takes the same steps as fresh
+    samplers on the same stream, and a later run never writes into the states an earlier run returned."""
+    energy = InputIsGradient() if kind == "input-is-gradient" else AnisotropicGaussian().double()
+    x0 = torch.randn(300, 2, dtype=torch.float64)
+    torch.manual_seed(3)
+    fresh, x = [], x0
+    for n_steps in (4, 4, 1, 3):
+        x = MALA(0.3, Adaptation(0.75, enabled=False)).run(energy, x, n_steps, Work())
+        fresh.append(x.clone())
+    torch.manual_seed(3)
+    sampler, kept, x = MALA(0.3, Adaptation(0.75, enabled=False)), [], x0
+    for n_steps in (4, 4, 1, 3):
+        x = sampler.run(energy, x, n_steps, Work())
+        kept.append(x)
+    sampler.run(energy, x0[:200], 2, Work())  # another shape between runs
+    sampler.run(energy, x0, 5, Work())
+    assert all(torch.equal(a, b) for a, b in zip(kept, fresh, strict=True))  # returned states left untouched
+    assert len({id(t) for t in kept}) == 4 and not torch.equal(kept[0], kept[1])
+
+
 class AnisotropicGaussian(Energy):
     """N(0, diag(0.5^2, 1.5^2)). (On an isotropic Gaussian, fixed-length HMC's acceptance has a cliff in the
     step size that the multiplicative rule straddles.)"""
