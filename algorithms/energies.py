@@ -135,6 +135,17 @@ class MLPEnergy(Energy):
         call on small batches. Falls back to autograd whenever the plain MLP is not what ``energy(x)``
         computes (forward hooks, e.g. a tilt; a subclass's own forward; an activation without a backward
         formula here)."""
+        return self._chain_rule(x, work, value=True)
+
+    def grad(self, x: Tensor, work: Work) -> Tensor:
+        """grad_x U(x) as ``value_and_grad`` gives it (the same numbers), without the output layer's value, which
+        a Langevin step does not use; counted as ``value_and_grad`` counts it. A subclass's own ``value_and_grad``
+        is used as it is."""
+        if type(self).value_and_grad is not MLPEnergy.value_and_grad:
+            return self.value_and_grad(x, work)[1]
+        return self._chain_rule(x, work, value=False)[1]
+
+    def _chain_rule(self, x: Tensor, work: Work, value: bool) -> tuple[Tensor | None, Tensor]:
         layers = self._plain_layers()
         if layers is None:
             return super().value_and_grad(x, work)
@@ -146,12 +157,12 @@ class MLPEnergy(Energy):
                 pre.append((h, back))
                 a = back[0](h)
             last = layers[-1][0]
-            u = torch.addmm(last.bias, a, last.weight.t()).squeeze(-1)
+            u = torch.addmm(last.bias, a, last.weight.t()).squeeze(-1) if value else None
             g = last.weight.expand(x.shape[0], -1)
             for (lin, _), (h, back) in zip(reversed(layers[:-1]), reversed(pre), strict=True):
                 g = back[1](g, h).mm(lin.weight)
             if self.temperature != 1.0:
-                u, g = u / self.temperature, g / self.temperature
+                u, g = None if u is None else u / self.temperature, g / self.temperature
         work.energy_evals += x.shape[0]
         work.grad_evals += x.shape[0]
         return u, g

@@ -4,12 +4,17 @@ The generative direction is the paper's transport map T_alpha (000 eq. 5; 001's 
 
     x = T(z),  z ~ rho = N(0, sigma^2 I),   log lambda(x) = log rho(T^-1(x)) + log |det J_{T^-1}(x)|.
 
-RealNVP (Dinh et al. 2017): ``n_layers`` affine couplings on alternating half masks. Coupling k keeps one
+RealNVP (Dinh et al. 2017): ``n_layers`` affine couplings on alternating masks. Coupling k keeps one
 half a of the coordinates and maps the other half b as
 
     b' = b * exp(s(a)) + t(a),   s = B tanh(s_raw / B)   (a bounded log-scale, B = ``scale_bound``),
 
 with (s_raw, t) from one MLP of ``depth`` hidden layers of ``hidden`` units (ReLU). log |det| = sum s.
+The halves (``mask``): ``"half"`` (the default) splits the coordinates into the first d // 2 and the rest,
+``"interleaved"`` into the even and the odd ones (the two masks of the Gabrie group's RealNVP; the papers do not
+say which they used; in 2-D they are the same). A target whose two halves are independent, like the
+equal-weight mixture of the highdim suite under ``"half"``, makes the identity map a stationary point of the
+likelihood: every coupling's expected gradient there is zero (docs/choices.md "CoopFlow").
 
 Choices from 000 and the Gabrie group's code: the base is N(0, sigma^2 I) with a chosen sigma (000 App. C.5: sigma^2 =
 the target's largest variance); the last linear layer of every coupling net is zeroed, so the flow starts
@@ -72,6 +77,10 @@ class AffineCoupling(nn.Module):
         return torch.cat([a, (b - t) * torch.exp(-s)], -1)[..., self.order], -s.sum(-1)
 
 
+#: how a coupling splits the coordinates (``RealNVP``'s ``mask``)
+MASKS = ("half", "interleaved")
+
+
 class RealNVP(GaussianBase, nn.Module):
     """RealNVP on R^d with base N(0, sigma^2 I).
 
@@ -79,14 +88,17 @@ class RealNVP(GaussianBase, nn.Module):
     parameters total)", read as 3 linear layers (2 hidden of 16): 1,352 parameters in 2-D."""
 
     def __init__(self, dim: int, n_layers: int = 4, hidden: int = 16, depth: int = 2, base_scale: float = 1.0,
-                 identity_init: bool = True, scale_bound: float = 2.0):
+                 identity_init: bool = True, scale_bound: float = 2.0, mask: str = "half"):
         super().__init__()
         if dim < 2:
             raise ValueError("RealNVP couplings need dim >= 2")
         if base_scale <= 0:
             raise ValueError(f"base_scale must be positive, got {base_scale}")
         self.dim = dim
-        half = list(range(dim // 2)), list(range(dim // 2, dim))
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        half = ((list(range(dim // 2)), list(range(dim // 2, dim))) if mask == "half"
+                else (list(range(0, dim, 2)), list(range(1, dim, 2))))
         self.layers = nn.ModuleList(
             AffineCoupling(*(half if k % 2 == 0 else half[::-1]), hidden, depth, scale_bound)
             for k in range(n_layers))
@@ -135,6 +147,9 @@ class FlowConfig:
     #: channels of the coupling networks (``flow_depth`` is not used)
     flow_levels: int = field(default=2, metadata=AT_LEAST_1)
     flow_coupling: Literal["affine", "additive"] = "affine"
+    #: vector flows only: the couplings' split of the coordinates (``RealNVP``, ``MASKS``): the first and the
+    #: second half, or the even and the odd coordinates
+    flow_mask: Literal["half", "interleaved"] = "half"
 
 
 def uses_image_flow(target) -> bool:
@@ -157,8 +172,8 @@ def flow_for(cfg: FlowConfig, data: Tensor, shape: tuple[int, ...] | None = None
         levels = min(cfg.flow_levels, max_levels(shape))
         return ImageFlow(shape, levels, cfg.flow_layers, cfg.flow_hidden, cfg.flow_coupling,
                          base_sigma(cfg, data)).to(device=data.device, dtype=data.dtype)
-    return RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, base_sigma(cfg, data)).to(
-        device=data.device, dtype=data.dtype)
+    return RealNVP(data.shape[1], cfg.flow_layers, cfg.flow_hidden, cfg.flow_depth, base_sigma(cfg, data),
+                   mask=cfg.flow_mask).to(device=data.device, dtype=data.dtype)
 
 
 def data_base_scale(data: Tensor) -> float:

@@ -181,6 +181,13 @@ class StackedMLP(nn.Module):
     def value_and_grad(self, x: Tensor, work: Work) -> tuple[Tensor, Tensor]:
         """U(x) (S, n) and grad_x U(x) (S, n, d) by the chain rule written out, as ``MLPEnergy.value_and_grad``
         does per member, with batched products. The work is counted per seed (n points)."""
+        return self._chain_rule(x, work, value=True)
+
+    def grad(self, x: Tensor, work: Work) -> Tensor:
+        """grad_x U(x) as ``value_and_grad`` gives it, without the output layer's value (``MLPEnergy.grad``)."""
+        return self._chain_rule(x, work, value=False)[1]
+
+    def _chain_rule(self, x: Tensor, work: Work, value: bool) -> tuple[Tensor | None, Tensor]:
         *hidden, (w, b) = self._layers()
         with torch.no_grad():
             x = x.detach()
@@ -189,20 +196,17 @@ class StackedMLP(nn.Module):
                 h = torch.baddbmm(bk.unsqueeze(1), a, wk.transpose(1, 2))
                 pre.append(h)
                 a = act(h)
-            u = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2)).squeeze(-1)
+            u = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2)).squeeze(-1) if value else None
             g = w.expand(-1, x.shape[1], -1)
             for (wk, _), h, (_, back) in zip(reversed(hidden), reversed(pre), reversed(self.acts), strict=True):
                 g = torch.bmm(back(g, h), wk)
             if self.temperature != 1.0:
-                u, g = u / self.temperature, g / self.temperature
+                u, g = None if u is None else u / self.temperature, g / self.temperature
             if self.reference is not None:  # as autograd through the tilt's hook forms them
-                u, g = u + self.reference(x).to(u), g + self.reference.grad(x)
+                u, g = None if u is None else u + self.reference(x).to(u), g + self.reference.grad(x)
         work.energy_evals += x.shape[1]
         work.grad_evals += x.shape[1]
         return u, g
-
-    def grad(self, x: Tensor, work: Work) -> Tensor:
-        return self.value_and_grad(x, work)[1]
 
     def write_member(self, i: int, energy: MLPEnergy) -> MLPEnergy:
         """Copy the parameters of stack row ``i`` into ``energy`` (a member of the same architecture)."""

@@ -128,7 +128,7 @@ def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, see
          out: str | Path | None = None, device: str = "cpu", jobs: int = 0, budget: int | None = None,
          cell_timeout: float | None = None, resume_across_code: bool = False, iters: int = 50,
          seconds: float = 2.0, warmup: int = 2, progress: bool = True, data_dir: str | Path | None = None,
-         inception_weights: str | Path | None = None):
+         inception_weights: str | Path | None = None, stack_seeds: bool = False):
     """The projected cost of ``run`` with the same arguments, measured on this machine before anything runs
     (``bench.planner``): every distinct cell configuration (cells that differ only by seed share one) is run once
     through the runner, cut short, and its setup, training iterations, trace points, evaluation chains and
@@ -136,7 +136,8 @@ def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, see
     writes nothing. ``out`` (optional): cells already finished there are left out, as ``run`` would skip them.
     ``iters`` / ``seconds`` / ``warmup``: at most this many timed training iterations per configuration, or fewer
     once ``seconds`` of CPU time are spent (at least 3), after ``warmup`` untimed ones. Returns a
-    ``bench.planner.Plan`` (``str(plan)`` is the printed report, ``plan.configs`` a DataFrame)."""
+    ``bench.planner.Plan`` (``str(plan)`` is the printed report, ``plan.configs`` a DataFrame). ``stack_seeds``:
+    project ``run(..., stack_seeds=True)``, the training of the seeds that stack timed as they train together."""
     from bench.planner import make_plan
 
     if not (isinstance(iters, int) and iters >= 1):
@@ -149,7 +150,7 @@ def plan(suite: str, fidelity: str = "quick", algorithms=None, targets=None, see
     _, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
                                     cell_timeout, data_dir=data_dir, inception_weights=inception_weights)
     return make_plan(cells, device, jobs, out if explicit_out else None, resume_across_code, iters=iters,
-                     seconds=seconds, warmup=warmup, progress=progress)
+                     seconds=seconds, warmup=warmup, progress=progress, stack_seeds=stack_seeds)
 
 
 def _store(results_dir):

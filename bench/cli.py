@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--inception-weights", type=Path, metavar="PATH", help="as for run")
     pl.add_argument("--out", type=Path, help="leave out the cells already finished in this results folder (read only)")
     pl.add_argument("--resume-across-code", action="store_true", help="as for run, for the cells left out with --out")
+    pl.add_argument("--stack-seeds", action="store_true", help="as for run: the seeds of a cell that stacks are timed "
+                    "training together")
     pl.add_argument("--iters", type=int, default=50, help="at most this many timed iterations per configuration "
                     "(default 50)")
     pl.add_argument("--seconds", type=float, default=2.0, help="stop timing a configuration's iterations after this "
@@ -175,7 +177,8 @@ def cmd_plan(args) -> int:
         raise BenchError(f"--save {args.save}: expected the path of a .csv file")
     p = plan(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, args.out,
              args.device, args.jobs, args.budget, args.cell_timeout, args.resume_across_code, args.iters,
-             args.seconds, args.warmup, data_dir=args.data_dir, inception_weights=args.inception_weights)
+             args.seconds, args.warmup, data_dir=args.data_dir, inception_weights=args.inception_weights,
+             stack_seeds=args.stack_seeds)
     print(p)
     if args.save is not None:
         p.save(args.save)

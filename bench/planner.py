@@ -27,6 +27,11 @@ and arviz's statistics on the kept draws), which over-counts any fixed part of i
 counted in the short run reach the budget. A cell that would pass ``--cell-timeout`` is cut there (status
 timeout: no evaluation).
 
+With ``--stack-seeds`` (``make_plan(stack_seeds=True)``) the seeds of a configuration that stacks train together
+in one process, as ``bench.runner.run_stack`` trains them: their training iterations are timed on all of them at
+once (``time_stack``), each cell is booked its share (the stack's training over its seeds, as the runner books it),
+and the stack is one unit of the pool's schedule; setup, trace points and evaluation stay one seed's.
+
 What it cannot see: an iteration cost that changes later in training (CoopFlow's warm-up phase, a sampler
 whose step count adapts), divergence (a diverged cell stops early: the projection is an upper bound), and
 other processes (the wall time is measured at the load of the moment; the CPU time is not inflated by it, so
@@ -165,6 +170,32 @@ def time_audit(clock: PhaseClock, cell, short) -> None:
     clock.mark("idle")
     audit_weights(clock.alg.energy, target, short.audit_chains, short.audit_draws, short.audit_burn_in)
     clock.mark("audit")
+
+
+def time_stack(cells, device: str, threads: int | None, warmup: int, iters: int, seconds: float):
+    """Wall and CPU seconds of one training iteration of ``cells`` (seeds of one configuration) trained together
+    (``--stack-seeds``: ``bench.runner.run_stack``), timed as ``PhaseClock`` times one seed's: ``warmup``
+    iterations, then timed ones until ``seconds`` of CPU time (at least ``MIN_TIMED``, at most ``iters``). None
+    where the built algorithms do not stack (the sweep then runs the seeds one by one)."""
+    from algorithms.stacking import stack_of, stackable
+    from bench.runner import _Seed
+
+    dev = torch.device(device)
+    if dev.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    seeds = [_Seed(dataclasses.replace(timing_cell(c), seed=c.seed), dev) for c in cells]
+    if not all(stackable(s.alg) for s in seeds):
+        return None
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
+    b = cells[0].train.batch_size
+    x = torch.stack([s.data[s.perm[:b]] for s in seeds])  # the first batch of each seed, at every iteration
+    clock = PhaseClock(warmup, iters, seconds, device)
+    clock.mark("setup")
+    while not clock.enough():
+        stack.step(x)
+        clock.mark("step")
+    n = clock.n["step"]
+    return clock.wall["step"] / n, clock.cpu["step"] / n
 
 
 def trace_points(n_iters: int, eval_every: int, rhat_every: int, chains: bool = True) -> tuple[int, int]:
@@ -376,9 +407,12 @@ class Plan:
     def wall_s(self, idle: bool = False) -> float:
         """Projected wall time of the whole sweep with its ``n_jobs`` processes: at the load measured while
         timing, or (``idle``) on free cores (each cell's CPU time / its threads)."""
-        per = self.configs.apply(lambda r: r["cpu_s"] / r["threads"] if idle else r["wall_s"], axis=1) \
-            if len(self.configs) else pd.Series(dtype=float)
-        durations = [float(d) for d, n in zip(per, self.configs["cells"], strict=True) for _ in range(int(n))]
+        c = self.configs
+        per = c.apply(lambda r: r["cpu_s"] / r["threads"] if idle else r["wall_s"], axis=1) \
+            if len(c) else pd.Series(dtype=float)
+        stacked = c["stacked_seeds"] if "stacked_seeds" in c else [0] * len(c)
+        durations = [float(d) * n if s else float(d)  # seeds trained together: one unit, n cells' shares
+                     for d, n, s in zip(per, c["cells"], stacked, strict=True) for _ in range(1 if s else int(n))]
         return makespan(durations, self.n_jobs)
 
     def save(self, path) -> None:
@@ -481,12 +515,16 @@ def _time_config(cell, device: str, threads: int, warmup: int, iters: int, secon
 
 def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None, across_code: bool = False,
               iters: int = 50, seconds: float = 2.0, warmup: int = 2, progress: bool = True,
-              threads: int | None = None) -> Plan:
+              threads: int | None = None, stack_seeds: bool = False) -> Plan:
     """Time every distinct configuration of ``cells`` (already validated: ``bench.api.resolve``) and project the
     sweep (module docstring). ``out``: cells finished there (as ``run`` would see them) are left out.
-    ``threads``: torch threads per process instead of the sweep's share of the cores (``bench.sweep.parallelism``)."""
+    ``threads``: torch threads per process instead of the sweep's share of the cores (``bench.sweep.parallelism``).
+    ``stack_seeds`` (as ``run --stack-seeds``): the seeds of a configuration that stacks (``bench.runner.may_stack``)
+    train together in one process; their training is timed so (``time_stack``, on all of them at once) and each
+    cell is booked its share, as the runner books it; setup, trace points and evaluation stay one seed's, and the
+    stack is one unit of the pool's schedule."""
     from bench.formats import environment
-    from bench.runner import EVALUATED, cell_threads
+    from bench.runner import EVALUATED, cell_threads, may_stack
     from bench.store import ResultStore, code_version
     from bench.sweep import parallelism, stamp, unfinished
 
@@ -529,11 +567,19 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
                                                  cell.train.rhat_every, 0.0, g_rhat)
             wall = project(clock, clock.wall, cell.train, short, budget_iters)
             cpu = project(clock, clock.cpu, cell.train, short, budget_iters)
-            wall, cpu = cut_at_timeout(wall, cpu, cell.train.time_limit_s)
+            stacked = stack_seeds and len(group) > 1 and may_stack(cell) and \
+                time_stack(group, device, cell_threads(cell, threads) or threads, warmup, iters, seconds)
+            if stacked:  # training is the stack's, each cell's share of it; the time limit applies to the stack
+                mem = peak_memory_bytes()  # the high-water mark since the reset: the stack's too
+                for p, per_iter in zip((wall, cpu), stacked, strict=True):
+                    p.phases["train"] = per_iter * p.n_iters / len(group)
+            wall, cpu = cut_at_timeout(wall, cpu, cell.train.time_limit_s / (len(group) if stacked else 1))
             timed = clock.n["step"]
             dim = datasets.get_target(cell.target).dim
             row = {"suite": cell.suite, "fidelity": cell.fidelity, "target": cell.target, "algorithm": cell.algorithm,
                    "settings": cell.settings, "cells": len(group), "seeds": " ".join(str(c.seed) for c in group),
+                   "stacked_seeds": len(group) if stacked else 0,
+                   "stack_cpu_per_iter_s": stacked[1] if stacked else float("nan"),
                    "n_iters": cpu.n_iters, "timed_iters": timed, "warmup_iters": clock.n["warmup"],
                    "threads": cell_threads(cell, threads) or threads,
                    "cpu_per_iter_s": (clock.cpu["step"] / timed) if timed else float("nan"),
@@ -548,6 +594,10 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
             if status not in EVALUATED:
                 notes.append(f"note: {cell.algorithm}/{cell.target} stopped while timing ({status}: {reason}); its "
                              "evaluation was not measured and is left out")
+            if stacked:
+                notes.append(f"note: {cell.algorithm}/{cell.target}: {len(group)} seeds trained together "
+                             f"(--stack-seeds), {stacked[1]:.3g} s CPU per iteration of the stack, "
+                             f"{stacked[1] / max(row['cpu_per_iter_s'], 1e-12):.2f}x one seed's")
             if cpu.timeout:
                 notes.append(f"note: {cell.algorithm}/{cell.target} would pass --cell-timeout "
                              f"{cell.train.time_limit_s:g} s (iterations marked *): recorded as timeout")

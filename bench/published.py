@@ -72,10 +72,12 @@ PAPER_TABLES = [
             "flowmc_ebm": [1.01, 1.01, 1.05],
         },
         "notes": {
-            "coopflow": "quick, d = 32 and 64, 3 seeds each: every run's energy ran away by iteration 300 (energy "
-                        "spread 2.7e4-3.4e4 nats), so no measured value; its noise-free chains would be reported as "
-                        "max_rhat_deterministic in any case (results/reproduction/highdim-quick-d32-d64/RUN.md; "
-                        "not diagnosed yet)",
+            "coopflow": "its noise-free chains are reported as max_rhat_deterministic, not as a mixing figure, so "
+                        "no measured value stands here. With the quick fidelity's former revision (32 steps of 1e-4, "
+                        "8x shorter than 000's 256 x 1e-4) every run's energy ran away by iteration 300-400 (quick, "
+                        "3 seeds at each d); the quick fidelity now keeps 000's revision length (64 x 4e-4). Our "
+                        "half-split flow cannot learn this equal-weight mixture (it stays at its base Gaussian), "
+                        "which keeps CoopFlow's energies at thousands of nats: docs/reproduction.md, disagreement 7",
             "nt_ebm": "at d = 16 its row holds (quick, 3 seeds: max R-hat 1.60-1.66 against 2.02, at 1000 "
                       "iterations and 200 draws per chain, so not comparable in value). At d = 32 and 64, Table 7's "
                       "settings (128 latent MALA steps, lr 1e-2, reverse-KL flow on one of the four modes) make our "

@@ -337,6 +337,10 @@ def _variants(suite: dict) -> dict[str, tuple[str, dict]]:
     ``[variants.NAME]`` with ``algorithm = BASE`` and the parameters that define the variant."""
     out = {}
     for name, spec in suite.get("variants", {}).items():
+        if "," in name or not name.strip():
+            # --algorithms splits its values on commas, so such a name could be loaded but never picked
+            raise BenchError(f"{suite['path']} [variants.{name}]: a variant's name may not contain ',' (the "
+                             f"--algorithms option splits on it) or be blank")
         spec = dict(spec)
         base = spec.pop("algorithm", None)
         if base not in algorithms.ALGORITHMS:

@@ -4,9 +4,10 @@
 The limit of a gradient-based step on N chains is what it cannot avoid: one bare energy gradient
 ``torch.autograd.grad(energy(x).sum(), x)`` on the same N points plus its Gaussian draw (N x d). Each test
 times the step (pytest-benchmark's own numbers) and, separately, the step and its limit side by side in
-alternating blocks (medians); ``extra_info`` records both per-step times and ``ratio`` = step / limit, the
-tracked number (1.0 = the step costs exactly one bare gradient and one draw; the suite's MLP energies take
-their gradient without an autograd graph, so the ratio can fall below 1).
+alternating blocks (medians); ``extra_info`` records both per-step times and ``ratio`` = step / limit in wall
+time, the tracked number (1.0 = the step costs exactly one bare gradient and one draw; the suite's MLP energies
+take their gradient without an autograd graph, so the ratio can fall below 1), and ``cpu_ratio``, the same in this
+process's CPU time: the number to read on a loaded machine, where the wall clock also counts waiting for a core.
 
 * ULA: ``samplers.ula`` for ``K`` steps vs K x (gradient + draw).
 * MALA: ``MALA.run`` for K steps (K + 1 gradients: one at the start) vs (K + 1) gradients + K draws.
@@ -56,29 +57,34 @@ def _bare_grad(energy, x):
 
 
 def _side_by_side(step, limit, device, blocks=6):
-    """Medians of alternating blocks: (seconds per call of ``step``, seconds per call of ``limit``)."""
+    """Medians of alternating blocks: {clock: (seconds per call of ``step``, of ``limit``)} for the wall clock
+    ("wall") and this process's CPU time ("cpu": on a loaded machine the wall clock also counts the time the
+    process waited for a core; one thread, so CPU time is the step's own work)."""
     step(), limit()  # warm-up
     reps = 1
     t0 = time.perf_counter()
     step()
     _sync(device)
     reps = max(1, min(50, int(0.05 / max(time.perf_counter() - t0, 1e-6))))
-    out = {step: [], limit: []}
+    out = {(clock, fn): [] for clock in ("wall", "cpu") for fn in (step, limit)}
     for b in range(blocks):
         for fn in (step, limit) if b % 2 == 0 else (limit, step):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 fn()
             _sync(device)
-            out[fn].append((time.perf_counter() - t0) / reps)
-    return statistics.median(out[step]), statistics.median(out[limit])
+            out["wall", fn].append((time.perf_counter() - t0) / reps)
+            out["cpu", fn].append((time.process_time() - c0) / reps)
+    return {clock: (statistics.median(out[clock, step]), statistics.median(out[clock, limit]))
+            for clock in ("wall", "cpu")}
 
 
 def _record(benchmark, step, limit, device, n, steps):
-    t_step, t_limit = _side_by_side(step, limit, device)
+    times = _side_by_side(step, limit, device)
+    (t_step, t_limit), (c_step, c_limit) = times["wall"], times["cpu"]
     benchmark.extra_info.update(chains=n, device=device, steps_per_call=steps, step_s=t_step / steps,
-                                limit_s=t_limit / steps, ratio=t_step / t_limit)
+                                limit_s=t_limit / steps, ratio=t_step / t_limit, cpu_ratio=c_step / c_limit)
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
 
 

@@ -164,6 +164,9 @@ def test_bad_variants(capsys, tmp_path, monkeypatch):
     (tmp_path / "v.toml").write_text('targets = ["two_mode"]\nalgorithms = ["x"]\n[variants.x]\nalgorithm = "nope"\n'
                                      '[fidelity.quick.defaults]\nn_iters = 3\n')
     one_line_error(capsys, ["run", "--suite", "v"], "[variants.x]: 'algorithm' must be one of")
+    (tmp_path / "w.toml").write_text('targets = ["two_mode"]\nalgorithms = ["pcd[a,b]"]\n[variants."pcd[a,b]"]\n'
+                                     'algorithm = "pcd"\n[fidelity.quick.defaults]\nn_iters = 3\n')
+    one_line_error(capsys, ["run", "--suite", "w"], "[variants.pcd[a,b]]: a variant's name may not contain ','")
 
 
 def test_ctrl_c_line_says_cells_are_saved_only_for_commands_that_save_cells(monkeypatch, capsys):

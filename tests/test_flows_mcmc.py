@@ -50,10 +50,10 @@ def test_flow_starts_as_the_identity(dim):
         assert sum(p.numel() for p in flow.parameters()) == 1352
 
 
-@pytest.mark.parametrize("dim", [2, 3])
-def test_flow_inverse_and_log_determinants(dim):
+@pytest.mark.parametrize(("dim", "mask"), [(2, "half"), (3, "half"), (5, "interleaved")])
+def test_flow_inverse_and_log_determinants(dim, mask):
     torch.manual_seed(0)
-    flow = _scramble(RealNVP(dim, base_scale=1.3)).double()
+    flow = _scramble(RealNVP(dim, base_scale=1.3, mask=mask)).double()
     z = torch.randn(16, dim, dtype=torch.float64)
     x, ladj_fwd = flow(z)
     assert (x - z).abs().max() > 0.1  # really not the identity
@@ -73,6 +73,29 @@ def test_flow_inverse_and_log_determinants(dim):
         with torch.no_grad():
             wrong = (flow.log_prob(pts) + 0.5 * flow.inverse(pts)[1]).exp().sum() * (g[1] - g[0]) ** 2
         assert abs(wrong.item() - 1.0) > 0.01
+
+
+def test_flow_masks_split_the_coordinates_as_named():
+    """The first coupling keeps its half a: the first d // 2 coordinates ("half") or the even ones
+    ("interleaved"), and moves the others; the second keeps the other half. In 2-D both masks are the same flow
+    (same parameters, same map), so the 2-D targets' flows do not depend on the choice."""
+    z = torch.randn(8, 5, dtype=torch.float64)
+    for mask, kept in (("half", [0, 1]), ("interleaved", [0, 2, 4])):
+        flow = _scramble(RealNVP(5, mask=mask)).double()
+        first, second = flow.layers[0], flow.layers[1]
+        moved = [i for i in range(5) if i not in kept]
+        y, _ = first(z)
+        assert torch.equal(y[:, kept], z[:, kept]) and (y[:, moved] - z[:, moved]).abs().min() > 0
+        y2, _ = second(y)
+        assert torch.equal(y2[:, moved], y[:, moved]) and (y2[:, kept] - y[:, kept]).abs().min() > 0
+    torch.manual_seed(0)
+    half = _scramble(RealNVP(2, mask="half"))
+    torch.manual_seed(0)
+    inter = _scramble(RealNVP(2, mask="interleaved"))
+    x = torch.randn(16, 2)
+    assert torch.equal(half(x)[0], inter(x)[0]) and torch.equal(half.log_prob(x), inter.log_prob(x))
+    with pytest.raises(ValueError, match="mask"):
+        RealNVP(4, mask="checkerboard")
 
 
 def test_flow_sample_log_prob_and_work():
@@ -296,6 +319,28 @@ def test_mala_leaves_its_input_and_keeps_each_step_s_states():
     assert chain.shape == (500, 6, 3)
     assert torch.equal(chain[:, -1], end)
     assert len({tuple(chain[:, k].flatten()[:5].tolist()) for k in range(6)}) == 6  # states not overwritten
+
+
+@pytest.mark.parametrize("kind", ["input-is-gradient", "anisotropic"])
+def test_mala_buffers_kept_between_runs_change_nothing(kind):
+    """A sampler reuses the buffers of its last run (MALA._spare): run after run it takes the same steps as fresh
+    samplers on the same stream, and a later run never writes into the states an earlier run returned."""
+    energy = InputIsGradient() if kind == "input-is-gradient" else AnisotropicGaussian().double()
+    x0 = torch.randn(300, 2, dtype=torch.float64)
+    torch.manual_seed(3)
+    fresh, x = [], x0
+    for n_steps in (4, 4, 1, 3):
+        x = MALA(0.3, Adaptation(0.75, enabled=False)).run(energy, x, n_steps, Work())
+        fresh.append(x.clone())
+    torch.manual_seed(3)
+    sampler, kept, x = MALA(0.3, Adaptation(0.75, enabled=False)), [], x0
+    for n_steps in (4, 4, 1, 3):
+        x = sampler.run(energy, x, n_steps, Work())
+        kept.append(x)
+    sampler.run(energy, x0[:200], 2, Work())  # another shape between runs
+    sampler.run(energy, x0, 5, Work())
+    assert all(torch.equal(a, b) for a, b in zip(kept, fresh, strict=True))  # returned states left untouched
+    assert len({id(t) for t in kept}) == 4 and not torch.equal(kept[0], kept[1])
 
 
 class AnisotropicGaussian(Energy):

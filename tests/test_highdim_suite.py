@@ -216,3 +216,53 @@ def test_quick_nt_ebm_keeps_its_energies_bounded_where_fewer_latent_steps_run_aw
     assert e < 100 and h > 0.3, (e, h)
     e, h = run(few)
     assert e > 1e3 and h < 2e-2, (e, h)
+
+
+def test_quick_coopflow_keeps_000s_revision_length():
+    """000 Table 7: 256 noise-free steps of h = 1e-4 (T h = 0.0256) and the flow frozen for < 5 % of training
+    (App. C.1). The quick fidelity may cut T but not T h, nor raise h past 4x 000's (the rule the 2-D targets
+    taught, tests/test_flow_algorithms.py): with its earlier 32 x 1e-4 (T h 8x shorter) every CoopFlow run at
+    d = 16, 32 and 64 ran away by iteration 300-400 (energy spread > 1e4 nats); docs/choices.md "CoopFlow"."""
+    suite = load_suite("highdim")
+    for fidelity in ("quick", "paper"):
+        for cell in resolve_cells(suite, fidelity, ["coopflow"], None, seeds=1):
+            a = cell.algo
+            assert a.setting == "pre" and a.n_steps * a.step_size == pytest.approx(256 * 1e-4)
+            assert a.step_size <= 4 * 1e-4 and a.lr == 1e-3
+            assert 0 < a.warmup_iters < 0.05 * cell.train.iterations()
+    (paper,) = resolve_cells(suite, "paper", ["coopflow"], ["hd_mixture32"], seeds=1)
+    assert (paper.algo.n_steps, paper.algo.step_size, paper.algo.flow_mask) == (256, 1e-4, "half")
+
+
+def test_quick_coopflow_energy_stays_bounded_where_the_shorter_revision_runs_away():
+    """CoopFlow at the quick fidelity on hd_mixture16 (seed 0): its flow stays at its base Gaussian (the
+    half-split flow cannot learn this mixture, tests/test_highdim.py), so the noise-free revision must carry the
+    flow's samples to the data, and the EBM steepens until it does. With 000's revision length (64 x 4e-4) that
+    takes energies of hundreds of nats; with the quick fidelity's former 32 x 1e-4 (T h 8x shorter) they run
+    into the thousands by iteration 300 and keep growing (measured: max |E(x+)|, |E(x~)| over iterations
+    296-300: 272 against 4,267)."""
+    import dataclasses
+
+    import algorithms
+    import datasets
+    from algorithms.base import Problem
+    from algorithms.energies import make_energy
+    from algorithms.work import Work
+
+    cell = resolve_cells(load_suite("highdim"), "quick", ["coopflow"], ["hd_mixture16"], seeds=1)[0]
+    target = datasets.get_target(cell.target)
+    data = target.sample(300 * 128, torch.Generator().manual_seed(0))
+
+    def run(**override):  # max |E| of the data and of the revised samples, over iterations 296-300
+        torch.manual_seed(0)
+        energy = make_energy(cell.train.energy, target.dim, None)
+        alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, work=Work()), energy,
+                                               dataclasses.replace(cell.algo, **override))
+        e = []
+        for i in range(300):
+            logs = alg.step(data[i * 128:(i + 1) * 128])
+            e.append(max(abs(logs["energy_pos"]), abs(logs["energy_neg"])))
+        return max(e[-5:])
+
+    now, before = run(), run(n_steps=32, step_size=1e-4)
+    assert now < 1000 and before > 2000, (now, before)

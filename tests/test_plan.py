@@ -12,7 +12,7 @@ import bench
 from bench import planner as plan_mod
 from bench.api import resolve
 from bench.cli import main
-from bench.runner import run_cell
+from bench.runner import run_cell, run_stack
 from bench.sweep import stamp
 
 #: a projection must land within this factor of the real run's CPU time (CPU time, not wall time: other processes
@@ -49,6 +49,27 @@ def test_projection_matches_a_real_run(tmp_path, suite, algorithm, target, budge
     assert 1 / FACTOR < ratio < FACTOR, (row[[f"{k}_s" for k in plan_mod.PHASES]].to_dict(), real_cpu)
     if suite == "highdim":
         assert row["n_rhat"] == 2 and row["audit_s"] > 0 and row["rhat_s"] > 0
+
+
+def test_stacked_projection_matches_a_real_stacked_run(tmp_path):
+    """With stack_seeds the training of a configuration's seeds is timed as they train together: each cell is
+    booked its share of the stack's iterations (cheaper than a seed alone: the stack shares each operation's
+    fixed cost), the stack is one unit of the schedule, and the total lands within FACTOR of run_stack's CPU time."""
+    _, cells, _, _ = resolve("toy2d", "quick", ["ula_ebm"], ["two_mode"], 3, tmp_path / "unused", budget=200_000)
+    p = plan_mod.make_plan(cells, progress=False, threads=1, seconds=1.0, stack_seeds=True)
+    row = p.configs.iloc[0]
+    assert row["cells"] == row["stacked_seeds"] == 3
+    assert row["train_s"] == pytest.approx(row["stack_cpu_per_iter_s"] * row["n_iters"] / 3)
+    assert row["stack_cpu_per_iter_s"] < 0.8 * 3 * row["cpu_per_iter_s"]  # timed stacked, not three seeds' worth
+    assert p.wall_s(idle=True) == pytest.approx(3 * row["cpu_s"])  # one unit: three shares one after the other
+    stamp(cells)
+    t0 = time.process_time()
+    out = run_stack(cells, threads=1)
+    real_cpu = time.process_time() - t0
+    firsts = [rows[0] for _, (rows, _, _) in out]
+    assert all(r["status"] == "ok" and r["stacked_seeds"] == 3 and r["n_iters"] == row["n_iters"] for r in firsts)
+    ratio = 3 * row["cpu_s"] / real_cpu
+    assert 1 / FACTOR < ratio < FACTOR, (row[[f"{k}_s" for k in plan_mod.PHASES]].to_dict(), real_cpu)
 
 
 def test_trace_points_as_the_runner_takes_them():

@@ -55,6 +55,34 @@ def test_quadratic_energy_value_grad_and_log_z():
     assert (w.energy_evals, w.grad_evals) == (4, 2)
 
 
+class _OwnValueAndGrad(ToyMLP):
+    """A subclass with a value_and_grad of its own (twice the MLP's gradient): ``grad`` must use it."""
+
+    def value_and_grad(self, x, work):
+        u, g = super().value_and_grad(x, work)
+        return u, 2 * g
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0078125])
+def test_mlp_grad_alone_is_value_and_grads_gradient(temperature):
+    """``MLPEnergy.grad`` (what ULA calls) skips the output layer's value: the same gradient, bit for bit, and the
+    same work; a hooked energy (autograd) and a subclass's own value_and_grad are honoured."""
+    torch.manual_seed(0)
+    e = ToyMLP(temperature=temperature)
+    x = 3 * torch.randn(257, 2)
+    w1, w2 = Work(), Work()
+    assert torch.equal(e.grad(x, w1), e.value_and_grad(x, w2)[1])
+    assert w1.as_dict() == w2.as_dict() == {**w1.as_dict(), "energy_evals": 257, "grad_evals": 257}
+    hooked = MLPEnergy(2, (8, 8))
+    hooked.register_forward_hook(lambda mod, inp, out: out + inp[0].pow(2).sum(-1))  # U + |x|^2: autograd sees it
+    xr = x.clone().requires_grad_(True)
+    (ga,) = torch.autograd.grad(hooked(xr).sum(), xr)
+    torch.testing.assert_close(hooked.grad(x, Work()), ga)
+    own = _OwnValueAndGrad()
+    own.load_state_dict(ToyMLP().state_dict())
+    torch.testing.assert_close(own.grad(x, Work()), 2 * ToyMLP.value_and_grad(own, x, Work())[1])
+
+
 # ---------------------------------------------------------------- ULA
 
 

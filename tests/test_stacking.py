@@ -70,6 +70,7 @@ def test_the_stacked_energy_is_each_member_on_its_own_slice(activation, temperat
     x = torch.randn(3, 10, 2)
     u, g = stacked.value_and_grad(x, work := Work())
     assert work.grad_evals == 10  # counted per seed
+    assert torch.equal(stacked.grad(x, work2 := Work()), g) and work2.as_dict() == work.as_dict()  # u skipped
     for s, m in enumerate(members):
         u1, g1 = m.value_and_grad(x[s], Work())
         torch.testing.assert_close(u[s], u1)
@@ -89,6 +90,7 @@ def test_a_stacked_tilted_energy_is_each_tilted_member_on_its_own_slice():
     stacked = StackedMLP(members)
     x = 3 * torch.randn(3, 50, 2)
     u, g = stacked.value_and_grad(x, Work())
+    assert torch.equal(stacked.grad(x, Work()), g)
     for s, m in enumerate(members):
         u1, g1 = m.value_and_grad(x[s], Work())  # autograd through the tilt's hook
         torch.testing.assert_close(u[s], u1)
