@@ -51,7 +51,9 @@ from algorithms.contrastive import OptimConfig, contrastive_update, make_optimiz
 from algorithms.flows import FlowConfig, base_sigma, flow_for, uses_image_flow
 from algorithms.mcmc import ISIR, MALA, Adaptation, FlowMC, frozen
 from algorithms.samplers import ChainBank
-from algorithms.tilt import Raw, tilt, zero_last_layer
+from algorithms.tilt import GaussianReference, Raw, tilt, zero_last_layer
+
+NON_FINITE = "non-finite loss, flow likelihood or negative samples"  # why a step diverged (also a stacked seed's)
 
 
 @dataclass
@@ -105,8 +107,7 @@ class FlowMCEBM(TrainingAlgorithm):
         self.flow = flow_for(cfg, data, getattr(problem.target, "shape", None))
         if cfg.zero_init:
             zero_last_layer(energy)
-        s2 = base_sigma(cfg, data) ** 2
-        tilt(energy, lambda x: 0.5 * x.pow(2).sum(-1) / s2)  # -log rho(x) up to a constant
+        tilt(energy, GaussianReference(base_sigma(cfg, data)))  # -log rho(x) up to a constant
         self.optimizer = make_optimizer(energy, cfg)
         self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=cfg.flow_lr or cfg.lr)
         try:
@@ -127,15 +128,7 @@ class FlowMCEBM(TrainingAlgorithm):
     # ------------------------------------------------------------------ sampling
     def _flowmc(self, x0: Tensor, sampler: FlowMC | None = None) -> tuple[Tensor, Tensor]:
         """Run flowMC from x0; returns (end states, negatives) with the subsampling of 000 Table 5."""
-        cfg = self.config
-        sampler = sampler or self.sampler
-        k = cfg.subsample
-        if k == 1:
-            x = sampler.run(self.energy, self.flow, x0, cfg.n_steps, self.work)
-            return x, x
-        chain = sampler.run(self.energy, self.flow, x0, cfg.n_steps, self.work, keep_chain=True)
-        keep = torch.arange(1, k + 1, device=x0.device) * (cfg.n_steps // k) - 1
-        return chain[:, -1], chain[:, keep].reshape(-1, chain.shape[-1])
+        return flowmc_negatives(sampler or self.sampler, self.energy, self.flow, x0, self.config, self.work)
 
     def step(self, x_pos):
         cfg = self.config
@@ -155,7 +148,7 @@ class FlowMCEBM(TrainingAlgorithm):
         self.flow_opt.step()
         self._it += 1
         if not (torch.isfinite(loss) and torch.isfinite(flow_ll) and torch.isfinite(x_neg).all()):
-            raise Diverged(self._it, "non-finite loss, flow likelihood or negative samples")
+            raise Diverged(self._it, NON_FINITE)
         return {**stats, "flow_loglik_neg": float(flow_ll.detach()), "local_accept": self.sampler.local.rate,
                 "global_accept": self.sampler.glob.rate, "step_size": self.sampler.mala.step_size}
 
@@ -200,3 +193,15 @@ class FlowMCEBM(TrainingAlgorithm):
             ll = self.flow.log_prob(test_x).mean()
         return {"flow_test_loglik": float(ll), "local_accept": self.sampler.local.rate,
                 "global_accept": self.sampler.glob.rate, "step_size": self.sampler.mala.step_size}
+
+
+def flowmc_negatives(sampler: FlowMC, energy, flow, x0: Tensor, cfg: FlowMCEBMConfig, work, generators=None):
+    """000 Alg. 1 step 2: flowMC from x0 ((n, d); seeds trained together, ``generators``: (S, n, d)); returns (end
+    states, negatives), the negatives with the subsampling of 000 Table 5 (k evenly spaced states per chain)."""
+    k = cfg.subsample
+    if k == 1:
+        x = sampler.run(energy, flow, x0, cfg.n_steps, work, generators=generators)
+        return x, x
+    chain = sampler.run(energy, flow, x0, cfg.n_steps, work, keep_chain=True, generators=generators)
+    keep = torch.arange(1, k + 1, device=x0.device) * (cfg.n_steps // k) - 1
+    return chain[..., -1, :], chain[..., keep, :].reshape(*chain.shape[:-3], -1, chain.shape[-1])

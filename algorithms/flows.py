@@ -67,14 +67,14 @@ class AffineCoupling(nn.Module):
         return b * torch.tanh(s / b), t
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = x[:, self.idx_a], x[:, self.idx_b]
+        a, b = x[..., self.idx_a], x[..., self.idx_b]  # (..., n, d): a stacked flow's leading seed axis too
         s, t = self._st(a)
-        return torch.cat([a, b * s.exp() + t], -1)[:, self.order], s.sum(-1)
+        return torch.cat([a, b * s.exp() + t], -1)[..., self.order], s.sum(-1)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = y[:, self.idx_a], y[:, self.idx_b]
+        a, b = y[..., self.idx_a], y[..., self.idx_b]
         s, t = self._st(a)
-        return torch.cat([a, (b - t) * torch.exp(-s)], -1)[:, self.order], -s.sum(-1)
+        return torch.cat([a, (b - t) * torch.exp(-s)], -1)[..., self.order], -s.sum(-1)
 
 
 #: how a coupling splits the coordinates (``RealNVP``'s ``mask``)
@@ -110,10 +110,11 @@ class RealNVP(GaussianBase, nn.Module):
 
     # ----------------------------------------------------------------- the map, both directions
     def forward(self, z: Tensor, work: Work | None = None) -> tuple[Tensor, Tensor]:
-        """x = T(z) and log |det dT/dz| (sampling direction)."""
+        """x = T(z) and log |det dT/dz| (sampling direction). z (n, d), or (S, n, d) for a stacked flow
+        (algorithms/stacking.py), whose work is counted per seed."""
         if work is not None:
-            work.flow_passes += z.shape[0]
-        ladj = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+            work.flow_passes += z.shape[-2]
+        ladj = torch.zeros(z.shape[:-1], device=z.device, dtype=z.dtype)
         for layer in self.layers:
             z, l = layer(z)
             ladj = ladj + l
@@ -122,8 +123,8 @@ class RealNVP(GaussianBase, nn.Module):
     def inverse(self, x: Tensor, work: Work | None = None) -> tuple[Tensor, Tensor]:
         """z = T^-1(x) and log |det dT^-1/dx| (density direction)."""
         if work is not None:
-            work.flow_passes += x.shape[0]
-        ladj = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+            work.flow_passes += x.shape[-2]
+        ladj = torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype)
         for layer in reversed(self.layers):
             x, l = layer.inverse(x)
             ladj = ladj + l

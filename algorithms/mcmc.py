@@ -73,14 +73,64 @@ class ChainStats:
         return self.accepted / self.proposed if self.proposed else float("nan")
 
 
-def _stack(chain: list[Tensor], x: Tensor) -> Tensor:
-    return torch.stack(chain, 1) if chain else x[:, None, :][:, :0]
+def _stack(chain: list[Tensor], x: Tensor, lead: int = 1) -> Tensor:
+    """The states after each step as one tensor (..., n, n_steps, ...): the step axis after the ``lead`` axes
+    (the chains; a stacked run's seed axis and chains)."""
+    return torch.stack(chain, lead) if chain else x.unsqueeze(lead).narrow(lead, 0, 0)
 
 
-def _mh_accept(log_ratio: Tensor) -> Tensor:
-    """Accept with probability min(1, exp(log_ratio)); a non-finite ratio (nan / -inf) is a rejection."""
+def _mh_accept(log_ratio: Tensor, generators=None) -> Tensor:
+    """Accept with probability min(1, exp(log_ratio)); a non-finite ratio (nan / -inf) is a rejection.
+    ``generators`` (seeds trained together): row s's uniforms from ``generators[s]``."""
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
-    return torch.rand_like(log_ratio).log() < log_ratio
+    if generators is None:
+        uniform = torch.rand_like(log_ratio)
+    else:
+        uniform = torch.empty_like(log_ratio)
+        for s, g in enumerate(generators):
+            uniform[s].uniform_(generator=g)
+    return uniform.log() < log_ratio
+
+
+# --- seeds trained together (algorithms/stacking.py) -------------------------------------------------------------
+# A sampler runs S seeds' chains at once on a stacked energy: states (S, n, d), energies and acceptances (S, n),
+# ``generators[s]`` the random stream of seed s (its draws are those of its run alone), and what adapts is per seed:
+# a MALA's ``step_size`` is then the list of the seeds' step sizes and ``stats`` the list of their ChainStats.
+
+def _per_seed(values: list, like: Tensor) -> Tensor:
+    """Per-seed scalars (a list, one entry per seed) as a tensor of ``like``'s dtype and device: the floats a
+    single run passes as an ``alpha`` are rounded to that dtype too."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _axpy(a: Tensor, b: Tensor, c, out: Tensor | None = None) -> Tensor:
+    """a + c b, c a float or per-seed scalars shaped to broadcast (``addcmul``: the same rounding as ``alpha``)."""
+    return torch.addcmul(a, b, c, out=out) if torch.is_tensor(c) else torch.add(a, b, alpha=c, out=out)
+
+
+def _axpy_(a: Tensor, b: Tensor, c) -> Tensor:
+    """a += c b in place (``_axpy``)."""
+    return a.addcmul_(b, c) if torch.is_tensor(c) else a.add_(b, alpha=c)
+
+
+def _count(stats, acc: Tensor) -> None:
+    """Add acceptances to ``stats``: one ChainStats, or per seed a list of them (acc (S, n))."""
+    if isinstance(stats, ChainStats):
+        stats.add(acc)
+        return
+    for st, k in zip(stats, acc.float().sum(-1).tolist(), strict=True):  # sums of 0/1: exact in any order
+        st.accepted += k
+        st.proposed += acc.shape[-1]
+
+
+def _categorical(log_w: Tensor, generators=None) -> Tensor:
+    """An index per row drawn from the self-normalised weights exp(log_w) along the last axis; ``generators``: row
+    block s (a stacked run's seed) from ``generators[s]`` (the draw ``Categorical.sample`` makes on that stream)."""
+    cat = torch.distributions.Categorical(logits=log_w)
+    if generators is None:
+        return cat.sample()
+    return torch.stack([torch.multinomial(p, 1, True, generator=g)[:, 0]
+                        for p, g in zip(cat.probs, generators, strict=True)])
 
 
 @dataclass
@@ -96,9 +146,13 @@ class MALA:
     _spare: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def run(self, energy: Energy, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False,
-            stats: ChainStats | None = None) -> Tensor:
+            stats: ChainStats | None = None, generators=None) -> Tensor:
         """n_steps MALA steps from x; returns the end states, or with ``keep_chain`` the (n, n_steps, d)
         states after each step. Acceptances are added to ``stats``; ``step_size`` adapts in place.
+
+        Seeds trained together (``generators``, one random stream per seed): a stacked energy, x (S, n, d),
+        ``step_size`` the list of the seeds' step sizes (each adapts to its own seed's acceptances) and ``stats``
+        a list of ChainStats; a kept chain comes back as (S, n, n_steps, d).
 
         Beyond the gradient and the draw a step makes a few passes over the (n, d) states and allocates no
         (n, d) tensor (but the proposal, with ``keep_chain``): the noise, the proposal (which becomes the new
@@ -108,7 +162,7 @@ class MALA:
         (``_spare``): a run allocates one (n, d) buffer, the states it returns (003's student in d = 50, float64,
         64k chains, runs of 4 steps, one thread: 111-118 -> 92-94 ms of CPU per step)."""
         x = x.detach()
-        chain = []
+        chain, lead = [], 1 if generators is None else 2
         if n_steps > 0:
             u, g = energy.value_and_grad(x, work)
             # without keep_chain the states live in two buffers too (a kept chain needs a new tensor per step);
@@ -119,18 +173,26 @@ class MALA:
             y_bufs = None if keep_chain or not x.is_contiguous() else \
                 (_take(spare, x, x.shape, dtype), _take(spare, x, x.shape, dtype))
             xi = _take(spare, x)
-            ones = g.new_ones(g[0].numel())
+            ones = g.new_ones(g.shape[lead:].numel())
         for _ in range(n_steps):
             h = self.step_size
+            # -h, sqrt(2h) and the ratio's -sqrt(h/8), sqrt(h/2): floats, or per seed (S, 1, 1) tensors
+            c = [-h, math.sqrt(2 * h), -math.sqrt(h / 8), math.sqrt(h / 2)] if generators is None else \
+                _per_seed([[-v, math.sqrt(2 * v), -math.sqrt(v / 8), math.sqrt(v / 2)] for v in h], g)[
+                    :, :, None, None].unbind(1)
             if xi.dtype != x.dtype or xi.stride() != x.stride():
                 xi = _take(spare, x)
-            xi.normal_()  # = torch.randn_like(x): the same draws
+            if generators is None:
+                xi.normal_()  # = torch.randn_like(x): the same draws
+            else:
+                for s, gen in enumerate(generators):
+                    xi[s].normal_(generator=gen)
             out = None if y_bufs is None else y_bufs[0] if x is not y_bufs[0] else y_bufs[1]
-            y = torch.add(x, g, alpha=-h, out=out).add_(xi, alpha=math.sqrt(2 * h))
+            y = _axpy_(_axpy(x, g, c[0], out=out), xi, c[1])
             uy, gy = energy.value_and_grad(y, work)
             g_next = g_bufs[0] if g is not g_bufs[0] else g_bufs[1]  # scratch for the ratio, then the new g
-            acc = _mh_accept(u - uy + _log_q_ratio(g, gy, xi, h, g_next, ones))
-            a = acc.view(-1, *([1] * (x.dim() - 1)))
+            acc = _mh_accept(u - uy + _log_q_ratio(g, gy, xi, c[2:], g_next, ones, u.shape), generators)
+            a = acc.view(*acc.shape, *([1] * (x.dim() - acc.dim())))
             # y and gy may share memory (an energy may return its input as gradient: U = |x|^2 / 2); writing y
             # changes only rejected rows, where gy is not read, so the gradient goes to a buffer of its own
             g = torch.where(a, gy, g, out=g_next)
@@ -139,7 +201,7 @@ class MALA:
             self.step_size = _record(acc, self.adaptation, h, stats, chain if keep_chain else None, x)
         if n_steps > 0:
             self._spare = [*g_bufs, xi, *(b for b in y_bufs or () if b is not x)]  # not the states returned
-        return _stack(chain, x) if keep_chain else x
+        return _stack(chain, x, lead) if keep_chain else x
 
 
 def _take(spare: list[Tensor], like: Tensor, shape=None, dtype=None) -> Tensor:
@@ -154,16 +216,19 @@ def _take(spare: list[Tensor], like: Tensor, shape=None, dtype=None) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 
-def _log_q_ratio(g: Tensor, gy: Tensor, xi: Tensor, h: float, scratch: Tensor, ones: Tensor) -> Tensor:
-    """log q(x | y) - log q(y | x) of the MALA proposal y = x - h g + sqrt(2h) xi (g, gy: grad U at x, y).
+def _log_q_ratio(g: Tensor, gy: Tensor, xi: Tensor, c, scratch: Tensor, ones: Tensor, shape) -> Tensor:
+    """log q(x | y) - log q(y | x) of the MALA proposal y = x - h g + sqrt(2h) xi (g, gy: grad U at x, y) for
+    chains whose energies have ``shape`` ((n,); stacked (S, n)); c = (-sqrt(h/8), sqrt(h/2)), floats or per seed
+    (S, 1, 1) tensors.
 
     With v = g + gy, x - y + h gy = h v - sqrt(2h) xi, so -|x - y + h gy|^2 / (4h) + |xi|^2 / 2 is exactly
     sqrt(h/2) v . (xi - sqrt(h/8) v): the same ratio as the two densities written out (up to rounding), in
     three passes over (n, d) instead of seven. Overwrites ``xi`` and ``scratch``; the row sums are a
     matrix-vector product with ``ones`` (a reduction over a short last axis is slow on CPU)."""
     v = torch.add(g, gy, out=scratch)
-    xi.add_(v, alpha=-math.sqrt(h / 8))
-    return torch.mv(v.mul_(xi).view(v.shape[0], -1), ones).mul_(math.sqrt(h / 2))
+    _axpy_(xi, v, c[0])
+    r = torch.mv(v.mul_(xi).view(math.prod(shape), -1), ones).view(shape)
+    return r.mul_(c[1].view(-1, 1) if torch.is_tensor(c[1]) else c[1])
 
 
 def _keep_accepted(acc: Tensor, current, proposed):
@@ -172,12 +237,15 @@ def _keep_accepted(acc: Tensor, current, proposed):
                  for c, p in zip(current, proposed, strict=True))
 
 
-def _record(acc: Tensor, adaptation, step: float, stats, chain: list | None, x: Tensor) -> float:
-    """Count acceptances, keep the state if a chain is recorded, and return the adapted step size."""
+def _record(acc: Tensor, adaptation, step, stats, chain: list | None, x: Tensor):
+    """Count acceptances, keep the state if a chain is recorded, and return the adapted step size (per seed: a
+    list of step sizes, each adapted to its own seed's acceptances, acc (S, n))."""
     if stats is not None:
-        stats.add(acc)
+        _count(stats, acc)
     if chain is not None:
         chain.append(x)
+    if isinstance(step, list):
+        return [adaptation.update(h, r) for h, r in zip(step, acc.float().mean(-1).tolist(), strict=True)]
     return adaptation.update(step, float(acc.float().mean()))
 
 
@@ -236,22 +304,25 @@ class ISIR:
             raise ValueError(f"i-SIR needs at least 2 particles, got {self.n_particles}")
 
     @torch.no_grad()
-    def step(self, energy: Energy, flow, x: Tensor, work: Work, stats: ChainStats | None = None) -> Tensor:
-        n, d = x.shape
+    def step(self, energy: Energy, flow, x: Tensor, work: Work, stats: ChainStats | None = None,
+             generators=None) -> Tensor:
+        """One i-SIR step of the chains x (n, d). Seeds trained together (``generators``): a stacked energy and
+        flow, x (S, n, d), seed s's flow samples and index draws from ``generators[s]``, ``stats`` per seed."""
+        *lead, n, d = x.shape
         m = self.n_particles - 1
-        y, log_q_y = flow.sample(n * m, work)
+        y, log_q_y = flow.sample(n * m, work) if generators is None else flow.sample(n * m, work, generators)
         log_q_x = flow.log_prob(x, work)
-        pool = torch.cat([x[:, None, :], y.reshape(n, m, d)], 1)  # (n, N, d); slot 0 = current state
-        log_q = torch.cat([log_q_x[:, None], log_q_y.reshape(n, m)], 1)
-        u = energy.value(pool.reshape(n * (m + 1), d), work).reshape(n, m + 1)
+        pool = torch.cat([x.unsqueeze(-2), y.reshape(*lead, n, m, d)], -2)  # (n, N, d); slot 0 = current state
+        log_q = torch.cat([log_q_x.unsqueeze(-1), log_q_y.reshape(*lead, n, m)], -1)
+        u = energy.value(pool.reshape(*lead, n * (m + 1), d), work).reshape(*lead, n, m + 1)
         log_w = torch.nan_to_num(-u - log_q, nan=-math.inf, posinf=-math.inf)
         # a chain whose whole pool has zero weight (non-finite energies) keeps its state
-        dead = ~torch.isfinite(log_w).any(1)
+        dead = ~torch.isfinite(log_w).any(-1)
         log_w[dead, 0] = 0.0
-        idx = torch.distributions.Categorical(logits=log_w).sample()
+        idx = _categorical(log_w, generators)
         if stats is not None:
-            stats.add(idx != 0)
-        return pool[torch.arange(n, device=x.device), idx]
+            _count(stats, idx != 0)
+        return torch.take_along_dim(pool, idx[..., None, None], -2).squeeze(-2)
 
 
 @dataclass
@@ -283,26 +354,31 @@ class FlowMC:
                     k += length
         return out
 
-    def run(self, energy: Energy, flow, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False) -> Tensor:
+    def run(self, energy: Energy, flow, x: Tensor, n_steps: int, work: Work, keep_chain: bool = False,
+            generators=None) -> Tensor:
         """n_steps flowMC steps from x; end states, or the (n, n_steps, d) states after each step.
-        Acceptances accumulate in ``self.local`` / ``self.glob`` (reset them to start a new count)."""
+        Acceptances accumulate in ``self.local`` / ``self.glob`` (reset them to start a new count).
+
+        Seeds trained together (``generators``, one random stream per seed): a stacked energy and flow, x
+        (S, n, d), chains (S, n, n_steps, d), and per seed ``mala.step_size`` and ``local`` / ``glob`` lists."""
         x = x.detach()
-        chain = []
+        chain, lead = [], x.dim() - 1
         for kind, length in self.schedule(n_steps):
             if kind == "global":
                 for _ in range(length):
-                    x = self.isir.step(energy, flow, x, work, self.glob)
+                    x = self.isir.step(energy, flow, x, work, self.glob, generators)
                     if keep_chain:
-                        chain.append(x[:, None])
+                        chain.append(x.unsqueeze(lead))
             else:
-                out = self.mala.run(energy, x, length, work, keep_chain=keep_chain, stats=self.local)
+                out = self.mala.run(energy, x, length, work, keep_chain=keep_chain, stats=self.local,
+                                    generators=generators)
                 if keep_chain:
                     chain.append(out)
-                    x = out[:, -1]
+                    x = out.select(lead, -1)
                 else:
                     x = out
         if keep_chain:
-            return torch.cat(chain, 1) if chain else _stack([], x)
+            return torch.cat(chain, lead) if chain else _stack([], x, lead)
         return x
 
     def reset_stats(self) -> None:

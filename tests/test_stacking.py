@@ -4,7 +4,8 @@ stack gives the results of its run alone, diverges on its own, and is stored and
 Tolerance. A stacked seed draws the same random numbers in the same order as its run alone, so its numbers differ
 only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
 one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
-(a mean over a row of a (S, n) tensor). The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
+(a mean over a row of a (S, n) tensor); flowMC-EBM's smoke runs come out bitwise equal, its metrics and traces too.
+The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
 another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
 error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
 seeds instead of a sum: visible with SGD, which is not scale-free like Adam) or of the parameters' slicing changes
@@ -20,7 +21,10 @@ import torch
 import algorithms
 import datasets
 from algorithms.energies import MLPEnergy, ToyMLP
-from algorithms.stacking import StackedMLP, stackable
+from algorithms.flowmc_ebm import FlowMCEBM
+from algorithms.flows import RealNVP
+from algorithms.mcmc import ISIR, MALA, Adaptation, ChainStats, FlowMC
+from algorithms.stacking import StackedMLP, StackedRealNVP, stack_of, stackable
 from algorithms.tilt import GaussianReference, tilt
 from algorithms.work import Work
 from bench import runner as runner_mod
@@ -92,16 +96,86 @@ def test_a_stacked_tilted_energy_is_each_tilted_member_on_its_own_slice():
         torch.testing.assert_close(u[s], u1)
         torch.testing.assert_close(g[s], g1)
         torch.testing.assert_close(stacked(x)[s], m(x[s]))
+    # Gaussians of the seeds' own widths (flowMC-EBM's base fitted to each seed's data): row s against its own
     other = ToyMLP(2)
     tilt(other, GaussianReference(2.0))
-    with pytest.raises(TypeError):  # another reference
-        StackedMLP([members[0], other])
+    pair = StackedMLP([members[0], other])
+    u, g = pair.value_and_grad(x[:2], Work())
+    for s, m in enumerate([members[0], other]):
+        u1, g1 = m.value_and_grad(x[s], Work())
+        torch.testing.assert_close(u[s], u1)
+        torch.testing.assert_close(g[s], g1)
+        torch.testing.assert_close(pair(x[:2])[s], m(x[s]))
+        with torch.no_grad():  # its own workspace, kept between calls (of other sizes too)
+            for n in (50, 20, 50):
+                torch.testing.assert_close(pair.value(x[:2, :n], Work())[s], m.value(x[s, :n], Work()))
     with pytest.raises(TypeError):  # tilted and untilted
         StackedMLP([members[0], ToyMLP(2)])
     lam = ToyMLP(2)
     tilt(lam, lambda y: y.pow(2).sum(-1))
     with pytest.raises(TypeError):  # a reference without its gradient
         StackedMLP([lam])
+
+
+def test_the_stacked_flow_is_each_member_on_its_own_slice():
+    torch.manual_seed(0)
+    members = [RealNVP(2, 4, 16, 2, base_scale=s, identity_init=False) for s in (0.5, 1.0, 2.0)]
+    flow = StackedRealNVP(members)
+    x = 2 * torch.randn(3, 10, 2)
+    (y, ladj), (z, ladj_inv), lp = flow(x, work := Work()), flow.inverse(x), flow.log_prob(x)
+    assert work.flow_passes == 10  # counted per seed
+    for k, m in enumerate(members):
+        for got, want in zip((y[k], ladj[k], z[k], ladj_inv[k], lp[k]), (*m(x[k]), *m.inverse(x[k]), m.log_prob(x[k])),
+                             strict=True):
+            torch.testing.assert_close(got, want)
+    # seed k's draws from its own generator: the draws of its flow alone on a global stream in that state
+    y, lp = flow.sample(7, None, [torch.Generator().manual_seed(k) for k in range(3)])
+    for k, m in enumerate(members):
+        torch.manual_seed(k)
+        y1, lp1 = m.sample(7)
+        torch.testing.assert_close(y[k], y1)
+        torch.testing.assert_close(lp[k], lp1)
+    # and back: row 1 written into a fresh member computes member 1; rows kept in another order
+    fresh = flow.write_member(1, RealNVP(2, 4, 16, 2, base_scale=1.0))
+    torch.testing.assert_close(fresh.log_prob(x[1]), members[1].log_prob(x[1]))
+    flow.keep_rows(torch.tensor([2, 0]))
+    lp = flow.log_prob(x[[2, 0]])
+    torch.testing.assert_close(lp[0], members[2].log_prob(x[2]))
+    torch.testing.assert_close(lp[1], members[0].log_prob(x[0]))
+    with pytest.raises(TypeError):
+        StackedRealNVP([members[0], RealNVP(2, 4, 8, 2)])
+
+
+def test_flowmc_with_a_seed_axis_runs_each_seed_as_its_run_alone():
+    """i-SIR and adaptive MALA on stacked chains (S, n, d), a stacked tilted energy and a stacked flow: seed k's chain,
+    step size and acceptance counts are those of its sampler alone, on a global stream in its generator's state."""
+    torch.manual_seed(0)
+    energies, flows = [ToyMLP(2) for _ in range(3)], []
+    for k, e in enumerate(energies):
+        tilt(e, GaussianReference(1.0 + k))  # each seed its own base (flowMC-EBM fits sigma to the seed's data)
+        flows.append(RealNVP(2, 4, 16, 2, base_scale=1.0 + k, identity_init=False))
+    steps = [0.05, 0.3, 1.0]
+
+    def sampler(h, stats=ChainStats):
+        return FlowMC(MALA(h, Adaptation(0.75, 1.5, 0.02)), ISIR(8), 1, 3, local=stats(), glob=stats())
+
+    x0 = torch.randn(3, 16, 2)
+    alone = []
+    for k in range(3):
+        torch.manual_seed(10 + k)
+        s = sampler(steps[k])
+        alone.append((s.run(energies[k], flows[k], x0[k], 9, work1 := Work(), keep_chain=True), s))
+    stacked = sampler(list(steps), lambda: [ChainStats() for _ in range(3)])
+    gens = [torch.Generator().manual_seed(10 + k) for k in range(3)]
+    chain = stacked.run(StackedMLP(energies), StackedRealNVP(flows), x0, 9, work := Work(), keep_chain=True,
+                        generators=gens)
+    assert chain.shape == (3, 16, 9, 2) and work == work1  # the work counted per seed
+    for k, (c, s) in enumerate(alone):
+        torch.testing.assert_close(chain[k], c)
+        assert stacked.mala.step_size[k] == s.mala.step_size
+        assert (stacked.local[k], stacked.glob[k]) == (s.local, s.glob)
+    assert len(set(stacked.mala.step_size)) == 3 and len({(g.accepted, st.accepted) for g, st in
+                                                          zip(stacked.glob, stacked.local, strict=True)}) == 3
 
 
 def test_energies_of_different_architectures_do_not_stack():
@@ -119,6 +193,9 @@ def test_energies_of_different_architectures_do_not_stack():
 #: iteration (measured: 3e-4 after 12 iterations, every other number within 1e-6). With SGD it learns: its steps
 #: are lr times that rounding.
 RESAMPLES = {"resample_c": 0.0005, "param_lr": {"net.8.bias": 0.0}}
+#: flowMC-EBM with two i-SIR and two MALA steps per iteration, negatives subsampled (000 Table 5: k = 2), and a MALA
+#: step size whose acceptance is near the target, so that each seed adapts it its own way
+FLOWMC = {"n_steps": 4, "n_local": 1, "subsample": 2, "n_particles": 4, "step_size": 2.0}
 
 
 @pytest.mark.parametrize("algorithm,seeds,algo", [
@@ -127,6 +204,8 @@ RESAMPLES = {"resample_c": 0.0005, "param_lr": {"net.8.bias": 0.0}}
     ("jarzynski", 1, RESAMPLES), ("jarzynski", 3, RESAMPLES),
     ("jarzynski", 3, {"resample_c": 0.0005, "optimizer": "sgd", "lr": 0.05, "resampling": "multinomial"}),
     ("jarzynski", 3, {"resample_every": 3, "resampling": "stratified", "param_lr": {"net.8.bias": 0.0}}),
+    ("flowmc_ebm", 1, FLOWMC), ("flowmc_ebm", 3, FLOWMC), ("flowmc_ebm", 3, {}),
+    ("flowmc_ebm", 3, {**FLOWMC, "optimizer": "sgd", "lr": 0.05, "flow_lr": 1e-3}),
 ])
 def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, algo):
     cells = smoke_cells(algorithm, seeds, **algo)
@@ -138,9 +217,28 @@ def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, alg
         assert s[0][0]["stacked_seeds"] == seeds and "stacked_seeds" not in a[0][0]
         if algorithm == "jarzynski":  # the walkers were resampled (each seed's draws from its own stream)
             assert by_metric(a[0])["n_resamples"] > 0 and a[0][0]["status"] == "ok"
+    if algo is FLOWMC and seeds > 1:  # each seed adapted its own MALA step size, in the stack too
+        assert len({by_metric(rows)["step_size"] for _, (rows, _, _) in stacked}) == seeds
 
 
-@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES)])
+def test_a_stacked_flowmc_seed_is_an_ordinary_flowmc_ebm():
+    cells = smoke_cells("flowmc_ebm", 2, **FLOWMC)
+    seeds = [runner_mod._Seed(c, torch.device("cpu")) for c in cells]
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
+    for _ in range(3):
+        logs, ok = stack.step(torch.stack([s.data[:32] for s in seeds]))
+    assert ok == [True, True] and logs[0]["step_size"] != logs[1]["step_size"]
+    for k, s in enumerate(seeds):
+        m = stack.member(k)
+        assert type(m) is FlowMCEBM and m is s.alg and m._it == 3 and m.sampler.mala.step_size == logs[k]["step_size"]
+        x = 3 * torch.randn(20, 2)
+        torch.testing.assert_close(m.energy(x), stack.energy(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.flow.log_prob(x), stack.flow.log_prob(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.negatives(), stack._neg[k])
+        assert m.sample(m.chain_starts(16)).shape == (16 * 2, 2)  # flowMC with k = 2 subsampling, as trained
+
+
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC)])
 def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(algorithm, algo):
     cells = smoke_cells(algorithm, 3, **algo)
     full = {k["seed"]: v for k, v in run_stack(cells, threads=1)}
@@ -186,8 +284,11 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
     only_seed_1_diverges(cells, "step 6: non-finite loss or negative samples")
 
 
-def test_a_diverging_jarzynski_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
-    cells = smoke_cells("jarzynski", 3, **RESAMPLES)
+@pytest.mark.parametrize("algorithm,algo,reason", [
+    ("jarzynski", RESAMPLES, "step 6: non-finite loss, walkers or weights"),
+    ("flowmc_ebm", FLOWMC, "step 6: non-finite loss, flow likelihood or negative samples")])
+def test_a_diverging_seed_of_a_tilted_stack_leaves_it_and_the_others_go_on(monkeypatch, algorithm, algo, reason):
+    cells = smoke_cells(algorithm, 3, **algo)
     b, real = cells[0].train.batch_size, runner_mod._setup
 
     def poisoned(cell, dev):
@@ -202,8 +303,9 @@ def test_a_diverging_jarzynski_seed_leaves_the_stack_and_the_others_go_on(monkey
         return out
 
     monkeypatch.setattr(runner_mod, "_setup", poisoned)
-    stacked = only_seed_1_diverges(cells, "step 6: non-finite loss, walkers or weights")
-    assert all(by_metric(stacked[s][1][0])["n_resamples"] > 0 for s in (0, 2))  # resampled after the drop
+    stacked = only_seed_1_diverges(cells, reason)
+    if algorithm == "jarzynski":
+        assert all(by_metric(stacked[s][1][0])["n_resamples"] > 0 for s in (0, 2))  # resampled after the drop
 
 
 class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
@@ -214,7 +316,7 @@ class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
 
 
 def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
-    cells = smoke_cells("flowmc_ebm", 2)
+    cells = smoke_cells("nt_ebm", 2)
     assert not stackable(object())
     one = smoke_cells("ula_ebm", 1)[0]
     energy = ToyMLP(2)
@@ -233,15 +335,19 @@ def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
     jarz = algorithms.ALGORITHMS["jarzynski"]
     assert stackable(jarz(problem, ToyMLP(2), smoke_cells("jarzynski", 1)[0].algo))  # tilted by reference_std
     assert not stackable(jarz(problem, ToyMLP(2), smoke_cells("jarzynski", 1, walker_batch=16)[0].algo))
+    # flowMC-EBM stacks, but not with 000 App. C.6's raw-energy regulariser (an image setting)
+    assert runner_mod.may_stack(smoke_cells("flowmc_ebm", 1)[0])
+    assert not runner_mod.may_stack(smoke_cells("flowmc_ebm", 1, energy_reg=0.1)[0])
+    assert stackable(FlowMCEBM(problem, ToyMLP(2), smoke_cells("flowmc_ebm", 1)[0].algo))
 
 
 def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
     cells = smoke_cells("ula_ebm", 3) + smoke_cells("cd", 2)
     assert [[c.seed for c in u] for u in units(cells, True)] == [[0, 1, 2], [0, 1]]
     # cells that do not stack stay units of their own (so that -j N runs them in parallel)
-    flowmc = smoke_cells("flowmc_ebm", 2)
-    assert [[(c.algorithm, c.seed) for c in u] for u in units(flowmc + cells[3:], True)] == [
-        [("flowmc_ebm", 0)], [("flowmc_ebm", 1)], [("cd", 0), ("cd", 1)]]
+    nt = smoke_cells("nt_ebm", 2)
+    assert [[(c.algorithm, c.seed) for c in u] for u in units(nt + cells[3:], True)] == [
+        [("nt_ebm", 0)], [("nt_ebm", 1)], [("cd", 0), ("cd", 1)]]
     assert units(cells) == [[c] for c in cells]
     # a sweep stopped after it finished seed 1 of ula_ebm (a run of that seed alone) ...
     run_sweep([cells[1]], tmp_path / "a", jobs=1)
@@ -269,7 +375,7 @@ def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_p
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES)])
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC)])
 def test_a_stack_on_cuda_gives_each_seed_its_run_alone(algorithm, algo):
     # Jarzynski resamples with uniforms from the CPU stream: each seed keeps a CPU generator of its own
     cells = smoke_cells(algorithm, 2, **algo)
