@@ -26,7 +26,9 @@ are the shared ones) without PCD's image augmentation (``StackedContrastive``), 
 with eq. (6)'s weight update, its Gaussian tilt (``reference_std``) included (``StackedJarzynski``), and flowMC-EBM
 (000 Alg. 1) with its vector RealNVP, without the raw-energy regulariser of 000 App. C.6 (``StackedFlowMCEBM``: the
 flows stacked as ``StackedRealNVP``, flowMC's i-SIR and MALA steps the shared samplers of algorithms/mcmc.py with a
-leading seed axis, each seed's own MALA step size, acceptances, particle choices, chain bank and base sigma). The
+leading seed axis, each seed's own MALA step size, acceptances, particle choices, chain bank and base sigma), and
+NT-EBM (001 Alg. 1) with 000's latent MALA and its vector RealNVP (``StackedNTEBM``: the stacked bare energy E_theta
+through the fixed, stacked flows, each seed's own pre-training, step size, acceptances and latent chain bank). The
 others train one seed per run; so do Jarzynski's mini-batch Alg. 2 (each seed's own random subset of moving
 walkers, indexed updates) and the public script's weight update (a comparison variant).
 """
@@ -291,7 +293,8 @@ def stacks(cls, config=None) -> bool:
     * Jarzynski with its own step and resampling (003 Alg. 1, full batch, eq. 6 weight update): Alg. 2's
       mini-batches (``walker_batch``) and the public script's weight update train one seed per run.
     * flowMC-EBM with its own step and sampling (000 Alg. 1), without 000 App. C.6's raw-energy regulariser
-      (``energy_reg``, an image setting)."""
+      (``energy_reg``, an image setting).
+    * NT-EBM with its own step and latent MALA (000's reimplementation); 001's latent HMC trains one seed per run."""
     if not isinstance(cls, type):
         return False
     if issubclass(cls, NTEBM):
@@ -313,8 +316,8 @@ def stacks(cls, config=None) -> bool:
 def stackable(alg) -> bool:
     """Whether ``alg`` (an algorithm built for one seed) trains stacked: its class and settings stack (``stacks``)
     and its energy is a plain MLP (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks; Jarzynski's
-    Gaussian tilt of ``reference_std`` and flowMC-EBM's by its base are allowed); flowMC-EBM's flow is the vector
-    RealNVP."""
+    Gaussian tilt of ``reference_std`` and flowMC-EBM's by its base are allowed, NT-EBM's by its flow too: its stack
+    is of the bare E_theta); flowMC-EBM's and NT-EBM's flow is the vector RealNVP."""
     tilted = isinstance(alg, (Jarzynski, FlowMCEBM))
     return (stacks(type(alg), getattr(alg, "config", None)) and isinstance(alg.energy, MLPEnergy)
             and alg.energy._plain_layers(tilted_ok=tilted, raw=isinstance(alg, NTEBM)) is not None
@@ -663,7 +666,10 @@ class StackedNTEBM(_Stack):
     MALA step size and acceptance counts (copied back after every step), iteration count and last negatives.
 
     Rounding: the latent gradient goes through batched products (the stacked flow's and energy's) where the run
-    alone has single ones, and Metropolis-Hastings turns a last-bit difference into another state now and then."""
+    alone has single ones, and Metropolis-Hastings turns a last-bit difference into another state now and then.
+    Measured (toy2d quick four_mode, seed 0 alone vs in a stack of 4): traces within 4e-6 relative after 100
+    iterations, another run of the same distribution after 150 (final mode-weight MSE 0.0017 against 0.0029 alone;
+    seeds 0-3 alone 0.0029, 0.117, 0.064, 0.012, stacked 0.0017, 0.27, 0.10, 0.029)."""
 
     non_finite = contrastive.NON_FINITE  # NT-EBM's own reason (nt_ebm.NTEBM.step)
     raw = True
