@@ -4,7 +4,7 @@ stack gives the results of its run alone, diverges on its own, and is stored and
 Tolerance. A stacked seed draws the same random numbers in the same order as its run alone, so its numbers differ
 only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
 one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
-(a mean over a row of a (S, n) tensor); flowMC-EBM's smoke runs come out bitwise equal, its metrics and traces too.
+(a mean over a row of a (S, n) tensor); flowMC-EBM's and NT-EBM's smoke runs come out bitwise equal, metrics and traces.
 The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
 another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
 error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
