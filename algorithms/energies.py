@@ -167,16 +167,17 @@ class MLPEnergy(Energy):
         work.grad_evals += x.shape[0]
         return u, g
 
-    def _plain_layers(self, tilted_ok: bool = False):
+    def _plain_layers(self, tilted_ok: bool = False, raw: bool = False):
         """[(Linear, (act, act_backward)), ..., (Linear, None)] if ``self(x)`` is the bare MLP, else None.
         ``tilted_ok``: also when ``self(x)`` is the bare MLP plus a tilt (algorithms/tilt.py) whose reference
-        states its gradient (the caller adds the reference)."""
+        states its gradient (the caller adds the reference); ``raw``: also with any tilt, the caller using the bare
+        MLP alone (``tilt.Raw``)."""
         if type(self).forward is not MLPEnergy.forward or nn.modules.module._global_forward_hooks \
                 or nn.modules.module._global_forward_pre_hooks:
             return None
         mods = list(self.net)
-        tilt_only = (tilted_ok and getattr(self, "_tilted", False) and len(self._forward_hooks) == 1
-                     and callable(getattr(getattr(self, "_reference", None), "grad", None)))
+        tilt_only = ((tilted_ok or raw) and getattr(self, "_tilted", False) and len(self._forward_hooks) == 1
+                     and (raw or callable(getattr(getattr(self, "_reference", None), "grad", None))))
         own = () if tilt_only else (self,)
         if len(mods) % 2 == 0 or self._forward_pre_hooks \
                 or any(m._forward_hooks or m._forward_pre_hooks for m in (*own, self.net, *mods)):

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from algorithms.base import AT_LEAST_1, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
-from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
+from algorithms.contrastive import NON_FINITE, OptimConfig, contrastive_update, make_optimizer
 from algorithms.energies import Energy
 from algorithms.flows import FlowConfig, RealNVP, check_pretrain, flow_for, pretrain_flow
 from algorithms.mcmc import HMC, MALA, Adaptation, ChainStats, frozen
@@ -194,7 +194,7 @@ class NTEBM(FlowBackboneEBM):
         loss, stats = contrastive_update(self.raw, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
         self._it += 1
         if not torch.isfinite(loss) or not torch.isfinite(x_neg).all():
-            raise Diverged(self._it, "non-finite loss or negative samples")
+            raise Diverged(self._it, NON_FINITE)
         return {**stats, "local_accept": self.stats.rate, "step_size": self.sampler.step_size}
 
     def negatives(self):

@@ -4,7 +4,7 @@ stack gives the results of its run alone, diverges on its own, and is stored and
 Tolerance. A stacked seed draws the same random numbers in the same order as its run alone, so its numbers differ
 only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
 one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
-(a mean over a row of a (S, n) tensor); flowMC-EBM's smoke runs come out bitwise equal, its metrics and traces too.
+(a mean over a row of a (S, n) tensor); flowMC-EBM's and NT-EBM's smoke runs come out bitwise equal, metrics and traces.
 The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
 another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
 error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
@@ -24,6 +24,7 @@ from algorithms.energies import MLPEnergy, ToyMLP
 from algorithms.flowmc_ebm import FlowMCEBM
 from algorithms.flows import RealNVP
 from algorithms.mcmc import ISIR, MALA, Adaptation, ChainStats, FlowMC
+from algorithms.nt_ebm import NTEBM
 from algorithms.stacking import StackedMLP, StackedRealNVP, stack_of, stackable
 from algorithms.tilt import GaussianReference, tilt
 from algorithms.work import Work
@@ -196,6 +197,9 @@ RESAMPLES = {"resample_c": 0.0005, "param_lr": {"net.8.bias": 0.0}}
 #: flowMC-EBM with two i-SIR and two MALA steps per iteration, negatives subsampled (000 Table 5: k = 2), and a MALA
 #: step size whose acceptance is near the target, so that each seed adapts it its own way
 FLOWMC = {"n_steps": 4, "n_local": 1, "subsample": 2, "n_particles": 4, "step_size": 2.0}
+#: NT-EBM with four latent MALA steps per iteration and a step size whose acceptance is near the target, so that each
+#: seed adapts it its own way
+NT = {"n_steps": 4, "step_size": 1.0, "adapt_factor": 1.1}
 
 
 @pytest.mark.parametrize("algorithm,seeds,algo", [
@@ -206,6 +210,7 @@ FLOWMC = {"n_steps": 4, "n_local": 1, "subsample": 2, "n_particles": 4, "step_si
     ("jarzynski", 3, {"resample_every": 3, "resampling": "stratified", "param_lr": {"net.8.bias": 0.0}}),
     ("flowmc_ebm", 1, FLOWMC), ("flowmc_ebm", 3, FLOWMC), ("flowmc_ebm", 3, {}),
     ("flowmc_ebm", 3, {**FLOWMC, "optimizer": "sgd", "lr": 0.05, "flow_lr": 1e-3}),
+    ("nt_ebm", 1, NT), ("nt_ebm", 3, NT), ("nt_ebm", 3, {**NT, "optimizer": "sgd", "lr": 0.05}),
 ])
 def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, algo):
     cells = smoke_cells(algorithm, seeds, **algo)
@@ -217,7 +222,7 @@ def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, alg
         assert s[0][0]["stacked_seeds"] == seeds and "stacked_seeds" not in a[0][0]
         if algorithm == "jarzynski":  # the walkers were resampled (each seed's draws from its own stream)
             assert by_metric(a[0])["n_resamples"] > 0 and a[0][0]["status"] == "ok"
-    if algo is FLOWMC and seeds > 1:  # each seed adapted its own MALA step size, in the stack too
+    if algo in (FLOWMC, NT) and seeds > 1:  # each seed adapted its own MALA step size, in the stack too
         assert len({by_metric(rows)["step_size"] for _, (rows, _, _) in stacked}) == seeds
 
 
@@ -238,7 +243,28 @@ def test_a_stacked_flowmc_seed_is_an_ordinary_flowmc_ebm():
         assert m.sample(m.chain_starts(16)).shape == (16 * 2, 2)  # flowMC with k = 2 subsampling, as trained
 
 
-@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC)])
+def test_a_stacked_nt_ebm_seed_is_an_ordinary_nt_ebm():
+    cells = smoke_cells("nt_ebm", 2, **NT)
+    seeds = [runner_mod._Seed(c, torch.device("cpu")) for c in cells]
+    flows = [[p.clone() for p in s.alg.flow.parameters()] for s in seeds]
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
+    for _ in range(8):
+        logs, ok = stack.step(torch.stack([s.data[:32] for s in seeds]))
+    assert ok == [True, True] and logs[0]["step_size"] != logs[1]["step_size"]
+    for k, s in enumerate(seeds):
+        m = stack.member(k)
+        assert type(m) is NTEBM and m is s.alg and m._it == 8 and m.sampler.step_size == logs[k]["step_size"]
+        assert m.stats.rate == logs[k]["local_accept"]
+        assert all(torch.equal(p, q) for p, q in zip(m.flow.parameters(), flows[k], strict=True))  # fixed (Alg. 1)
+        x = 3 * torch.randn(20, 2)
+        torch.testing.assert_close(m.raw(x), stack.energy(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.latent(x), stack.latent(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.negatives(), stack._neg[k])
+        assert m.sample(m.chain_starts(16)).shape == (16, 2)
+
+
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC),
+                                            ("nt_ebm", NT)])
 def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(algorithm, algo):
     cells = smoke_cells(algorithm, 3, **algo)
     full = {k["seed"]: v for k, v in run_stack(cells, threads=1)}
@@ -286,7 +312,8 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
 
 @pytest.mark.parametrize("algorithm,algo,reason", [
     ("jarzynski", RESAMPLES, "step 6: non-finite loss, walkers or weights"),
-    ("flowmc_ebm", FLOWMC, "step 6: non-finite loss, flow likelihood or negative samples")])
+    ("flowmc_ebm", FLOWMC, "step 6: non-finite loss, flow likelihood or negative samples"),
+    ("nt_ebm", NT, "step 6: non-finite loss or negative samples")])
 def test_a_diverging_seed_of_a_tilted_stack_leaves_it_and_the_others_go_on(monkeypatch, algorithm, algo, reason):
     cells = smoke_cells(algorithm, 3, **algo)
     b, real = cells[0].train.batch_size, runner_mod._setup
@@ -316,7 +343,7 @@ class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
 
 
 def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
-    cells = smoke_cells("nt_ebm", 2)
+    cells = smoke_cells("nce_ebm", 2)
     assert not stackable(object())
     one = smoke_cells("ula_ebm", 1)[0]
     energy = ToyMLP(2)
@@ -339,15 +366,19 @@ def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
     assert runner_mod.may_stack(smoke_cells("flowmc_ebm", 1)[0])
     assert not runner_mod.may_stack(smoke_cells("flowmc_ebm", 1, energy_reg=0.1)[0])
     assert stackable(FlowMCEBM(problem, ToyMLP(2), smoke_cells("flowmc_ebm", 1)[0].algo))
+    # NT-EBM stacks with 000's latent MALA, not with 001's HMC
+    assert runner_mod.may_stack(smoke_cells("nt_ebm", 1)[0])
+    assert not runner_mod.may_stack(smoke_cells("nt_ebm", 1, sampler="hmc")[0])
+    assert stackable(NTEBM(problem, ToyMLP(2), smoke_cells("nt_ebm", 1)[0].algo))
 
 
 def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
     cells = smoke_cells("ula_ebm", 3) + smoke_cells("cd", 2)
     assert [[c.seed for c in u] for u in units(cells, True)] == [[0, 1, 2], [0, 1]]
     # cells that do not stack stay units of their own (so that -j N runs them in parallel)
-    nt = smoke_cells("nt_ebm", 2)
-    assert [[(c.algorithm, c.seed) for c in u] for u in units(nt + cells[3:], True)] == [
-        [("nt_ebm", 0)], [("nt_ebm", 1)], [("cd", 0), ("cd", 1)]]
+    nce = smoke_cells("nce_ebm", 2)
+    assert [[(c.algorithm, c.seed) for c in u] for u in units(nce + cells[3:], True)] == [
+        [("nce_ebm", 0)], [("nce_ebm", 1)], [("cd", 0), ("cd", 1)]]
     assert units(cells) == [[c] for c in cells]
     # a sweep stopped after it finished seed 1 of ula_ebm (a run of that seed alone) ...
     run_sweep([cells[1]], tmp_path / "a", jobs=1)
@@ -375,7 +406,8 @@ def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_p
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC)])
+@pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC),
+                                            ("nt_ebm", NT)])
 def test_a_stack_on_cuda_gives_each_seed_its_run_alone(algorithm, algo):
     # Jarzynski resamples with uniforms from the CPU stream: each seed keeps a CPU generator of its own
     cells = smoke_cells(algorithm, 2, **algo)
