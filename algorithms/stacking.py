@@ -392,9 +392,28 @@ class _Stack:
         self.optimizer = make_optimizer(None, self.config, named=self.energy.named_members())
         _carry_optimizer(old, self.optimizer, idx)
         self._keep_rows(keep, idx)
+        if self._neg is not None:
+            self._neg = self._neg[idx]
 
     def _keep_rows(self, keep: list[int], idx: Tensor) -> None:
-        raise NotImplementedError
+        """Keep the rows ``idx`` of the stack's own per-seed state besides its energy and negatives."""
+
+    _neg: Tensor | None = None  # the last negatives (S, n, d), where the members keep theirs
+
+    def member(self, i: int):
+        """Seed ``i`` of the stack as its own algorithm, in the state its run alone would have now: its energy's
+        parameters (and whatever else of it the stack holds: ``_write_member``) and its last negatives; its chains,
+        walkers, bank and sampler state are already its own (NT-EBM's flow too: fixed since its pre-training). Its
+        optimisers are not kept up to date: the evaluation never steps them."""
+        m = self.members[i]
+        self.energy.write_member(i, m.energy)
+        self._write_member(i, m)
+        if self._neg is not None:
+            m._neg = self._neg[i]
+        return m
+
+    def _write_member(self, i: int, m) -> None:
+        """Write back what of seed ``i`` the stack holds besides its energy (flowMC-EBM: its flow)."""
 
 
 class StackedContrastive(_Stack):
@@ -435,19 +454,6 @@ class StackedContrastive(_Stack):
         cols = torch.stack([stats[k] for k in names], 1).tolist()
         return [dict(zip(names, row, strict=True)) for row in cols], ok
 
-    def member(self, i: int) -> ContrastiveEBM:
-        """Seed ``i`` of the stack as its own algorithm, in the state its run alone would have now: its energy's
-        parameters, last negatives and (already its own) chain state. Its optimiser is not kept up to date: the
-        evaluation never steps it."""
-        m = self.members[i]
-        self.energy.write_member(i, m.energy)
-        if self._neg is not None:
-            m._neg = self._neg[i]
-        return m
-
-    def _keep_rows(self, keep, idx):
-        if self._neg is not None:
-            self._neg = self._neg[idx]
 
 
 class StackedJarzynski(_Stack):
@@ -532,14 +538,6 @@ class StackedJarzynski(_Stack):
             logs.append(row)
         return logs, ok
 
-    def member(self, i: int) -> Jarzynski:
-        """Seed ``i`` as its own algorithm, in the state its run alone would have now (energy, walkers, weights,
-        resampling count and log Z bookkeeping). Its optimiser is not kept up to date: the evaluation never steps
-        it."""
-        m = self.members[i]
-        self.energy.write_member(i, m.energy)
-        return m
-
     def _keep_rows(self, keep, idx):
         self.cpu_generators = [self.cpu_generators[i] for i in keep]
         self.x, self.u, self.g, self.log_w = self.x[idx], self.u[idx], self.g[idx], self.log_w[idx]
@@ -604,24 +602,14 @@ class StackedFlowMCEBM(_Stack):
                  "local_accept": m.sampler.local.rate, "global_accept": m.sampler.glob.rate,
                  "step_size": m.sampler.mala.step_size} for row, m in zip(cols, self.members, strict=True)], ok
 
-    def member(self, i: int) -> FlowMCEBM:
-        """Seed ``i`` as its own algorithm, in the state its run alone would have now: its energy's and flow's
-        parameters, last negatives and (already its own) bank and sampler state. Its optimisers are not kept up to
-        date: the evaluation never steps them."""
-        m = self.members[i]
-        self.energy.write_member(i, m.energy)
+    def _write_member(self, i, m):
         self.flow.write_member(i, m.flow)
-        if self._neg is not None:
-            m._neg = self._neg[i]
-        return m
 
     def _keep_rows(self, keep, idx):
         old = self.flow_opt
         self.flow.keep_rows(idx)
         self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=self.config.flow_lr or self.config.lr)
         _carry_optimizer(old, self.flow_opt, idx)
-        if self._neg is not None:
-            self._neg = self._neg[idx]
 
 
 class StackedLatentEnergy(Energy):
@@ -708,18 +696,6 @@ class StackedNTEBM(_Stack):
         return [{**dict(zip(names, row, strict=True)), "local_accept": m.stats.rate, "step_size": m.sampler.step_size}
                 for row, m in zip(cols, self.members, strict=True)], ok
 
-    def member(self, i: int) -> NTEBM:
-        """Seed ``i`` as its own algorithm, in the state its run alone would have now: its energy's parameters, last
-        negatives and (already its own) bank and sampler state; its flow is its own, fixed since its pre-training.
-        Its optimiser is not kept up to date: the evaluation never steps it."""
-        m = self.members[i]
-        self.energy.write_member(i, m.energy)
-        if self._neg is not None:
-            m._neg = self._neg[i]
-        return m
-
     def _keep_rows(self, keep, idx):
         self.flow.keep_rows(idx)
         self.flow.requires_grad_(False)
-        if self._neg is not None:
-            self._neg = self._neg[idx]

@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_bench_samplers import _side_by_side
 
-from algorithms.stacking import StackedContrastive, stack_of
+from algorithms.stacking import stack_of
 from bench.runner import _Seed
 from bench.suite import load_suite, resolve_cells
 
@@ -27,29 +27,12 @@ S = 4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # benchmarks/conftest.py
 
 
-@pytest.mark.parametrize("n", [64, 256, 1024])
-def test_stacked_ula_ebm_iteration(benchmark, n):
-    cells = resolve_cells(load_suite("toy2d"), "quick", ["ula_ebm"], ["four_mode"], S)
-    cells = [dataclasses.replace(c, train=dataclasses.replace(c.train, batch_size=n)) for c in cells]
-    dev = torch.device("cpu")
-    alone = [_Seed(c, dev) for c in cells]
-    seeds = [_Seed(c, dev) for c in cells]
-    stack = StackedContrastive([s.alg for s in seeds], [s.gen for s in seeds])
-
-    def stacked():
-        stack.step(torch.stack([s.data[:n] for s in seeds]))
-
-    def one_by_one():
-        for s in alone:
-            s.alg.step(s.data[:n])
-
-    t_stack, t_one = _side_by_side(stacked, one_by_one, "cpu")
-    benchmark.extra_info.update(chains=n, seeds=S, stacked_s=t_stack, one_by_one_s=t_one, speedup=t_one / t_stack)
-    benchmark.pedantic(stacked, rounds=3, iterations=1, warmup_rounds=1)
-
-
-def test_stacked_flowmc_ebm_iteration(benchmark):
-    cells = resolve_cells(load_suite("toy2d"), "quick", ["flowmc_ebm"], ["four_mode"], S)
+def _stacked_iteration(benchmark, algorithm, n=None):
+    """One training iteration of S seeds stacked, timed side by side with the S seeds one after the other (toy2d
+    quick four_mode; ``n`` chains per seed, or the suite's batch)."""
+    cells = resolve_cells(load_suite("toy2d"), "quick", [algorithm], ["four_mode"], S)
+    if n is not None:
+        cells = [dataclasses.replace(c, train=dataclasses.replace(c.train, batch_size=n)) for c in cells]
     dev, n = torch.device("cpu"), cells[0].train.batch_size
     alone = [_Seed(c, dev) for c in cells]
     seeds = [_Seed(c, dev) for c in cells]
@@ -62,6 +45,17 @@ def test_stacked_flowmc_ebm_iteration(benchmark):
         for s in alone:
             s.alg.step(s.data[:n])
 
-    t_stack, t_one = _side_by_side(stacked, one_by_one, "cpu")
-    benchmark.extra_info.update(batch=n, seeds=S, stacked_s=t_stack, one_by_one_s=t_one, speedup=t_one / t_stack)
+    times = _side_by_side(stacked, one_by_one, "cpu")  # {clock: (stacked, one by one)}
+    (t_stack, t_one), (c_stack, c_one) = times["wall"], times["cpu"]
+    benchmark.extra_info.update(batch=n, seeds=S, stacked_s=t_stack, one_by_one_s=t_one, speedup=t_one / t_stack,
+                                stacked_cpu_s=c_stack, one_by_one_cpu_s=c_one, cpu_speedup=c_one / c_stack)
     benchmark.pedantic(stacked, rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [64, 256, 1024])
+def test_stacked_ula_ebm_iteration(benchmark, n):
+    _stacked_iteration(benchmark, "ula_ebm", n)
+
+
+def test_stacked_flowmc_ebm_iteration(benchmark):
+    _stacked_iteration(benchmark, "flowmc_ebm")
