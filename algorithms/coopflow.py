@@ -48,12 +48,14 @@ from typing import Literal
 import torch
 
 from algorithms.base import AT_LEAST_1, NONNEG, POSITIVE, ConfigError, Diverged, TrainingAlgorithm
-from algorithms.contrastive import OptimConfig, contrastive_update, make_optimizer
+from algorithms.contrastive import NON_FINITE, OptimConfig, contrastive_update, make_optimizer
 from algorithms.flows import FlowConfig, fit_flow, flow_for, uses_image_flow
 from algorithms.samplers import h_from_004_delta, ula
 
 #: 004 Table 3 (CIFAR-10): Langevin steps T and training step size delta of each setting
 SETTINGS = {"t30": (30, 0.03), "t200": (200, 0.01), "pre": (30, 0.03)}
+#: why a step diverged when the flow's likelihood of the revised samples is not finite (also a stacked seed's)
+FLOW_NON_FINITE = "non-finite flow likelihood"
 
 
 @dataclass
@@ -138,11 +140,11 @@ class CoopFlow(TrainingAlgorithm):
             self.flow_opt.step()
             logs["flow_loglik_neg"] = float(ll.detach())
             if not torch.isfinite(ll):
-                raise Diverged(self._it + 1, "non-finite flow likelihood")
+                raise Diverged(self._it + 1, FLOW_NON_FINITE)
         loss, stats = contrastive_update(self.energy, self.optimizer, x_pos, x_neg, cfg.energy_reg, self.work)
         self._it += 1
         if not torch.isfinite(loss) or not torch.isfinite(x_neg).all():
-            raise Diverged(self._it, "non-finite loss or negative samples")
+            raise Diverged(self._it, NON_FINITE)
         with torch.no_grad():
             logs["langevin_shift"] = float((x_neg - x_hat).norm(dim=-1).mean())
         return {**stats, **logs}

@@ -28,7 +28,9 @@ with eq. (6)'s weight update, its Gaussian tilt (``reference_std``) included (``
 flows stacked as ``StackedRealNVP``, flowMC's i-SIR and MALA steps the shared samplers of algorithms/mcmc.py with a
 leading seed axis, each seed's own MALA step size, acceptances, particle choices, chain bank and base sigma), and
 NT-EBM (001 Alg. 1) with 000's latent MALA and its vector RealNVP (``StackedNTEBM``: the stacked bare energy E_theta
-through the fixed, stacked flows, each seed's own pre-training, step size, acceptances and latent chain bank). The
+through the fixed, stacked flows, each seed's own pre-training, step size, acceptances and latent chain bank), and
+CoopFlow (004 Alg. 1) with its vector RealNVP (``StackedCoopFlow``: the stacked flows' draws revised by the shared
+noise-free Langevin on the stacked energy, each seed's own flow pre-training, draws and divergence reason). The
 others train one seed per run; so do Jarzynski's mini-batch Alg. 2 (each seed's own random subset of moving
 walkers, indexed updates) and the public script's weight update (a comparison variant).
 """
@@ -44,6 +46,7 @@ from torch import Tensor, nn
 
 from algorithms import contrastive, flowmc_ebm, jarzynski
 from algorithms.contrastive import ContrastiveEBM, contrastive_step, make_optimizer
+from algorithms.coopflow import FLOW_NON_FINITE, CoopFlow
 from algorithms.energies import Energy, MLPEnergy
 from algorithms.flowmc_ebm import FlowMCEBM, flowmc_negatives
 from algorithms.flows import RealNVP
@@ -294,9 +297,12 @@ def stacks(cls, config=None) -> bool:
       mini-batches (``walker_batch``) and the public script's weight update train one seed per run.
     * flowMC-EBM with its own step and sampling (000 Alg. 1), without 000 App. C.6's raw-energy regulariser
       (``energy_reg``, an image setting).
-    * NT-EBM with its own step and latent MALA (000's reimplementation); 001's latent HMC trains one seed per run."""
+    * NT-EBM with its own step and latent MALA (000's reimplementation); 001's latent HMC trains one seed per run.
+    * CoopFlow with its own step, revision and flow draws (004 Alg. 1, any setting)."""
     if not isinstance(cls, type):
         return False
+    if issubclass(cls, CoopFlow):
+        return cls.step is CoopFlow.step and cls.sample is CoopFlow.sample and cls.flow_samples is CoopFlow.flow_samples
     if issubclass(cls, NTEBM):
         return (cls.step is NTEBM.step and cls.make_sampler is FlowBackboneEBM.make_sampler
                 and (config is None or config.sampler == "mala"))
@@ -317,22 +323,24 @@ def stackable(alg) -> bool:
     """Whether ``alg`` (an algorithm built for one seed) trains stacked: its class and settings stack (``stacks``)
     and its energy is a plain MLP (``MLPEnergy``: Linear layers and LeakyReLU / SiLU, no hooks; Jarzynski's
     Gaussian tilt of ``reference_std`` and flowMC-EBM's by its base are allowed, NT-EBM's by its flow too: its stack
-    is of the bare E_theta); flowMC-EBM's and NT-EBM's flow is the vector RealNVP."""
+    is of the bare E_theta); flowMC-EBM's, NT-EBM's and CoopFlow's flow is the vector RealNVP."""
     tilted = isinstance(alg, (Jarzynski, FlowMCEBM))
     return (stacks(type(alg), getattr(alg, "config", None)) and isinstance(alg.energy, MLPEnergy)
             and alg.energy._plain_layers(tilted_ok=tilted, raw=isinstance(alg, NTEBM)) is not None
-            and (not isinstance(alg, (FlowMCEBM, NTEBM)) or type(alg.flow) is RealNVP))
+            and (not isinstance(alg, (FlowMCEBM, NTEBM, CoopFlow)) or type(alg.flow) is RealNVP))
 
 
 def stack_of(members, generators, cpu_generators=None):
-    """The stack of these seeds' algorithms (``StackedContrastive``, ``StackedJarzynski``, ``StackedFlowMCEBM`` or
-    ``StackedNTEBM``)."""
+    """The stack of these seeds' algorithms (``StackedContrastive``, ``StackedJarzynski``, ``StackedFlowMCEBM``,
+    ``StackedNTEBM`` or ``StackedCoopFlow``)."""
     if members and isinstance(members[0], Jarzynski):
         return StackedJarzynski(members, generators, cpu_generators)
     if members and isinstance(members[0], FlowMCEBM):
         return StackedFlowMCEBM(members, generators)
     if members and isinstance(members[0], NTEBM):
         return StackedNTEBM(members, generators)
+    if members and isinstance(members[0], CoopFlow):
+        return StackedCoopFlow(members, generators)
     return StackedContrastive(members, generators)
 
 
@@ -370,6 +378,11 @@ class _Stack:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def why(self, i: int) -> str:
+        """Why seed ``i`` of the last ``step`` is not finite, as its run alone says it (``non_finite``; CoopFlow's
+        reason depends on what turned non-finite first)."""
+        return self.non_finite
 
     def _add_work(self, before: dict) -> None:
         """Add the work since ``before`` (``self.work.as_dict()``) to each seed's own counter."""
@@ -545,7 +558,38 @@ class StackedJarzynski(_Stack):
         self._bind()
 
 
-class StackedFlowMCEBM(_Stack):
+class _LearnedFlowStack(_Stack):
+    """A stack whose seeds each learn a vector RealNVP by maximum likelihood on their negatives (flowMC-EBM's 000 Alg. 1
+    step 5, CoopFlow's 004 Alg. 1 step 7): the flows stacked (``StackedRealNVP``), one Adam over them."""
+
+    def __init__(self, members, generators):
+        super().__init__(members, generators)
+        self.flow = StackedRealNVP([m.flow for m in self.members])
+        self.flow_opt = self._flow_adam()
+
+    def _flow_adam(self) -> torch.optim.Adam:
+        return torch.optim.Adam(self.flow.parameters(), lr=self.config.flow_lr or self.config.lr)
+
+    def _flow_step(self, x_neg: Tensor) -> Tensor:
+        """One Adam step on the sum of the seeds' losses -mean log q_alpha(x_neg[s]) (each seed's own gradient);
+        returns the seeds' mean log-likelihoods (S,)."""
+        ll = self.flow.log_prob(x_neg.detach(), self.work).mean(-1)
+        self.flow_opt.zero_grad(set_to_none=True)
+        (-ll).sum().backward()
+        self.flow_opt.step()
+        return ll.detach()
+
+    def _write_member(self, i, m):
+        self.flow.write_member(i, m.flow)
+
+    def _keep_rows(self, keep, idx):
+        old = self.flow_opt
+        self.flow.keep_rows(idx)
+        self.flow_opt = self._flow_adam()
+        _carry_optimizer(old, self.flow_opt, idx)
+
+
+class StackedFlowMCEBM(_LearnedFlowStack):
     """The S seeds of ``FlowMCEBM`` (000 Alg. 1) trained as one: each iteration draws every seed's chain starts from
     its own bank (``generators[s]``), runs flowMC (000 Alg. 5 with Alg. 6 as global step: ``FlowMC.run`` with a
     leading seed axis, on the stacked energy and the stacked flow ``StackedRealNVP``) with each seed's own MALA step
@@ -565,9 +609,7 @@ class StackedFlowMCEBM(_Stack):
 
     def __init__(self, members: list[FlowMCEBM], generators: list[torch.Generator]):
         super().__init__(members, generators)
-        cfg, first = self.config, members[0].sampler
-        self.flow = StackedRealNVP([m.flow for m in self.members])
-        self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=cfg.flow_lr or cfg.lr)
+        first = members[0].sampler
         # the seeds' samplers as one: per-seed step sizes and acceptance counts are set from the members each step
         self.sampler = FlowMC(MALA([], first.mala.adaptation), first.isir, first.n_global, first.n_local)
         self._neg: Tensor | None = None
@@ -590,26 +632,14 @@ class StackedFlowMCEBM(_Stack):
             m._it += 1
         self._neg = x_neg
         loss, stats = contrastive_step(self.energy, self.optimizer, x_pos, x_neg, 0.0, self.work)
-        flow_ll = self.flow.log_prob(x_neg.detach(), self.work).mean(-1)
-        self.flow_opt.zero_grad(set_to_none=True)
-        (-flow_ll).sum().backward()
-        self.flow_opt.step()
+        flow_ll = self._flow_step(x_neg)
         self._add_work(before)
         ok = (torch.isfinite(loss) & torch.isfinite(flow_ll) & torch.isfinite(x_neg).flatten(1).all(1)).tolist()
         names = list(stats)
-        cols = torch.stack([stats[k] for k in names] + [flow_ll.detach()], 1).tolist()
+        cols = torch.stack([stats[k] for k in names] + [flow_ll], 1).tolist()
         return [{**dict(zip(names, row[:-1], strict=True)), "flow_loglik_neg": row[-1],
                  "local_accept": m.sampler.local.rate, "global_accept": m.sampler.glob.rate,
                  "step_size": m.sampler.mala.step_size} for row, m in zip(cols, self.members, strict=True)], ok
-
-    def _write_member(self, i, m):
-        self.flow.write_member(i, m.flow)
-
-    def _keep_rows(self, keep, idx):
-        old = self.flow_opt
-        self.flow.keep_rows(idx)
-        self.flow_opt = torch.optim.Adam(self.flow.parameters(), lr=self.config.flow_lr or self.config.lr)
-        _carry_optimizer(old, self.flow_opt, idx)
 
 
 class StackedLatentEnergy(Energy):
@@ -699,3 +729,59 @@ class StackedNTEBM(_Stack):
     def _keep_rows(self, keep, idx):
         self.flow.keep_rows(idx)
         self.flow.requires_grad_(False)
+
+
+class StackedCoopFlow(_LearnedFlowStack):
+    """The S seeds of ``CoopFlow`` (004 Alg. 1) trained as one: each iteration draws every seed's flow samples from its
+    own stream (``StackedRealNVP.sample`` with ``generators[s]``, step 4-5), revises them by the shared noise-free
+    Langevin (``samplers.ula`` with a leading seed axis, step 6) on the stacked energy, then one Adam step over the
+    stacked flow on the sum of the seeds' likelihoods of their revised samples (step 7, once the setting's warm-up is
+    over) and one over the stacked energy (step 8, each seed's own gradient). Each seed's flow pre-training (setting
+    "pre") ran in its own setup, on its own stream, as in its run alone. What is per seed stays with the seed's own
+    algorithm (``members[s]``): its iteration count, last negatives and, once it is its own again (``member``), its
+    flow. A seed whose revised samples' flow likelihood is not finite diverges with its run alone's reason
+    (``why``), which tests that before the energy's step.
+
+    Rounding. Through the warm-up (the flow frozen) the seeds' flow draws, revised samples and energies are bitwise
+    those of their runs alone (toy2d smoke, 3 seeds); the stacked flow's parameter gradients (``StackedRealNVP``'s
+    batched products and sums) round otherwise than a single flow's, so from the flow's first learning step its
+    parameters differ by ~1e-8 relative, which the next draws and revisions carry into the energy. Adam and the
+    wandering of CoopFlow's mode levels (algorithms/coopflow.py) amplify it. Measured (toy2d quick four_mode, seed 0
+    alone vs in a stack of 4): traces within 1e-5 relative after 100 iterations, 1e-2 after 150, another run of the
+    same distribution after 200 (final mode-weight MSE 0.275 against 0.097 alone; eight seeds alone 0.070-0.275)."""
+
+    non_finite = contrastive.NON_FINITE
+
+    def __init__(self, members: list[CoopFlow], generators: list[torch.Generator]):
+        super().__init__(members, generators)
+        first = self.members[0]
+        self.n_steps, self.h, self._clamp = first.n_steps, first.h, first._clamp
+        self._neg: Tensor | None = None
+        self._why: list[str] = []
+
+    def step(self, x_pos: Tensor) -> tuple[list[dict[str, float]], list[bool]]:
+        """One iteration of 004 Alg. 1 for every seed on its positives x_pos[s] ((S, batch, d)): the scalars its run
+        alone logs and whether it is still finite (its run alone raises ``Diverged`` here: ``why``), per seed. The
+        iteration's work is added to each seed's own counter."""
+        before, first = self.work.as_dict(), self.members[0]
+        with torch.no_grad():
+            x_hat = self.flow.sample(x_pos.shape[1], self.work, self.generators)[0]
+        x_neg = ula(self.energy, x_hat, self.h, self.n_steps, self.work, noise=False, **self._clamp)
+        self._neg = x_neg
+        # every seed has done as many iterations, with the same warm-up
+        ll = self._flow_step(x_neg) if first._it >= first.warmup else None
+        loss, stats = contrastive_step(self.energy, self.optimizer, x_pos, x_neg, self.config.energy_reg, self.work)
+        for m in self.members:
+            m._it += 1
+        self._add_work(before)
+        with torch.no_grad():
+            shift = (x_neg - x_hat).norm(dim=-1).mean(-1)
+        flow_ok = torch.ones_like(loss, dtype=torch.bool) if ll is None else torch.isfinite(ll)
+        ok = flow_ok & torch.isfinite(loss) & torch.isfinite(x_neg).flatten(1).all(1)
+        self._why = [self.non_finite if f else FLOW_NON_FINITE for f in flow_ok.tolist()]
+        names = list(stats) + (["flow_loglik_neg"] if ll is not None else []) + ["langevin_shift"]
+        cols = torch.stack([stats[k] for k in stats] + ([ll] if ll is not None else []) + [shift], 1).tolist()
+        return [dict(zip(names, row, strict=True)) for row in cols], ok.tolist()
+
+    def why(self, i: int) -> str:
+        return self._why[i]

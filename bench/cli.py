@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "result rows on later code; the rows keep their code version")
     r.add_argument("--stack-seeds", action="store_true",
                    help="train the seeds of each cell together as one stacked model in one process (ULA-EBM / PCD, CD, "
-                   "short-run, full-batch Jarzynski; other algorithms one seed at a time): the same results per seed "
-                   "up to rounding, "
-                   "stored and resumed per seed, several times faster on small models")
+                   "short-run, full-batch Jarzynski, flowMC-EBM, NT-EBM with MALA, CoopFlow; other algorithms one seed "
+                   "at a time): the same results per seed up to rounding, stored and resumed per seed, several times "
+                   "faster on small models")
     r.add_argument("--budget", type=int, help="stop each run after this many energy-gradient evaluations")
     r.add_argument("--cell-timeout", type=float, help="record a cell as timeout after this many seconds")
     r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")

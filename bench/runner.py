@@ -366,7 +366,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
         for i, s in enumerate(live):
             try:
                 if not finite[i]:  # what the step raises in the seed's run alone
-                    raise Diverged(it, stack.non_finite)
+                    raise Diverged(it, stack.why(i))
                 loss = logs[i].get("loss", 0.0)
                 if not math.isfinite(loss) or abs(loss) > EXPLODED:
                     raise Diverged(it, f"loss {loss:.3g}")

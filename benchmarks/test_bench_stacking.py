@@ -9,7 +9,10 @@ cost per operation, not the arithmetic; at 256 chains on a CPU the matrix produc
 
 ``test_stacked_flowmc_ebm_iteration``: the same for one flowMC-EBM iteration of the toy2d quick four_mode cell (64
 chains per seed, 1 i-SIR step of 64 particles then 7 MALA steps; the i-SIR step evaluates the energy on 4,096 points
-per seed, arithmetic that stacking does not remove)."""
+per seed, arithmetic that stacking does not remove).
+
+``test_stacked_coopflow_iteration``: the same for one CoopFlow iteration of the toy2d quick four_mode cell past its
+warm-up (256 flow draws per seed revised by 64 noise-free Langevin steps, then the flow's and the energy's steps)."""
 
 import dataclasses
 
@@ -27,10 +30,11 @@ S = 4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # benchmarks/conftest.py
 
 
-def _stacked_iteration(benchmark, algorithm, n=None):
+def _stacked_iteration(benchmark, algorithm, n=None, **algo):
     """One training iteration of S seeds stacked, timed side by side with the S seeds one after the other (toy2d
-    quick four_mode; ``n`` chains per seed, or the suite's batch)."""
+    quick four_mode; ``n`` chains per seed, or the suite's batch; ``algo``: settings replaced)."""
     cells = resolve_cells(load_suite("toy2d"), "quick", [algorithm], ["four_mode"], S)
+    cells = [dataclasses.replace(c, algo=dataclasses.replace(c.algo, **algo)) for c in cells]
     if n is not None:
         cells = [dataclasses.replace(c, train=dataclasses.replace(c.train, batch_size=n)) for c in cells]
     dev, n = torch.device("cpu"), cells[0].train.batch_size
@@ -59,3 +63,7 @@ def test_stacked_ula_ebm_iteration(benchmark, n):
 
 def test_stacked_flowmc_ebm_iteration(benchmark):
     _stacked_iteration(benchmark, "flowmc_ebm")
+
+
+def test_stacked_coopflow_iteration(benchmark):
+    _stacked_iteration(benchmark, "coopflow", warmup_iters=0)  # every timed iteration steps the flow too

@@ -5,6 +5,7 @@ Tolerance. A stacked seed draws the same random numbers in the same order as its
 only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
 one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
 (a mean over a row of a (S, n) tensor); flowMC-EBM's and NT-EBM's smoke runs come out bitwise equal, metrics and traces.
+CoopFlow's are bitwise equal until its flow first learns, then within 1e-8 relative (``StackedCoopFlow``).
 The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
 another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
 error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
@@ -12,6 +13,7 @@ seeds instead of a sum: visible with SGD, which is not scale-free like Adam) or 
 the numbers at the percent level or more. Jarzynski amplifies rounding (Adam's scale-free steps, resampling:
 ``StackedJarzynski``): its runs here are short (12 iterations, 64 walkers), where it has not grown yet."""
 
+import copy
 import dataclasses
 import math
 
@@ -20,6 +22,8 @@ import torch
 
 import algorithms
 import datasets
+from algorithms.contrastive import NON_FINITE
+from algorithms.coopflow import FLOW_NON_FINITE, CoopFlow
 from algorithms.energies import MLPEnergy, ToyMLP
 from algorithms.flowmc_ebm import FlowMCEBM
 from algorithms.flows import RealNVP
@@ -200,6 +204,9 @@ FLOWMC = {"n_steps": 4, "n_local": 1, "subsample": 2, "n_particles": 4, "step_si
 #: NT-EBM with four latent MALA steps per iteration and a step size whose acceptance is near the target, so that each
 #: seed adapts it its own way
 NT = {"n_steps": 4, "step_size": 1.0, "adapt_factor": 1.1}
+#: CoopFlow with a revision that moves the flow's draws (T h = 0.016; the smoke default's h = 4.5e-4 hardly does) and
+#: a warm-up that ends within the runs (the flow frozen for 3 iterations, then learning)
+COOP = {"n_steps": 8, "step_size": 2e-3, "warmup_iters": 3}
 
 
 @pytest.mark.parametrize("algorithm,seeds,algo", [
@@ -211,6 +218,8 @@ NT = {"n_steps": 4, "step_size": 1.0, "adapt_factor": 1.1}
     ("flowmc_ebm", 1, FLOWMC), ("flowmc_ebm", 3, FLOWMC), ("flowmc_ebm", 3, {}),
     ("flowmc_ebm", 3, {**FLOWMC, "optimizer": "sgd", "lr": 0.05, "flow_lr": 1e-3}),
     ("nt_ebm", 1, NT), ("nt_ebm", 3, NT), ("nt_ebm", 3, {**NT, "optimizer": "sgd", "lr": 0.05}),
+    ("coopflow", 1, COOP), ("coopflow", 3, COOP), ("coopflow", 3, {}),
+    ("coopflow", 3, {**COOP, "optimizer": "sgd", "lr": 0.05, "flow_lr": 1e-3}),
 ])
 def test_a_stacked_seed_gives_the_results_of_its_run_alone(algorithm, seeds, algo):
     cells = smoke_cells(algorithm, seeds, **algo)
@@ -263,8 +272,94 @@ def test_a_stacked_nt_ebm_seed_is_an_ordinary_nt_ebm():
         assert m.sample(m.chain_starts(16)).shape == (16, 2)
 
 
+def test_a_stacked_coopflow_seed_is_an_ordinary_coopflow():
+    cells = smoke_cells("coopflow", 2, **COOP)
+    seeds = [runner_mod._Seed(c, torch.device("cpu")) for c in cells]
+    pretrained = [[p.clone() for p in s.alg.flow.parameters()] for s in seeds]
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
+    for it in range(1, 6):
+        logs, ok = stack.step(torch.stack([s.data[:32] for s in seeds]))
+        assert ok == [True, True] and ("flow_loglik_neg" in logs[0]) == (it > COOP["warmup_iters"])
+        if it == COOP["warmup_iters"]:  # frozen during the warm-up (each seed's own pre-trained flow)
+            for k in range(2):
+                frozen = stack.flow.write_member(k, copy.deepcopy(seeds[k].alg.flow))
+                assert all(torch.equal(p, q) for p, q in zip(frozen.parameters(), pretrained[k], strict=True))
+    assert logs[0]["langevin_shift"] > 0 and logs[0]["loss"] != logs[1]["loss"]
+    for k, s in enumerate(seeds):
+        m = stack.member(k)
+        assert type(m) is CoopFlow and m is s.alg and m._it == 5
+        assert not all(torch.equal(p, q) for p, q in zip(m.flow.parameters(), pretrained[k], strict=True))  # learned
+        x = 3 * torch.randn(20, 2)
+        torch.testing.assert_close(m.energy(x), stack.energy(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.flow.log_prob(x), stack.flow.log_prob(x.expand(2, -1, -1))[k])
+        torch.testing.assert_close(m.negatives(), stack._neg[k])
+        assert m.sample(m.chain_starts(16)).shape == (16, 2)
+
+
+def test_a_stacked_coopflow_seed_is_bitwise_its_run_alone_until_its_flow_learns():
+    """Through the warm-up (the flow frozen) a stacked seed's flow draws, revised samples and energy are bitwise those
+    of its run alone; the first learning step of the stacked flow rounds otherwise (``StackedCoopFlow``), so from then
+    on they agree up to rounding (``test_a_stacked_seed_gives_the_results_of_its_run_alone``)."""
+    cells, cpu = smoke_cells("coopflow", 3, **COOP), torch.device("cpu")
+    seeds = [runner_mod._Seed(c, cpu) for c in cells]
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
+    alone = [runner_mod._Seed(c, cpu) for c in cells]
+    b = cells[0].train.batch_size
+    for it in range(COOP["warmup_iters"] + 1):
+        stack.step(torch.stack([s.data[s.perm[it * b:(it + 1) * b]] for s in seeds]))
+        for k, s in enumerate(alone):
+            torch.set_rng_state(s.gen.get_state())  # the global stream of its run alone
+            s.alg.step(s.data[s.perm[it * b:(it + 1) * b]])
+            s.gen.set_state(torch.get_rng_state())
+            assert torch.equal(stack._neg[k], s.alg.negatives()), (it, k)  # revised before the flow learns
+            if it < COOP["warmup_iters"]:
+                assert all(torch.equal(p[k], q) for p, q in zip(stack.energy.params, s.alg.energy.parameters(),
+                                                                 strict=True)), (it, k)
+
+
+def test_a_coopflow_seed_whose_flow_likelihood_turns_non_finite_leaves_the_stack_with_its_reason():
+    """CoopFlow's run alone tests its flow's likelihood of the revised samples before the energy's step and says
+    so (``FLOW_NON_FINITE``): a stacked seed whose flow turns NaN gives that reason, the others the usual one, and go
+    on as a stack of them alone would."""
+    cells, cpu = smoke_cells("coopflow", 3, **COOP), torch.device("cpu")
+
+    def batches(seeds):
+        return torch.stack([s.data[:32] for s in seeds])
+
+    def poison(flow, row=None):
+        with torch.no_grad():
+            w = flow.layers[0].net[0].weight
+            (w if row is None else w[row]).fill_(math.nan)
+
+    seeds = [runner_mod._Seed(c, cpu) for c in cells]
+    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
+    others = [runner_mod._Seed(c, cpu) for c in (cells[0], cells[2])]
+    clean = stack_of([s.alg for s in others], [s.gen for s in others])
+    for _ in range(4):
+        stack.step(batches(seeds))
+        clean.step(batches(others))
+    poison(stack.flow, row=1)
+    logs, ok = stack.step(batches(seeds))
+    assert ok == [True, False, True] and [stack.why(k) for k in (0, 1, 2)] == [NON_FINITE, FLOW_NON_FINITE, NON_FINITE]
+    alone = runner_mod._Seed(cells[1], cpu).alg  # seed 1 alone, its flow turned NaN at the same iteration
+    for _ in range(4):
+        alone.step(seeds[1].data[:32])
+    poison(alone.flow)
+    with pytest.raises(algorithms.base.Diverged, match=FLOW_NON_FINITE) as e:
+        alone.step(seeds[1].data[:32])
+    assert e.value.step == 5
+    stack.drop([0, 2])
+    want, _ = clean.step(batches(others))
+    assert [logs[0], logs[2]] == want
+    for _ in range(3):
+        assert stack.step(batches(others)) == clean.step(batches(others))
+    for k in range(2):
+        x = 3 * torch.randn(20, 2)
+        assert torch.equal(stack.member(k).flow.log_prob(x), clean.member(k).flow.log_prob(x))
+
+
 @pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC),
-                                            ("nt_ebm", NT)])
+                                            ("nt_ebm", NT), ("coopflow", COOP)])
 def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(algorithm, algo):
     cells = smoke_cells(algorithm, 3, **algo)
     full = {k["seed"]: v for k, v in run_stack(cells, threads=1)}
@@ -313,8 +408,9 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
 @pytest.mark.parametrize("algorithm,algo,reason", [
     ("jarzynski", RESAMPLES, "step 6: non-finite loss, walkers or weights"),
     ("flowmc_ebm", FLOWMC, "step 6: non-finite loss, flow likelihood or negative samples"),
-    ("nt_ebm", NT, "step 6: non-finite loss or negative samples")])
-def test_a_diverging_seed_of_a_tilted_stack_leaves_it_and_the_others_go_on(monkeypatch, algorithm, algo, reason):
+    ("nt_ebm", NT, "step 6: non-finite loss or negative samples"),
+    ("coopflow", COOP, "step 6: non-finite loss or negative samples")])
+def test_a_diverging_seed_of_the_other_stacks_leaves_it_and_the_others_go_on(monkeypatch, algorithm, algo, reason):
     cells = smoke_cells(algorithm, 3, **algo)
     b, real = cells[0].train.batch_size, runner_mod._setup
 
@@ -340,6 +436,13 @@ class OwnStarts(algorithms.ALGORITHMS["ula_ebm"]):
 
     def start_chains(self, x_pos):
         return super().start_chains(x_pos) + 0.01 * torch.randn_like(x_pos)
+
+
+class OwnDraws(CoopFlow):
+    """A CoopFlow whose flow samples are its own (not the flow's draws from the seed's stream)."""
+
+    def flow_samples(self, n):
+        return super().flow_samples(n) + 0.01 * torch.randn(n, 2)
 
 
 def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
@@ -370,6 +473,10 @@ def test_cells_that_do_not_stack_run_one_by_one(monkeypatch):
     assert runner_mod.may_stack(smoke_cells("nt_ebm", 1)[0])
     assert not runner_mod.may_stack(smoke_cells("nt_ebm", 1, sampler="hmc")[0])
     assert stackable(NTEBM(problem, ToyMLP(2), smoke_cells("nt_ebm", 1)[0].algo))
+    # CoopFlow stacks (its own flow draws, revision and step), not a subclass that draws its flow samples otherwise
+    coop = smoke_cells("coopflow", 1)[0]
+    assert runner_mod.may_stack(coop) and stackable(CoopFlow(problem, ToyMLP(2), coop.algo))
+    assert not stackable(OwnDraws(problem, ToyMLP(2), coop.algo))
 
 
 def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_path, monkeypatch):
@@ -407,7 +514,7 @@ def test_the_sweep_stacks_the_missing_seeds_of_a_cell_and_resumes_per_seed(tmp_p
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("algorithm,algo", [("ula_ebm", {}), ("jarzynski", RESAMPLES), ("flowmc_ebm", FLOWMC),
-                                            ("nt_ebm", NT)])
+                                            ("nt_ebm", NT), ("coopflow", COOP)])
 def test_a_stack_on_cuda_gives_each_seed_its_run_alone(algorithm, algo):
     # Jarzynski resamples with uniforms from the CPU stream: each seed keeps a CPU generator of its own
     cells = smoke_cells(algorithm, 2, **algo)
