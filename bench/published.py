@@ -40,6 +40,16 @@ PAPER_TABLES = [
             "nt_ebm": [9.27e-4, 3.85e-4, 9.87e-4],
             "flowmc_ebm": [5.19e-4, 3.12e-5, 4.29e-4],
         },
+        "notes": {
+            "nt_ebm": "at 000's stated settings our NT-EBM diverges: 000's reverse-KL pre-training leaves the flow "
+                      "without mass on the 0.1 mode and the energy that must supply it runs away; with a flow "
+                      "pre-trained by maximum likelihood one of two seeds trains to 000's magnitude and the other "
+                      "runs away (docs/reproduction.md, disagreements 5 and 8; docs/choices.md, 'NT-EBM on the "
+                      "four-mode mixture')",
+            "coopflow": "our CoopFlow EBM is improper (a large share of its mass outside the evaluation box) all "
+                        "through training at 000's settings, so its density errors are left out; its flow's and its "
+                        "chains' weights match the data's, not the EBM's, the failure 000 describes",
+        },
     },
     {
         "name": "sec51_002",

@@ -291,7 +291,9 @@ def side_by_side(res: pd.DataFrame, spec: dict) -> list[tuple[str, pd.DataFrame]
         for lab, (i, _) in zip(labels, enumerate(spec["columns"]), strict=True):  # exactly as published
             keep = keep.assign(**{f"{lab} [{src}]": [_published(spec["published"].get(a, [None] * (i + 1))[i])
                                                      for a in keep.index]})
-        order = [c for lab in labels for c in (f"{lab} [{src}]", lab)] + ["settings", "seeds"]
+        # a diverged or timed-out run has no value in the table: its outcome column is the only place that shows it
+        order = [c for lab in labels for c in (f"{lab} [{src}]", lab)] + ["settings", "seeds"] + [
+            c for c in ("failed runs",) if c in keep.columns]
         renamed = keep[order].rename(columns={**{f"{lab} [{src}]": f"{lab}: published" for lab in labels},
                                               **{lab: f"{lab}: measured" for lab in labels}})
         renamed.attrs["notes"] = t.attrs.get("notes", [])

@@ -165,6 +165,20 @@ def test_disagreement_cites_committed_results(with_diverged_run):
     assert "| two_mode / flowmc_ebm (paper) | 1 diverged | paper | abc123 |  | 141 |" in page
 
 
+def test_a_diverged_run_of_an_items_table_is_shown_not_left_blank(fixture_root):
+    """A run that diverged has no value to average: its row must still say so on the page (it once showed a blank
+    row, as if the algorithm had never run)."""
+    csv = fixture_root / "results" / "reproduction" / "toy2d-paper" / "results.csv"
+    extra = _rows("eight_gaussians", "nt_ebm", "diverged_at", [4423.0])
+    extra[0]["status"] = "diverged"
+    pd.concat([pd.read_csv(csv), pd.DataFrame(extra)]).to_csv(csv, index=False)
+    page = build_page(fixture_root)
+    table = page.split("## 000 Table 1")[1].split("## ")[0]
+    assert "| settings | seeds | failed runs |" in table
+    assert "| nt_ebm | 0.97 |  | 0.62 |  |  |  | eight_gaussians: 1 diverged |" in table
+    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | paper | 3 |  |" in table
+
+
 def test_open_disagreement_needs_no_evidence(fixture_root):
     _disagreement(fixture_root, 'number = 1\ntitle = "t"\naffects = ["000 Table 2"]\nstatus = "open"\n')
     page = build_page(fixture_root)
