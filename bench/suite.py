@@ -360,9 +360,11 @@ def resolve_cells(suite: dict, fidelity: str, algorithm_names=None, target_names
     _check_names("target", suite["targets"], datasets.TARGETS)
     _check_names("algorithm", suite["algorithms"], base_of)
     fid = fids[fidelity]
-    # a fidelity may run a subset of the suite's algorithms unless others are named on the command line
-    _check_names("algorithm", fid.get("default_algorithms", []), suite["algorithms"])
-    algos = _selection("algorithm", algorithm_names or fid.get("default_algorithms") or suite["algorithms"], suite)
+    # a suite (or one of its fidelities, which wins) may run a subset of its algorithms by default, e.g. leaving out
+    # its diagnostic variants, unless others are named on the command line
+    default_algorithms = fid.get("default_algorithms") or suite.get("default_algorithms") or []
+    _check_names("algorithm", default_algorithms, suite["algorithms"])
+    algos = _selection("algorithm", algorithm_names or default_algorithms or suite["algorithms"], suite)
     _check_names("target", fid.get("default_targets", []), suite["targets"])
     targets = _selection("target", target_names or fid.get("default_targets") or suite["targets"], suite)
     n_seeds = int(seeds if seeds is not None else fid.get("seeds", 1))

@@ -169,6 +169,29 @@ def test_bad_variants(capsys, tmp_path, monkeypatch):
     one_line_error(capsys, ["run", "--suite", "w"], "[variants.pcd[a,b]]: a variant's name may not contain ','")
 
 
+def test_a_suites_default_algorithms_leave_its_variants_out_and_a_fidelitys_own_list_wins(capsys, tmp_path,
+                                                                                            monkeypatch):
+    from bench.suite import load_suite, resolve_cells
+
+    eight = ["ula_ebm", "cd", "short_run", "flowmc_ebm", "nt_ebm", "nce_ebm", "coopflow", "jarzynski"]
+    toy = load_suite("toy2d")
+    assert "nt_ebm[ml]" in toy["algorithms"]
+    for fidelity in ("smoke", "quick", "paper"):
+        assert sorted({c.algorithm for c in resolve_cells(toy, fidelity, None, ["two_mode"], 1)}) == sorted(eight)
+    named = resolve_cells(toy, "paper", ["nt_ebm[ml]"], ["four_mode"], 1)
+    assert [c.algorithm for c in named] == ["nt_ebm[ml]"] and named[0].settings == "paper, with deviations"
+    monkeypatch.setattr(suite_mod, "SUITES_DIR", tmp_path)
+    (tmp_path / "d.toml").write_text('targets = ["two_mode"]\nalgorithms = ["pcd", "cd"]\ndefault_algorithms = ["cd"]\n'
+                                     '[fidelity.quick]\ndefault_algorithms = ["pcd"]\n[fidelity.smoke.defaults]\n'
+                                     'n_iters = 3\n[fidelity.quick.defaults]\nn_iters = 3\n')
+    d = load_suite("d")
+    assert [c.algorithm for c in resolve_cells(d, "smoke", None, None, 1)] == ["cd"]
+    assert [c.algorithm for c in resolve_cells(d, "quick", None, None, 1)] == ["pcd"]
+    (tmp_path / "e.toml").write_text('targets = ["two_mode"]\nalgorithms = ["pcd"]\ndefault_algorithms = ["cd"]\n'
+                                     '[fidelity.quick.defaults]\nn_iters = 3\n')
+    one_line_error(capsys, ["run", "--suite", "e"], "unknown algorithm 'cd'")
+
+
 def test_ctrl_c_line_says_cells_are_saved_only_for_commands_that_save_cells(monkeypatch, capsys):
     """A Ctrl-C before any detail is known: a sweep says its finished cells are saved; `table` (which saves no
     cells) says only that it was interrupted. Both exit 130."""
