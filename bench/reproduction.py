@@ -454,8 +454,10 @@ def disagreement_section(d: dict) -> str:
     lines += [d["diagnosis"].strip() if d.get("diagnosis", "").strip() else "*Not diagnosed yet.*", ""]
     for e in d["evidence"]:
         folder = e["results"]
-        lines += [f"Evidence: `{folder}` ([RUN.md](../{folder}/RUN.md))" + (f": {e['note'].strip()}" if
-                                                                            e.get("note", "").strip() else "")
+        note = e.get("note", "").strip()
+        # the note is a phrase or a sentence: end it so that the table's caption starts a sentence of its own
+        note = f": {note}" + ("" if note.endswith((".", "!", "?")) else ".") if note else "."
+        lines += [f"Evidence: `{folder}` ([RUN.md](../{folder}/RUN.md))" + note
                   + " Mean ± 95 % CI over the seeds that recorded each metric:", "",
                   markdown_table(evidence_table(e["rows"], e["metrics"]), "target / algorithm (fidelity)"), ""]
     return "\n".join(lines)

@@ -124,7 +124,7 @@ results = "results/reproduction/toy2d-paper"
 metrics = ["logp_median_sq_error", "diverged_at"]
 algorithms = ["flowmc_ebm"]
 targets = ["eight_gaussians", "two_mode"]
-note = "paper settings, 3 seeds."
+note = "paper settings, 3 seeds"
 """
 
 
@@ -159,8 +159,9 @@ def test_disagreement_cites_committed_results(with_diverged_run):
     assert "**Observed:** At quick fidelity: too large." in page and "The paper's settings close the gap." in page
     # the cited folder's numbers, read from it: mean of 1, 2, 3 = 2 ± 2.5 (t(0.975, 2) / sqrt(3)); the diverged run
     # counted under runs, with the step it stopped at (one seed: no CI)
+    # the note, a phrase without a full stop, is ended before the table's caption begins its own sentence
     assert "Evidence: `results/reproduction/toy2d-paper` ([RUN.md](../results/reproduction/toy2d-paper/RUN.md)): " \
-           "paper settings, 3 seeds." in page
+           "paper settings, 3 seeds. Mean ± 95 % CI over the seeds" in page
     assert "| eight_gaussians / flowmc_ebm (paper) | 3 ok | paper | abc123 | 2 ± 2.5 |  |" in page
     assert "| two_mode / flowmc_ebm (paper) | 1 diverged | paper | abc123 |  | 141 |" in page
 
