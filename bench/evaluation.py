@@ -83,7 +83,7 @@ class Probe:
         self._extractor = self._quality_trace = None
         self.exact_log_z = has_exact_log_z(energy)
         self.on_grid = target.dim == 2
-        self._true_log_z: dict[int, float] = {}
+        self._true_log_z: dict[int, tuple[float, torch.Tensor]] = {}
 
     def classifier_extractor(self):
         """The target's classifier as a feature extractor (metrics/sample_quality.py), built once per run."""
@@ -107,9 +107,18 @@ class Probe:
     def true_grid_log_z(self, n_grid: int, grid_pts) -> float:
         """log Z of p* on the evaluation grid (000 Table 1 normalises both densities on the same grid); it
         depends on the grid alone, so it is computed once per resolution."""
+        return self._true_on_grid(n_grid, grid_pts)[0]
+
+    def true_grid_log_density(self, n_grid: int, grid_pts) -> torch.Tensor:
+        """log p* at the evaluation grid's nodes, normalised on the grid (float64, n_grid^2 values)."""
+        log_z, log_p = self._true_on_grid(n_grid, grid_pts)
+        return log_p - log_z
+
+    def _true_on_grid(self, n_grid: int, grid_pts) -> tuple[float, torch.Tensor]:
         if n_grid not in self._true_log_z:
             pts, area, _ = grid_pts
-            self._true_log_z[n_grid] = grid_log_normalizer(self.target.log_prob(pts.double()), area)
+            log_p = self.target.log_prob(pts.double()).double()
+            self._true_log_z[n_grid] = (grid_log_normalizer(log_p, area), log_p)
         return self._true_log_z[n_grid]
 
     def model_log_z(self, n_grid: int):
@@ -230,6 +239,16 @@ class Quantities:
             return None
         g = self["grid"]
         return self.probe.log_true - (0.0 if g is None else self.probe.true_grid_log_z(self.n_grid, g))
+
+    def _grid_logp_model(self):
+        g = self["grid"]
+        return None if g is None else g[2].double() - self["model_log_z"]
+
+    def _grid_logp_true(self):
+        g = self["grid"]
+        if g is None or not self.target.has("density"):
+            return None
+        return self.probe.true_grid_log_density(self.n_grid, g)
 
     def _log_z_estimate(self):
         return self.alg.log_z_estimate()

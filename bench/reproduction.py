@@ -280,20 +280,23 @@ def markdown_table(df: pd.DataFrame, index: str) -> str:
 def side_by_side(res: pd.DataFrame, spec: dict) -> list[tuple[str, pd.DataFrame]]:
     """Per fidelity: (fidelity, the paper table) with each column's published value beside its measured one;
     algorithms with neither are left out."""
-    from bench.tables import paper_table
+    from bench.tables import paper_table, published_columns
 
     out = []
+    shown = published_columns(spec)
     for fid in sorted(res["fidelity"].unique()):
         t = paper_table(res[res["fidelity"] == fid], spec)
         labels = spec.get("labels") or [tt for tt, _ in spec["columns"]]
         src = spec["source"]
-        keep = t[[any(t.loc[a, c] != "" for c in [*labels, *(f"{lab} [{src}]" for lab in labels)]) for a in t.index]]
-        for lab, (i, _) in zip(labels, enumerate(spec["columns"]), strict=True):  # exactly as published
-            keep = keep.assign(**{f"{lab} [{src}]": [_published(spec["published"].get(a, [None] * (i + 1))[i])
-                                                     for a in keep.index]})
+        pub = [f"{lab} [{src}]" for lab, on in zip(labels, shown, strict=True) if on]
+        keep = t[[any(t.loc[a, c] != "" for c in [*labels, *pub]) for a in t.index]]
+        for lab, i, on in zip(labels, range(len(labels)), shown, strict=True):  # exactly as published
+            if on:
+                keep = keep.assign(**{f"{lab} [{src}]": [_published(spec["published"].get(a, [None] * (i + 1))[i])
+                                                         for a in keep.index]})
         # a diverged or timed-out run has no value in the table: its outcome column is the only place that shows it
-        order = [c for lab in labels for c in (f"{lab} [{src}]", lab)] + ["settings", "seeds"] + [
-            c for c in ("failed runs",) if c in keep.columns]
+        order = [c for lab, on in zip(labels, shown, strict=True) for c in ([f"{lab} [{src}]"] if on else []) + [lab]]
+        order += ["settings", "seeds"] + [c for c in ("failed runs",) if c in keep.columns]
         renamed = keep[order].rename(columns={**{f"{lab} [{src}]": f"{lab}: published" for lab in labels},
                                               **{lab: f"{lab}: measured" for lab in labels}})
         renamed.attrs["notes"] = t.attrs.get("notes", [])
@@ -307,9 +310,12 @@ def _published(v) -> str:
 
 
 def published_only(spec: dict) -> pd.DataFrame:
+    from bench.tables import published_columns
+
     labels = spec.get("labels") or [t for t, _ in spec["columns"]]
     return pd.DataFrame({f"{lab}: published": [_published(v[i]) for v in spec["published"].values()]
-                         for i, lab in enumerate(labels)}, index=list(spec["published"]))
+                         for i, (lab, on) in enumerate(zip(labels, published_columns(spec), strict=True)) if on},
+                        index=list(spec["published"]))
 
 
 def _hours(s: float) -> str:

@@ -319,6 +319,12 @@ def _fmt_published(v) -> str:
     return "" if v is None else v if isinstance(v, str) else f"{v:.3g}"
 
 
+def published_columns(spec: dict) -> list[bool]:
+    """Per column of a paper table: whether the paper gives a number for it. A column it gives none for (e.g. a
+    second reading of its metric, shown beside the one its numbers match) gets no published column."""
+    return [any(row[i] is not None for row in spec["published"].values()) for i in range(len(spec["columns"]))]
+
+
 def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Rows: algorithms (measured or published). For each (target, metric) column of the paper's table: the
     measured 'mean ± 95 % CI' over seeds and, beside it, the published value (blank where there is none);
@@ -332,13 +338,15 @@ def paper_table(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     settings = settings_of(results)
     runs = outcomes(results)
     rows, used = [], set()
+    has_published = published_columns(spec)
     for a in algos:
         row, seeds, where = {"algorithm": a}, [], set()
         published_row = spec["published"].get(a, [None] * len(spec["columns"]))
-        for (t, metric), label, pub in zip(spec["columns"], labels, published_row, strict=True):
+        for (t, metric), label, pub, shown in zip(spec["columns"], labels, published_row, has_published, strict=True):
             hit = s[(s["algorithm"] == a) & (s["target"] == t) & (s["metric"] == metric)]
             row[label] = _cells(hit).iloc[0] if len(hit) else ""
-            row[f"{label} [{spec['source']}]"] = _fmt_published(pub)
+            if shown:
+                row[f"{label} [{spec['source']}]"] = _fmt_published(pub)
             if len(hit):
                 seeds.append(int(hit["n_seeds"].iloc[0] + hit["n_improper"].iloc[0]))
                 where |= set(settings[(settings.index.get_level_values("algorithm") == a)

@@ -28,9 +28,10 @@ def grid_log_normalizer(log_unnormalized: Tensor, cell_area: float) -> float:
 def median_sq_log_density_error(log_p_model: Tensor, log_p_true: Tensor) -> float:
     """median_x (log p_model(x) - log p*(x))^2 over the given points (000 Table 1).
 
-    Both inputs must be normalised log-densities at the same points. The suite evaluates it at the
-    target's fixed held-out samples x ~ p*, with both densities normalised on the evaluation grid
-    (000 does not state the points; evaluating over a whole box would be dominated by empty space)."""
+    Both inputs must be normalised log-densities at the same points. 000 does not state its points; the suite
+    evaluates it at two sets, both densities normalised on the evaluation grid: the target's fixed held-out
+    samples x ~ p* (``logp_median_sq_error``: where the data are) and the nodes of the uniform evaluation grid
+    of the box (``logp_median_sq_error_grid``: mostly tails, the reading whose magnitude matches 000's)."""
     a = torch.as_tensor(log_p_model).double().reshape(-1)
     b = torch.as_tensor(log_p_true).double().reshape(-1)
     if a.shape != b.shape:

@@ -116,7 +116,7 @@ def test_tables_and_figures(smoke_run, capsys):
     out, _ = smoke_run
     assert main(["table", "--results", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "000 Table 1" in text and "rings [000 Table 1]" in text and "5.39" in text
+    assert "000 Table 1" in text and "rings, grid [000 Table 1]" in text and "5.39" in text
     assert "000 Table 3" in text and "1.24e-03" in text.replace("0.00124", "1.24e-03")
     assert (out / "tables" / "table1_000.csv").exists()
     assert main(["plot", "--results", str(out)]) == 0

@@ -117,7 +117,7 @@ def test_energy_equal_to_minus_log_p_star_has_zero_errors(name):
     np.testing.assert_allclose(got, w, atol=2e-4)
     assert m["ebm_weight_mse"] < 1e-7
     np.testing.assert_allclose([m[f"ebm_weight_relerr[{k}]"] for k in range(t.n_modes)], 0, atol=2e-3)
-    assert m["logp_median_sq_error"] < 1e-10
+    assert m["logp_median_sq_error"] < 1e-10 and m["logp_median_sq_error_grid"] < 1e-10
     assert abs(m["kl"]) < 1e-5  # log of the box's grid mass of p*, which is ~ 1
     test = t.test_set(4000).double()
     assert m["test_loglik"] == pytest.approx(float(t.log_prob(test).mean()), abs=1e-5)
@@ -162,6 +162,41 @@ def test_metrics_follow_the_model_not_the_target():
     assert m["kl"] > 0.3
     assert m["logp_median_sq_error"] == pytest.approx(float(np.median(diff.numpy() ** 2)), abs=1e-5)
     assert m["test_loglik"] == pytest.approx(float(q.log_prob(test).mean()), abs=1e-5)
+    # the grid reading: over the 200 x 200 cell centres of the box, both log-densities normalised on that grid
+    (x0, x1), (y0, y1) = t.box
+    xs = x0 + (x1 - x0) / 200 * (np.arange(200) + 0.5)
+    ys = y0 + (y1 - y0) / 200 * (np.arange(200) + 0.5)
+    nodes = torch.tensor(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
+    area = (x1 - x0) * (y1 - y0) / 200**2
+
+    def on_grid(dist):
+        lp = dist.log_prob(nodes).numpy()
+        return lp - (np.log(np.exp(lp - lp.max()).sum() * area) + lp.max())
+
+    want = float(np.median((on_grid(q) - on_grid(t)) ** 2))
+    assert m["logp_median_sq_error_grid"] == pytest.approx(want, rel=1e-6)
+    # it weighs the tails, where the two mixtures differ by their nearest modes' weight ratios: not the same number
+    assert abs(want - m["logp_median_sq_error"]) > 0.1
+
+
+def test_grid_log_densities_are_normalised_on_the_grid():
+    """Both inputs of the grid median are log-densities on the box: their Riemann sums on the grid are 1, for a
+    model given unnormalised (U = -log q + 7) and for p*."""
+    from bench.evaluation import Quantities
+
+    t = datasets.get_target("rings")
+    q = datasets.GaussianMixture(torch.zeros(1, 2), torch.ones(1), torch.ones(1))
+    energy = FnEnergy(lambda x: 7.0 - q.log_prob(x))
+    probe = Probe(t, energy, config(), CPU)
+    quantities = Quantities(probe, Stub(t, energy), 50)
+    (x0, x1), (y0, y1) = t.box
+    area = (x1 - x0) * (y1 - y0) / 50**2
+    for name in ("grid_logp_model", "grid_logp_true"):
+        lp = quantities[name]
+        assert lp.shape == (50 * 50,)
+        assert float(torch.exp(lp).sum() * area) == pytest.approx(1.0, abs=1e-9)
+    # the model's side is its own density, not p*'s: the standard normal is far from the rings' p* on the grid
+    assert float((quantities["grid_logp_model"] - quantities["grid_logp_true"]).abs().max()) > 1.0
 
 
 def test_trace_point_reports_model_negative_weights_and_leak():
@@ -174,7 +209,7 @@ def test_trace_point_reports_model_negative_weights_and_leak():
     np.testing.assert_allclose([out[f"ebm_weight[{k}]"] for k in range(4)], q_w, atol=5e-4)
     np.testing.assert_allclose([out[f"neg_weight[{k}]"] for k in range(4)], [0, 0, 0, 1])
     assert out["mass_outside_box"] < 1e-5 and out["improper"] == 0.0
-    assert "logp_median_sq_error" not in out
+    assert "logp_median_sq_error" not in out and "logp_median_sq_error_grid" not in out
 
 
 # ---------------------------------------------------------------- 003: the student and the log Z estimate

@@ -38,8 +38,9 @@ def fixture_root(tmp_path):
                                  'targets = ["hd_mixture16", "hd_mixture32", "hd_mixture64"]\n')
     run = tmp_path / "results" / "reproduction" / "toy2d-paper"
     run.mkdir(parents=True)
-    rows = _rows("eight_gaussians", "flowmc_ebm", "logp_median_sq_error", [1.0, 2.0, 3.0]) + \
-        _rows("rings", "flowmc_ebm", "logp_median_sq_error", [0.5, 0.5, 0.5])
+    rows = _rows("eight_gaussians", "flowmc_ebm", "logp_median_sq_error_grid", [1.0, 2.0, 3.0]) + \
+        _rows("rings", "flowmc_ebm", "logp_median_sq_error_grid", [0.5, 0.5, 0.5]) + \
+        _rows("eight_gaussians", "flowmc_ebm", "logp_median_sq_error", [0.1, 0.1, 0.1])
     pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
     (run / "environment.json").write_text(json.dumps([{"cpu": "Test CPU", "cpu_count": 2, "gpu": None}]))
     (run / "RUN.md").write_text("python -m bench run ...\n")
@@ -60,10 +61,14 @@ def test_page_from_known_numbers(fixture_root):
     page = build_page(fixture_root)
     # mean of 1, 2, 3 = 2; 95 % CI half-width t(0.975, 2) * 1 / sqrt(3) = 2.48; median 2 (0.5 on rings); published
     # 0.94 and 0.40 beside them
-    assert ("| algorithm | eight_gaussians: published | eight_gaussians: measured | rings: published "
-            "| rings: measured | settings | seeds |") in page
-    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | paper | 3 |" in page
-    assert "| ula_ebm | 1.86 |  | 5.39 |  |  |  |" in page  # published, not measured
+    # (000 gives one number per target: its values stand beside the grid median, the sample median has no
+    # published column)
+    assert ("| algorithm | 8 Gaussians, grid: published | 8 Gaussians, grid: measured | rings, grid: published "
+            "| rings, grid: measured | 8 Gaussians, samples: measured | rings, samples: measured | settings "
+            "| seeds |") in page
+    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | 0.1 ± 0 (med 0.1) |  | paper | 3 |" \
+        in page
+    assert "| ula_ebm | 1.86 |  | 5.39 |  |  |  |  |  |" in page  # published, not measured
     assert "| coopflow | 58.75 |  | 7.78 |" in page  # every published digit
     assert "**Verdict:** partly reproduced." in page and "Because of the rings." in page
     # cost: 6 runs of 600 s; where (environment.json), code, RUN.md
@@ -121,7 +126,7 @@ observed = "At quick fidelity: too large."
 diagnosis = "The paper's settings close the gap."
 [[evidence]]
 results = "results/reproduction/toy2d-paper"
-metrics = ["logp_median_sq_error", "diverged_at"]
+metrics = ["logp_median_sq_error_grid", "diverged_at"]
 algorithms = ["flowmc_ebm"]
 targets = ["eight_gaussians", "two_mode"]
 note = "paper settings, 3 seeds"
@@ -172,12 +177,15 @@ def test_a_diverged_run_of_an_items_table_is_shown_not_left_blank(fixture_root):
     csv = fixture_root / "results" / "reproduction" / "toy2d-paper" / "results.csv"
     extra = _rows("eight_gaussians", "nt_ebm", "diverged_at", [4423.0])
     extra[0]["status"] = "diverged"
+    # cd: measured, but none of the table's metrics, and no published number (its blank row was once a KeyError)
+    extra += _rows("rings", "cd", "kl", [9.0])
     pd.concat([pd.read_csv(csv), pd.DataFrame(extra)]).to_csv(csv, index=False)
     page = build_page(fixture_root)
     table = page.split("## 000 Table 1")[1].split("## ")[0]
     assert "| settings | seeds | failed runs |" in table
-    assert "| nt_ebm | 0.97 |  | 0.62 |  |  |  | eight_gaussians: 1 diverged |" in table
-    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | paper | 3 |  |" in table
+    assert "| nt_ebm | 0.97 |  | 0.62 |  |  |  |  |  | eight_gaussians: 1 diverged |" in table
+    assert "| flowmc_ebm | 0.94 | 2 ± 2.5 (med 2) | 0.4 | 0.5 ± 0 (med 0.5) | 0.1 ± 0 (med 0.1) |  | paper | 3 |  |" \
+        in table
 
 
 def test_open_disagreement_needs_no_evidence(fixture_root):
