@@ -160,6 +160,13 @@ class TrainingAlgorithm(ABC):
         return None
 
     @classmethod
+    def cost_changes(cls, config) -> str:
+        """Why, with ``config``, a training iteration costs more (or less) later in training than at its start, in
+        one phrase; "" where it does not. ``bench plan`` times a few early iterations and prints this beside the
+        projection of such a cell. Most algorithms cost the same at every iteration: ""."""
+        return ""
+
+    @classmethod
     def stand_ins(cls, config, target) -> list[str]:
         """The networks of this algorithm other than the energy (e.g. a companion flow) that stand in for a paper's
         on ``target``: one line each, what they replace and how. A suite cell with any is never labelled "paper"

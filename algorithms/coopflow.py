@@ -102,6 +102,13 @@ class CoopFlow(TrainingAlgorithm):
         if config.image_clamp and getattr(target, "shape", None) is None:
             raise ConfigError("image_clamp clamps pixels to [-1, 1]: image targets only")
 
+    @classmethod
+    def cost_changes(cls, config) -> str:
+        if config.setting != "pre" or not config.warmup_iters:
+            return ""
+        return (f"the flow only starts learning after {config.warmup_iters} iterations (CoopFlow Pre), so the "
+                "iterations timed early leave out its update: the projection is a lower bound")
+
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         cfg = config

@@ -154,6 +154,14 @@ class _GeneratorEBM(TrainingAlgorithm):
     #: Euler gradient descent and the ODE are deterministic: the evaluation reports max_rhat_deterministic
     stochastic_chains = False
 
+    @classmethod
+    def cost_changes(cls, config) -> str:
+        if getattr(config, "dynamics", cls.dynamics) != "ode":
+            return ""
+        return ("its adaptive ODE solver takes more steps as the energy sharpens (measured on a 002 §5.1 cell at "
+                "paper settings, swiss roll: 2.2 iterations per second at the start, 0.38 by iteration 1,470 of "
+                "3,000), so the projection is a lower bound")
+
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)
         self.optimizer = make_optimizer(energy, config)

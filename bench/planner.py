@@ -32,8 +32,9 @@ in one process, as ``bench.runner.run_stack`` trains them: their training iterat
 once (``time_stack``), each cell is booked its share (the stack's training over its seeds, as the runner books it),
 and the stack is one unit of the pool's schedule; setup, trace points and evaluation stay one seed's.
 
-What it cannot see: an iteration cost that changes later in training (CoopFlow's warm-up phase, a sampler
-whose step count adapts), divergence (a diverged cell stops early: the projection is an upper bound), and
+What it cannot see: an iteration cost that changes later in training (CoopFlow Pre's warm-up phase, an adaptive
+ODE solver whose step count grows as the energy sharpens: the algorithm says so, ``cost_changes``, and the plan
+prints it beside the projection), divergence (a diverged cell stops early: the projection is an upper bound), and
 other processes (the wall time is measured at the load of the moment; the CPU time is not inflated by it, so
 "idle" projections are CPU time / threads). Peak memory is the resident set of this process while the
 configuration ran (Linux: its high-water mark, reset before each configuration; elsewhere the process's peak
@@ -60,6 +61,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+import algorithms
 import datasets
 from algorithms.base import ConfigError
 from bench.errors import BenchError
@@ -598,6 +600,9 @@ def make_plan(cells, device: str = "cpu", jobs: int = 0, out: Path | None = None
                 notes.append(f"note: {cell.algorithm}/{cell.target}: {len(group)} seeds trained together "
                              f"(--stack-seeds), {stacked[1]:.3g} s CPU per iteration of the stack, "
                              f"{stacked[1] / max(row['cpu_per_iter_s'], 1e-12):.2f}x one seed's")
+            changes = getattr(algorithms.ALGORITHMS.get(cell.base), "cost_changes", lambda _: "")(cell.algo)
+            if changes:
+                notes.append(f"note: {cell.algorithm}/{cell.target}: {changes}")
             if cpu.timeout:
                 notes.append(f"note: {cell.algorithm}/{cell.target} would pass --cell-timeout "
                              f"{cell.train.time_limit_s:g} s (iterations marked *): recorded as timeout")

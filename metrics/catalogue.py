@@ -240,7 +240,7 @@ BUILT_IN: list[Metric] = [
     Metric("logp_median_sq_error_grid", "median over the nodes of the uniform evaluation grid of the box of (log "
            "p_theta - log p*)^2, both normalised on the grid: the other reading of 000 Table 1, dominated by the "
            "tails where both densities are small", ("grid_logp_model", "grid_logp_true"),
-           median_sq_log_density_error, better=LOWER, gate=_ERR, headline="logp_mse_grid", density=True),
+           median_sq_log_density_error, better=LOWER, gate=_ERR, density=True),
     Metric("test_loglik", "mean log-density of the EBM (grid-normalised or exact log Z) on the held-out samples",
            ("test_logp_model",), lambda lp: float(lp.mean()), trace=True, better=HIGHER,
            gate=Gate(scale="linear", min_tol=0.02, cap=0.5), headline="test_ll", density=True),

@@ -214,3 +214,22 @@ def test_api_plan_bad_arguments(tmp_path):
             bench.plan("toy2d", "smoke", out=tmp_path / "r", **kwargs)
     assert not (tmp_path / "r").exists()
     assert os.path.isdir(tmp_path)
+
+
+def test_plan_says_which_projections_are_lower_bounds(capsys):
+    """An algorithm whose iterations cost more later in training than the few timed early (002's adaptive ODE
+    solver: 5.8x slower by mid-training in a paper cell) says why, and the plan prints it beside that cell only."""
+    p = bench.plan("selfadv2d", "smoke", ["noise_free_ode", "noise_free_euler", "self_adversarial",
+                                          "self_adversarial_ode"], ["swiss_roll"], progress=False)
+    text = str(p)
+    for name, lower_bound in (("noise_free_ode", True), ("self_adversarial_ode", True), ("noise_free_euler", False),
+                              ("self_adversarial", False)):
+        assert (f"note: {name}/swiss_roll: its adaptive ODE solver takes more steps" in text) == lower_bound, name
+
+
+def test_coopflow_pre_says_its_flow_starts_learning_late():
+    from algorithms.coopflow import CoopFlow, CoopFlowConfig
+
+    assert "after 100 iterations" in CoopFlow.cost_changes(CoopFlowConfig(setting="pre", warmup_iters=100))
+    assert CoopFlow.cost_changes(CoopFlowConfig(setting="pre", warmup_iters=0)) == ""
+    assert CoopFlow.cost_changes(CoopFlowConfig(setting="t30", warmup_iters=100)) == ""
