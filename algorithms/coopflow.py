@@ -106,8 +106,8 @@ class CoopFlow(TrainingAlgorithm):
     def cost_changes(cls, config) -> str:
         if config.setting != "pre" or not config.warmup_iters:
             return ""
-        return (f"the flow only starts learning after {config.warmup_iters} iterations (CoopFlow Pre), so the "
-                "iterations timed early leave out its update: the projection is a lower bound")
+        return (f"the flow only starts learning after {config.warmup_iters} iterations (CoopFlow Pre): iterations "
+                "timed before that leave out its update, and the projection is then a lower bound")
 
     def __init__(self, problem, energy, config):
         super().__init__(problem, energy, config)

@@ -470,7 +470,8 @@ class Plan:
                "(data, energy, flow pre-training) at full size. %phase: share of a cell's projected CPU time "
                "(setup, training, trace points, R-hat along training, evaluation after training, audit). Wall time "
                "at the load measured while timing; 'idle' is CPU time / threads. Not foreseen: divergence (a "
-               "diverging cell stops early) and costs that change later in training. Peak memory: resident set "
+               "diverging cell stops early) and costs that change later in training (a note names the cells whose "
+               "algorithm says its cost does). Peak memory: resident set "
                "while timing, plus the evaluation chains at full length.")
         lines.append(textwrap.fill(how, 110, subsequent_indent="  "))
         lines += self.notes
