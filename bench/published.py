@@ -27,8 +27,9 @@ PAPER_TABLES = [
             "coopflow": "the log-density error of CoopFlow's EBM, as 000 measured it; 004 §4.2 does not claim that "
                         "this EBM is a density of the data (its noise-free revision never moves samples between "
                         "modes, so nothing fixes the EBM's relative mode levels) and evaluates samples instead: "
-                        "see neg_weight_mse. Our EBM is improper (most of its mass outside the box) at every "
-                        "setting tried; docs/choices.md \"CoopFlow\"",
+                        "see neg_weight_mse. Our EBM is improper (most of its mass outside the box) on 8 "
+                        "Gaussians, the four-mode and the 2:1 mixtures at every setting tried, and proper on rings "
+                        "at the quick settings (8 seeds of 8); docs/choices.md \"CoopFlow\"",
         },
     },
     {

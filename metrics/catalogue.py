@@ -234,12 +234,14 @@ BUILT_IN: list[Metric] = [
            reported("n_resamples"), headline="resamples", reported_by="algorithm"),
     Metric("ess", "effective sample size of the walkers' weights over their number (003 eq. 13)",
            ("algorithm_metrics",), reported("ess"), headline="ess", reported_by="algorithm"),
-    Metric("logp_median_sq_error", "median over x ~ p* of (log p_theta - log p*)^2, both normalised on the "
-           "evaluation grid (000 Table 1)", ("test_logp_model", "test_logp_true_grid"), median_sq_log_density_error,
+    Metric("logp_median_sq_error", "median over held-out x ~ p* of (log p_theta - log p*)^2, both normalised "
+           "on the evaluation grid: one reading of 000 Table 1, where the data are",
+           ("test_logp_model", "test_logp_true_grid"), median_sq_log_density_error,
            better=LOWER, gate=_ERR, headline="logp_mse", density=True),
     Metric("logp_median_sq_error_grid", "median over the nodes of the uniform evaluation grid of the box of (log "
-           "p_theta - log p*)^2, both normalised on the grid: the other reading of 000 Table 1, dominated by the "
-           "tails where both densities are small", ("grid_logp_model", "grid_logp_true"),
+           "p_theta - log p*)^2, both normalised on the grid: the other reading of 000 Table 1 (the one whose "
+           "magnitudes match 000's), dominated by the tails where both densities are small",
+           ("grid_logp_model", "grid_logp_true"),
            median_sq_log_density_error, better=LOWER, gate=_ERR, density=True),
     Metric("test_loglik", "mean log-density of the EBM (grid-normalised or exact log Z) on the held-out samples",
            ("test_logp_model",), lambda lp: float(lp.mean()), trace=True, better=HIGHER,
