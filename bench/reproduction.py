@@ -290,7 +290,7 @@ def side_by_side(res: pd.DataFrame, spec: dict) -> list[tuple[str, pd.DataFrame]
         src = spec["source"]
         pub = [f"{lab} [{src}]" for lab, on in zip(labels, shown, strict=True) if on]
         keep = t[[any(t.loc[a, c] != "" for c in [*labels, *pub]) for a in t.index]]
-        for lab, i, on in zip(labels, range(len(labels)), shown, strict=True):  # exactly as published
+        for i, (lab, on) in enumerate(zip(labels, shown, strict=True)):  # exactly as published
             if on:
                 keep = keep.assign(**{f"{lab} [{src}]": [_published(spec["published"].get(a, [None] * (i + 1))[i])
                                                          for a in keep.index]})

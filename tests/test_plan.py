@@ -216,7 +216,7 @@ def test_api_plan_bad_arguments(tmp_path):
     assert os.path.isdir(tmp_path)
 
 
-def test_plan_says_which_projections_are_lower_bounds(capsys):
+def test_plan_says_which_projections_are_lower_bounds():
     """An algorithm whose iterations cost more later in training than the few timed early (002's adaptive ODE
     solver: 5.8x slower by mid-training in a paper cell) says why, and the plan prints it beside that cell only."""
     p = bench.plan("selfadv2d", "smoke", ["noise_free_ode", "noise_free_euler", "self_adversarial",
