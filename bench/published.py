@@ -29,7 +29,7 @@ PAPER_TABLES = [
                         "modes, so nothing fixes the EBM's relative mode levels) and evaluates samples instead: "
                         "see neg_weight_mse. Our EBM is improper (most of its mass outside the box) on 8 "
                         "Gaussians, the four-mode and the 2:1 mixtures at every setting tried, and proper on rings "
-                        "at the quick settings (8 seeds of 8); docs/choices.md \"CoopFlow\"",
+                        "(quick: 8 seeds of 8; 000's settings: 3 of 3); docs/choices.md \"CoopFlow\"",
         },
     },
     {
