@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -379,6 +380,10 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             except Diverged as e:
                 end(s, *_diverged(e, it))
         if len(kept) < len(live):
+            if progress:  # say so now: a seed's rows are stored only when the whole stack ends
+                gone = ", ".join(f"seed {s.cell.seed} ({s.result['reason']})" for s in live if s.result)
+                going = ", ".join(str(live[i].cell.seed) for i in kept) or "none"
+                tqdm.write(f"{name}: diverged, left the stack: {gone}; seeds going on: {going}", file=sys.stderr)
             live = [live[i] for i in kept]
             if live:
                 stack.drop(kept)

@@ -405,6 +405,20 @@ def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
     only_seed_1_diverges(cells, "step 6: non-finite loss or negative samples")
 
 
+def test_a_diverging_seed_is_reported_when_it_leaves_the_stack(monkeypatch, capsys):
+    """With progress on, the seed that leaves a stack is named at once (its rows wait for the stack's end)."""
+    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
+    cells = smoke_cells("ula_ebm", 3)
+    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    run_stack(cells, threads=1, progress=True)
+    err = capsys.readouterr().err
+    assert (f"ula_ebm/{cells[0].target}/s0,1,2: diverged, left the stack: seed 1 (step 6: non-finite loss or "
+            "negative samples); seeds going on: 0, 2") in err
+    run_stack(cells, threads=1)  # without progress, silent
+    assert "left the stack" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("algorithm,algo,reason", [
     ("jarzynski", RESAMPLES, "step 6: non-finite loss, walkers or weights"),
     ("flowmc_ebm", FLOWMC, "step 6: non-finite loss, flow likelihood or negative samples"),
