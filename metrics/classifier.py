@@ -173,11 +173,21 @@ _MEMO: dict[str, ImageClassifier] = {}
 
 def get_classifier(data, cfg: ClassifierConfig | None = None) -> ImageClassifier:
     """The suite's classifier of a ``datasets.images.LabelledImages``: from memory, else from the disk cache,
-    else trained on its training split (all classes) and cached; ``.accuracy`` is its held-out accuracy."""
+    else trained on its training split (all classes) and cached; ``.accuracy`` is its held-out accuracy.
+
+    torch's global random stream is left as it was: a cell asks for its classifier between seeding that stream and
+    drawing its initial parameters and chains, and building the network (even to load cached weights) draws from
+    it, so a cell's numbers would otherwise depend on whether an earlier cell of its process had built it."""
     cfg = cfg or default_config(len(data.train_x), math.prod(data.shape))
     key = classifier_key(data, cfg)
     if key in _MEMO:
         return _MEMO[key]
+    with torch.random.fork_rng(devices=[]):  # the classifier is built on the CPU
+        _MEMO[key] = _load_or_train(data, cfg, key)
+    return _MEMO[key]
+
+
+def _load_or_train(data, cfg: ClassifierConfig, key: str) -> ImageClassifier:
     n_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
     path = cache_dir() / f"classifier-{data.name}-{key}.pt"
     model = None
@@ -199,5 +209,4 @@ def get_classifier(data, cfg: ClassifierConfig | None = None) -> ImageClassifier
         model.accuracy = float((model.predict(test).numpy() == data.test_y).mean())
         _atomic_save({"state": model.state_dict(), "accuracy": model.accuracy, "config": dataclasses.asdict(cfg)},
                      path)
-    _MEMO[key] = model
     return model

@@ -54,6 +54,22 @@ def test_classifier_is_cached_by_config_and_data(cache):
     assert C.get_classifier(data, cfg).accuracy == clf.accuracy
 
 
+def test_getting_the_classifier_leaves_the_global_random_stream_as_it_was(cache):
+    """Trained, read from disk or from memory: a cell seeds torch's global stream, asks for its classifier, then
+    draws its initial parameters and chains, so these must not depend on whether the classifier was built before
+    in the process (they did when reading it from disk built the network in the cell's stream)."""
+    data = datasets.images.load_dataset("digits8")
+    cfg = C.ClassifierConfig(epochs=2)
+    for how in ("trained", "from disk", "from memory"):
+        if how != "from memory":
+            C._MEMO.clear()
+        torch.manual_seed(3)
+        C.get_classifier(data, cfg)
+        drawn = torch.rand(4)
+        torch.manual_seed(3)
+        assert torch.equal(drawn, torch.rand(4)), how
+
+
 def test_held_out_images_of_a_known_mix_give_the_mix_back(cache):
     """Real held-out digits in the target's 4:2:1 mix: the classifier's weights are the mix within its own error
     on those images (the total-variation distance is at most the share it mislabels)."""
