@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from algorithms import contrastive, flowmc_ebm, jarzynski
 from algorithms.contrastive import ContrastiveEBM, contrastive_step, make_optimizer
 from algorithms.coopflow import FLOW_NON_FINITE, CoopFlow
-from algorithms.energies import Energy, MLPEnergy
+from algorithms.energies import _ACT_BACKWARD, Energy, MLPEnergy
 from algorithms.flowmc_ebm import FlowMCEBM, flowmc_negatives
 from algorithms.flows import RealNVP
 from algorithms.jarzynski import Jarzynski, jarzynski_move_kept
@@ -139,6 +139,17 @@ class StackedMLP(nn.Module):
 
     def __len__(self) -> int:
         return self.params[0].shape[0]
+
+    def __getstate__(self):
+        """Pickled (a run's checkpoint, bench/checkpoint.py) with its activations' modules only: their backward
+        functions (torch operators) do not pickle, and ``__setstate__`` looks them up again."""
+        state = self.__dict__.copy()
+        state["acts"] = [act for act, _ in self.acts]
+        return state
+
+    def __setstate__(self, state):
+        state = {**state, "acts": [_ACT_BACKWARD[type(act)](act) for act in state["acts"]]}
+        super().__setstate__(state)
 
     def named_members(self) -> list[tuple[str, nn.Parameter]]:
         """(the members' name of a parameter, the stacked parameter): what the optimiser's per-parameter learning

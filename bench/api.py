@@ -94,7 +94,7 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
         budget: int | None = None, cell_timeout: float | None = None, backend: str = "local",
         scheduler: str | None = None, connect_timeout_s: float = 10, data_dir: str | Path | None = None,
         inception_weights: str | Path | None = None, resume_across_code: bool = False,
-        stack_seeds: bool = False) -> pd.DataFrame:
+        stack_seeds: bool = False, checkpoint_every_min: float | None = None) -> pd.DataFrame:
     """Run the cells of ``suite`` (a name, or the path of a suite file) at ``fidelity`` that are not finished in
     ``out`` (default ``results/<suite>-<fidelity>``), and return the results of all the selected cells as a
     long-format DataFrame: one row per run and metric (columns suite, target, algorithm, fidelity, seed, metric,
@@ -109,14 +109,23 @@ def run(suite: str, fidelity: str = "quick", algorithms=None, targets=None, seed
     default a cell is finished only under this code version (``bench.sweep.finished_as``).
 
     ``stack_seeds``: the seeds of a cell train together as one stacked model in one process
-    (``bench.runner.run_stack``), each stored as its own cell with its run alone's results up to rounding."""
+    (``bench.runner.run_stack``), each stored as its own cell with its run alone's results up to rounding.
+
+    ``checkpoint_every_min`` (0: none; default ``bench.checkpoint.DEFAULT_EVERY_MIN``): each cell (or stack) in
+    training saves its state in ``out/checkpoints`` every so many minutes, and a stopped run resumes there
+    (``bench.checkpoint``; local backend only)."""
+    from bench.checkpoint import DEFAULT_EVERY_MIN
     from bench.store import ResultStore
     from bench.sweep import finished_as, run_sweep
 
+    every = DEFAULT_EVERY_MIN if checkpoint_every_min is None else checkpoint_every_min
+    if isinstance(every, bool) or not isinstance(every, int | float) or not math.isfinite(every) or every < 0:
+        raise BenchError(f"--checkpoint-every {every}: expected minutes >= 0 (0: no checkpoints)")
     data, cells, device, out = resolve(suite, fidelity, algorithms, targets, seeds, out, device, jobs, budget,
                                        cell_timeout, backend, scheduler, data_dir, inception_weights)
     run_sweep(cells, out, device=device, jobs=jobs, force=force, backend=backend, scheduler=scheduler,
-              connect_timeout_s=connect_timeout_s, across_code=resume_across_code, stack_seeds=stack_seeds)
+              connect_timeout_s=connect_timeout_s, across_code=resume_across_code, stack_seeds=stack_seeds,
+              checkpoint_every_s=every * 60)
     store = ResultStore(out)
     store.record_suite(data["name"], data["path"])
     res = store.results()

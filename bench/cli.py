@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "short-run, full-batch Jarzynski, flowMC-EBM, NT-EBM with MALA, CoopFlow; other algorithms one seed "
                    "at a time): the same results per seed up to rounding, stored and resumed per seed, several times "
                    "faster on small models")
+    r.add_argument("--checkpoint-every", type=float, metavar="MINUTES",
+                   help="save each training cell's state in <out>/checkpoints every so many minutes (default 10; "
+                   "0: never): the same command after a stop resumes a cell there, with the numbers of an "
+                   "uninterrupted run")
     r.add_argument("--budget", type=int, help="stop each run after this many energy-gradient evaluations")
     r.add_argument("--cell-timeout", type=float, help="record a cell as timeout after this many seconds")
     r.add_argument("--backend", default="local", help="local (joblib processes) | dask (a Dask cluster)")
@@ -163,7 +167,8 @@ def cmd_run(args) -> int:
     out = args.out or default_out(args.suite, args.fidelity)
     run(args.suite, args.fidelity, _names(args.algorithms), _names(args.targets), args.seeds, out, args.device,
         args.jobs, args.force, args.budget, args.cell_timeout, args.backend, args.scheduler, DASK_CONNECT_TIMEOUT_S,
-        args.data_dir, args.inception_weights, args.resume_across_code, stack_seeds=args.stack_seeds)
+        args.data_dir, args.inception_weights, args.resume_across_code, stack_seeds=args.stack_seeds,
+        checkpoint_every_min=args.checkpoint_every)
     print(f"results: {out / 'results.csv'}")
     if not args.no_report:
         _report(ResultStore(out))

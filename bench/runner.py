@@ -23,6 +23,7 @@ from algorithms.base import Diverged, Problem
 from algorithms.energies import ENERGIES, MLPEnergy, make_energy
 from algorithms.stacking import stack_of, stackable, stacks
 from algorithms.work import Work
+from bench.checkpoint import rng_state, set_rng_state
 from bench.evaluation import Probe, evaluate, rhat_point, trace_point
 from bench.store import config_json
 from bench.suite import Cell
@@ -98,20 +99,34 @@ def cell_threads(cell: Cell, threads: int | None) -> int | None:
     return 1 if n < SMALL_BATCH else threads
 
 
-def _setup(cell: Cell, dev: torch.device):
-    """A cell's target, training data, probe, work counter and algorithm, built from the seed's random stream (the
-    global one, seeded here): the same for a run alone and for a seed trained together with others."""
+def _target_data(cell: Cell, dev: torch.device):
+    """A cell's target and training set (drawn from a generator seeded with the cell's seed)."""
     cfg = cell.train
     use_data_dir(cell.resources.get("data_dir"))  # this process reads the cell's image files from there
     target = datasets.get_target(cell.target)
     gen = torch.Generator().manual_seed(cell.seed)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
-    data = target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
-    torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
-    energy = make_energy(cfg.energy, target.dim, target.shape, cfg.temperature).to(device=dev, dtype=dtype)
+    return target, target.sample(cfg.n_data, gen).to(device=dev, dtype=dtype)
+
+
+def _setup(cell: Cell, dev: torch.device, target=None, data=None, saved: dict | None = None):
+    """A cell's target, training data, probe, work counter and algorithm, built from the seed's random stream (the
+    global one, seeded here): the same for a run alone and for a seed trained together with others. ``target``,
+    ``data``: built already (``_target_data``); ``saved``: a checkpoint's state (``bench.checkpoint``), whose
+    energy, work counter and algorithm are taken instead of new ones."""
+    cfg = cell.train
+    if target is None:
+        target, data = _target_data(cell, dev)
+    if saved is None:
+        torch.manual_seed(cell.seed)  # initial parameters and chains are shared by all algorithms of a seed
+        energy = make_energy(cfg.energy, target.dim, target.shape, cfg.temperature).to(device=dev, dtype=data.dtype)
+    else:
+        energy = saved["energy"]
     probe = Probe(target, energy, cfg, dev, cell.resources.get("inception_weights"))
     if target.has("classifier"):
         target.classifier()  # an image target's classifier is trained (or read from its cache) before the clock
+    if saved is not None:
+        return target, data, probe, saved["work"], saved["alg"]
     work = Work()
     alg = algorithms.ALGORITHMS[cell.base](Problem(target, data, dev, work), energy, cell.algo)
     return target, data, probe, work, alg
@@ -182,7 +197,7 @@ def _rows(cell: Cell, target, probe, dev, status, reason, it, train_time, wall, 
 
 
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
-             stop=None):
+             stop=None, checkpoint=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
@@ -190,7 +205,10 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     training stops once that many energy-gradient evaluations are spent (runs at equal work). ``clock``
     (``bench.planner``) times the phases: setup, training steps, trace and R-hat points, evaluation, audit.
     ``stop``: a function asked before each iteration and before the evaluation; once it answers true the cell
-    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way)."""
+    raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way).
+    ``checkpoint`` (``bench.checkpoint.Checkpoint``): the training resumes from it if it holds this cell's state,
+    and saves its state there every ``checkpoint.every_s`` seconds; a resumed run gives the numbers of an
+    uninterrupted one, and its rows say where it resumed (``resumed_at``)."""
     clock = clock or NoClock()
     cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
@@ -199,25 +217,43 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     if threads:
         torch.set_num_threads(threads)
     cfg = cell.train
-    target, data, probe, work, alg = _setup(cell, dev)
+    target, data = _target_data(cell, dev)
+    saved = checkpoint.load({"target": target, "data": data}, dev) if checkpoint is not None else None
+    target, data, probe, work, alg = _setup(cell, dev, target, data, saved)
     clock.follow(work, alg)
     n_iters = cfg.iterations()
     sched = None
     if cfg.lr_final_ratio < 1 and isinstance(getattr(alg, "optimizer", None), torch.optim.Optimizer):
         r = cfg.lr_final_ratio  # linear decay of every learning rate to r times its value (003 B.2)
+        lrs = [g["lr"] for g in alg.optimizer.param_groups]  # a resumed optimiser's: LambdaLR resets them
         sched = torch.optim.lr_scheduler.LambdaLR(alg.optimizer, lambda k: 1 - (1 - r) * min(k, n_iters) / n_iters)
+        if saved is not None:
+            sched.load_state_dict(saved["sched"])
+            for g, lr in zip(alg.optimizer.param_groups, lrs, strict=True):
+                g["lr"] = lr
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
     runaway = None  # (iteration, energy spread) of the first trace point past RUNAWAY_SPREAD
-    clock.mark("setup")
-    t0 = time.perf_counter()
-    it = 0
-    try:
-        bar = tqdm(range(1, n_iters + 1), desc=f"{cell.algorithm}/{cell.target}/s{cell.seed}",
-                   disable=not progress, leave=False, mininterval=1.0)
+    name = f"{cell.algorithm}/{cell.target}/s{cell.seed}"
+    it0, resumed_at = 0, []
+    if saved is None:
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
+    else:
+        it0, perm, pos, traces, runaway = saved["it"], saved["perm"], saved["pos"], saved["traces"], saved["runaway"]
+        resumed_at = saved["resumed_at"] + [it0]
+        set_rng_state(saved["rng"], dev)
+        cpu0 -= saved["cpu_time"]
+        _say_resumed(name, saved)
+    clock.mark("setup")
+    t0 = time.perf_counter() - (saved["train_time"] if saved else 0.0)
+    it = it0
+    if checkpoint is not None:
+        checkpoint.start()
+    try:
+        bar = tqdm(range(it0 + 1, n_iters + 1), desc=name, disable=not progress, leave=False, mininterval=1.0,
+                   initial=it0, total=n_iters)
         for it in bar:
             if stop is not None and stop():
-                raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} at iteration {it}")
+                raise Abandoned(f"{name} at iteration {it}")
             if pos + cfg.batch_size > cfg.n_data:
                 perm, pos = torch.randperm(cfg.n_data, device=dev), 0
             logs = alg.step(data[perm[pos:pos + cfg.batch_size]])
@@ -238,10 +274,17 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 raise TimeLimit(f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}")
             if last:
                 break
+            if checkpoint is not None and checkpoint.due():
+                checkpoint.save({"it": it, "energy": probe.energy, "work": work, "alg": alg, "perm": perm,
+                                 "pos": pos, "traces": traces, "runaway": runaway, "resumed_at": resumed_at,
+                                 "sched": sched.state_dict() if sched is not None else None,
+                                 "rng": rng_state(dev), "train_time": time.perf_counter() - t0,
+                                 "cpu_time": time.process_time() - cpu0},
+                                {"target": target, "data": data})
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
         if stop is not None and stop():
-            raise Abandoned(f"{cell.algorithm}/{cell.target}/s{cell.seed} before its evaluation")
+            raise Abandoned(f"{name} before its evaluation")
         status, reason, metrics, art = _evaluate(probe, alg, runaway, it, clock)
     except Diverged as e:
         status, reason, metrics = _diverged(e, it)
@@ -252,8 +295,18 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         metrics = {"timeout_at": float(it)}
     wall = time.perf_counter() - t0
     rows = _rows(cell, target, probe, dev, status, reason, it, train_time, wall, time.process_time() - cpu0,
-                 train_work, metrics)
+                 train_work, metrics, _resumed_column(resumed_at))
     return rows, traces, art
+
+
+def _say_resumed(name: str, saved: dict) -> None:
+    print(f"{name}: resumed from its checkpoint at iteration {saved['it']} (saved {saved['saved_at']})",
+          file=sys.stderr)
+
+
+def _resumed_column(resumed_at: list[int]) -> dict:
+    """The ``resumed_at`` column of a run resumed from checkpoints: the iterations it resumed at; none otherwise."""
+    return {"resumed_at": " ".join(str(i) for i in resumed_at)} if resumed_at else {}
 
 
 # --- seeds trained together ---------------------------------------------------------------------------------------
@@ -290,11 +343,19 @@ def _use_stream(dev: torch.device, gen: torch.Generator, cpu_gen: torch.Generato
 
 
 class _Seed:
-    """A seed of a stack: its cell, what ``_setup`` built, its random stream and, once it has one, its outcome."""
+    """A seed of a stack: its cell, what ``_setup`` built, its random stream and, once it has one, its outcome.
+    ``built``: its target and training set (``_target_data``); ``saved``: its part of a stack's checkpoint."""
 
-    def __init__(self, cell: Cell, dev: torch.device):
+    #: what of a seed a stack's checkpoint holds (besides its energy, work counter and algorithm)
+    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result")
+
+    def __init__(self, cell: Cell, dev: torch.device, built=None, saved: dict | None = None):
         self.cell = cell
-        self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev)
+        self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev, *(built or (None, None)), saved)
+        if saved is not None:
+            for k in self.SAVED:
+                setattr(self, k, saved[k])
+            return
         n_data = cell.train.n_data
         self.perm = torch.randperm(n_data, device=dev)  # the run alone draws its first batch order here
         # from here on the seed draws from its own generator, in the state the global stream has in its run alone
@@ -308,9 +369,14 @@ class _Seed:
         self.runaway = None
         self.result = None  # (status, reason, metrics, artifacts, iteration, train time, cpu time) once ended
 
+    def state(self) -> dict:
+        """This seed's part of its stack's checkpoint."""
+        return {"energy": self.probe.energy, "work": self.work, "alg": self.alg,
+                **{k: getattr(self, k) for k in self.SAVED}}
+
 
 def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, threads: int | None = None,
-              stop=None) -> list[tuple[dict, tuple]]:
+              stop=None, checkpoint=None) -> list[tuple[dict, tuple]]:
     """Train the seeds of one cell (``cells``: the same ``stack_key``, different seeds) as one stacked model in this
     process (algorithms/stacking.py), then evaluate each seed as a run of its own. Returns [(cell key, (rows,
     traces, artifacts))], one per seed in the order of ``cells``: for each seed the rows ``run_cell`` gives for it,
@@ -322,7 +388,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
 
     Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (the
     stack's time divided by the number of seeds it started with) plus its own evaluation, and its rows carry
-    ``stacked_seeds``, the size of its stack."""
+    ``stacked_seeds``, the size of its stack. ``checkpoint``: as for ``run_cell``, for the whole stack."""
     cells = list(cells)
     if len({stack_key(c) for c in cells}) != 1:
         raise ValueError("run_stack: the cells differ by more than their seed")
@@ -335,15 +401,27 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
         threads = cell_threads(cells[0], threads)
     if threads:
         torch.set_num_threads(threads)
-    seeds = [_Seed(c, dev) for c in cells]
+    built = [_target_data(c, dev) for c in cells]
+    shared = {k: v for i, (target, data) in enumerate(built) for k, v in ((f"target{i}", target), (f"data{i}", data))}
+    saved = checkpoint.load(shared, dev) if checkpoint is not None else None
+    seeds = [_Seed(c, dev, built[i], saved["seeds"][i] if saved else None) for i, c in enumerate(cells)]
     if not all(stackable(s.alg) for s in seeds):
         return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
-    stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
     n_stack, clock, n_iters, b = len(seeds), NoClock(), cfg.iterations(), cfg.batch_size
-    setup_cpu = (time.process_time() - cpu0) / n_stack
-    live, cpu_t0 = list(seeds), time.process_time()
-    t0, it, pos = time.perf_counter(), 0, 0
     name = f"{cells[0].algorithm}/{cells[0].target}/s{','.join(str(c.seed) for c in cells)}"
+    if saved is None:
+        stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
+        setup_cpu, it0, pos, live, resumed_at = (time.process_time() - cpu0) / n_stack, 0, 0, list(seeds), []
+        cpu_t0, t0 = time.process_time(), time.perf_counter()
+    else:
+        stack, setup_cpu, it0, pos = saved["stack"], saved["setup_cpu"], saved["it"], saved["pos"]
+        live, resumed_at = [seeds[i] for i in saved["live"]], saved["resumed_at"] + [saved["it"]]
+        set_rng_state(saved["rng"], dev)
+        _say_resumed(name, saved)
+        cpu_t0, t0 = time.process_time() - saved["cpu_time"], time.perf_counter() - saved["train_time"]
+    it = it0
+    if checkpoint is not None:
+        checkpoint.start()
 
     def end(s, status, reason, metrics, art=None, t_end=None, cpu_end=None):
         """Seed s's outcome; its costs are its share of the stack's up to now (or ``t_end`` / ``cpu_end``)."""
@@ -352,7 +430,8 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
                     "train_time": train, "wall": train, "work": s.work.as_dict(),
                     "cpu": setup_cpu + ((cpu_end or time.process_time()) - cpu_t0) / n_stack}
 
-    bar = tqdm(range(1, n_iters + 1), desc=name, disable=not progress, leave=False, mininterval=1.0)
+    bar = tqdm(range(it0 + 1, n_iters + 1), desc=name, disable=not progress, leave=False, mininterval=1.0,
+               initial=it0, total=n_iters)
     for it in bar:
         if stop is not None and stop():
             raise Abandoned(f"{name} at iteration {it}")
@@ -394,6 +473,11 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             live = []
         if last or not live:
             break
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save({"it": it, "pos": pos, "stack": stack, "seeds": [s.state() for s in seeds],
+                             "live": [seeds.index(s) for s in live], "resumed_at": resumed_at,
+                             "setup_cpu": setup_cpu, "rng": rng_state(dev), "train_time": time.perf_counter() - t0,
+                             "cpu_time": time.process_time() - cpu_t0}, shared)
     t_end, cpu_end = time.perf_counter(), time.process_time()
     for i, s in enumerate(live):
         end(s, "ok", "", {}, t_end=t_end, cpu_end=cpu_end)
@@ -413,6 +497,6 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     for s in seeds:
         r = s.result
         rows = _rows(s.cell, s.target, s.probe, dev, r["status"], r["reason"], r["it"], r["train_time"], r["wall"],
-                     r["cpu"], r["work"], r["metrics"], {"stacked_seeds": n_stack})
+                     r["cpu"], r["work"], r["metrics"], {"stacked_seeds": n_stack, **_resumed_column(resumed_at)})
         out.append((s.cell.key(), (rows, s.traces, r["art"])))
     return out

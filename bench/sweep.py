@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from algorithms.base import ConfigError
 from bench import plugins
+from bench.checkpoint import DEFAULT_EVERY_MIN, checkpoint_for
 from bench.errors import BenchError, Interrupted
 from bench.runner import may_stack, run_cell, run_stack, stack_key
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
@@ -30,9 +31,9 @@ DASK_FETCH_TIMEOUT_S = 30
 POLL_S = 0.2
 
 
-def _run(cells, device, progress, threads, worker=False, stop=None):
+def _run(cells, device, progress, threads, worker=False, stop=None, checkpoint=None):
     """Run a unit of the sweep: one cell, or the seeds of one cell trained together (``run_stack``); returns
-    [(cell key, (rows, traces, artifacts))], one per cell."""
+    [(cell key, (rows, traces, artifacts))], one per cell. ``checkpoint``: the unit's (``bench.checkpoint``)."""
     if worker and threading.current_thread() is threading.main_thread():
         # a local worker leaves stop signals (Ctrl-C reaches every process of the terminal's group) to the sweep,
         # which keeps the cells that came back and kills its workers, instead of dying mid-cell with a traceback
@@ -44,8 +45,10 @@ def _run(cells, device, progress, threads, worker=False, stop=None):
     cell = cells[0]
     try:
         if len(cells) > 1:
-            return run_stack(cells, device=device, progress=progress, threads=threads, stop=stop)
-        return [(cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop))]
+            return run_stack(cells, device=device, progress=progress, threads=threads, stop=stop,
+                             checkpoint=checkpoint)
+        return [(cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop,
+                                      checkpoint=checkpoint))]
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
 
@@ -80,12 +83,13 @@ def _released_by_dask():
     return released
 
 
-def _run_in_worker(specs, blob, device, progress, threads, dask=False):
+def _run_in_worker(specs, blob, device, progress, threads, dask=False, checkpoint=None):
     """A worker's cell: register the suite file's plug-ins (their folders on the path, as in the parent) before
     the cell, whose config may be a plug-in's dataclass, is unpickled."""
     plugins.load_entry_points()
     plugins.register_specs(specs)
-    return _run(pickle.loads(blob), device, progress, threads, not dask, _released_by_dask() if dask else None)
+    return _run(pickle.loads(blob), device, progress, threads, not dask, _released_by_dask() if dask else None,
+                checkpoint)
 
 
 def connect(scheduler: str, timeout_s: float):
@@ -128,7 +132,7 @@ def _kill_pool(pool) -> None:
     pool.shutdown(wait=True, kill_workers=True)
 
 
-def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> None:
+def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, keep, stop) -> None:
     """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On a stop
     signal or an error every cell that has already finished is kept too, then the workers are killed."""
     from multiprocessing import resource_tracker
@@ -142,7 +146,8 @@ def _run_local(cells, specs, device, n_jobs: int, threads: int, keep, stop) -> N
     loky_tracker.ensure_running()
     with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
         pool = get_reusable_executor(max_workers=n_jobs)
-        futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads) for c in cells]
+        futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads, False, ck)
+                   for c, ck in zip(cells, checkpoints, strict=True)]
     kept, pending = set(), set(futures)
     try:
         while pending:
@@ -294,7 +299,7 @@ def _close_quietly(bar) -> None:
 
 def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = False, backend: str = "local",
               scheduler: str | None = None, connect_timeout_s: float = 10, across_code: bool = False,
-              stack_seeds: bool = False) -> ResultStore:
+              stack_seeds: bool = False, checkpoint_every_s: float = DEFAULT_EVERY_MIN * 60) -> ResultStore:
     """Run the cells not yet finished in ``out`` (all of them with ``force``; with ``across_code``, a cell
     finished under another code version counts as finished: ``finished_as``); each finished cell is written
     to the store by this process as soon as it comes back, so a killed sweep, or a lost worker, loses no
@@ -307,7 +312,12 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
 
     ``stack_seeds``: the unfinished seeds of each cell train together as one stacked model in one process
     (``bench.runner.run_stack``; algorithms that do not stack run one seed at a time); each seed is stored as its
-    own cell, with the same results as its run alone up to floating-point rounding."""
+    own cell, with the same results as its run alone up to floating-point rounding.
+
+    ``checkpoint_every_s`` (0: none): with the local backend, each unit in training saves its state every so many
+    seconds in ``out/checkpoints`` (``bench.checkpoint``), so a stopped sweep loses at most that much of each unit
+    in flight: the same command resumes it there, with the numbers of an uninterrupted run. A unit's checkpoint is
+    removed once its rows are stored; ``force`` starts every unit afresh."""
     store = ResultStore(out)
     specs = plugins.used_specs(cells)
     stamp(cells)
@@ -315,6 +325,12 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
     if not todo:
         return store
     work = units(todo, stack_seeds)
+    checkpoints = [checkpoint_for(out, u, checkpoint_every_s) if checkpoint_every_s and backend == "local" else None
+                   for u in work]
+    if force:
+        for ck in filter(None, checkpoints):
+            ck.remove()
+    unit_of = {json.dumps(c.key(), sort_keys=True): i for i, u in enumerate(work) for c in u}
     n_jobs, threads = parallelism(len(work), device, jobs)
     with stop_on_signals() as stop:
         try:
@@ -334,16 +350,20 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                         status = rows[0]["status"] if rows else "?"
                         bar.set_postfix_str(f"{key['algorithm']}/{key['target']}/s{key['seed']}: {status}")
                         bar.update()
+                    for key, *_ in _flat(results[:1]):  # the unit's rows are stored: its checkpoint is done
+                        ck = checkpoints[unit_of[json.dumps(key, sort_keys=True)]]
+                        if ck is not None:
+                            ck.remove()
 
                 if client is not None:
                     _run_dask(client, work, specs, device, keep, stop)
                 elif n_jobs == 1:
-                    for unit in work:
+                    for unit, ck in zip(work, checkpoints, strict=True):
                         with stop.mode(interrupting=True):
-                            result = _run(unit, device, True, threads)
+                            result = _run(unit, device, True, threads, checkpoint=ck)
                         keep(result)
                 else:
-                    _run_local(work, specs, device, n_jobs, threads, keep, stop)
+                    _run_local(work, checkpoints, specs, device, n_jobs, threads, keep, stop)
         except Interrupted as e:
             saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "

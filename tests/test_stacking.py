@@ -428,10 +428,10 @@ def test_a_diverging_seed_of_the_other_stacks_leaves_it_and_the_others_go_on(mon
     cells = smoke_cells(algorithm, 3, **algo)
     b, real = cells[0].train.batch_size, runner_mod._setup
 
-    def poisoned(cell, dev):
+    def poisoned(cell, dev, *built):
         """Seed 1's training data NaN where its 6th batch will read it (the batch order is the global stream's next
         draw after the setup, in its run alone and in a stack alike)."""
-        out = real(cell, dev)
+        out = real(cell, dev, *built)
         if cell.seed == 1:
             state = torch.get_rng_state()
             perm = torch.randperm(cell.train.n_data)
