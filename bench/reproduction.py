@@ -74,7 +74,9 @@ projected cost measured by `python -m bench plan`. Results that disagree with th
 
 Results of a paper run are committed under `results/reproduction/<suite>-<fidelity>[-<tag>]/` (result tables,
 environment record and `RUN.md` with the exact command; no cell artifacts), and a later session resumes such a run
-with `python -m bench run ... --out results/reproduction/<folder> --resume-across-code`.
+with `python -m bench run ... --out results/reproduction/<folder> --resume-across-code`. A cell longer than a
+working session is carried over by its checkpoint (`--checkpoint-every`, saved every 10 minutes in the run's
+folder): the same command, from a checkout of the same commit, resumes it where it stopped.
 """
 
 
