@@ -8,8 +8,10 @@ so that pandas, polars or DuckDB read a sweep directly, e.g.
 - results: suite, target, algorithm, fidelity (string), seed (int64), metric (string), value (float64), status,
   reason (string), cell_id, target_version, code_version, torch_version, device, finished_at, config (string,
   the full config as JSON), settings, deviations (string, a JSON list), protocol (string, JSON; FID / KID / IS
-  rows), n_iters, grad_evals, energy_evals, flow_passes (int64), train_time_s, wall_time_s, time_per_iter_s,
-  cpu_time_s (float64; cpu_time_s is absent from older results); further columns as pandas infers them.
+  rows), resumed_at (string: the iterations a run resumed at from its checkpoints, space-separated; absent or
+  empty for a run never stopped), n_iters, grad_evals, energy_evals, flow_passes (int64), train_time_s,
+  wall_time_s, time_per_iter_s, cpu_time_s (float64; cpu_time_s is absent from older results); further columns
+  as pandas infers them.
 - traces: suite, target, algorithm, fidelity (string), seed, iteration, grad_evals (int64), metric (string),
   value (float64).
 
@@ -32,7 +34,10 @@ SCHEMA_VERSION = "1"
 SCHEMA_KEY = b"ebm_bench.schema_version"
 
 _STR = ["suite", "target", "algorithm", "fidelity", "metric", "status", "reason", "cell_id", "target_version",
-        "code_version", "torch_version", "device", "finished_at", "config", "settings", "deviations", "protocol"]
+        "code_version", "torch_version", "device", "finished_at", "config", "settings", "deviations", "protocol",
+        "resumed_at"]
+#: columns of text that may look like numbers ("5", "4000 9000"): read from CSV as text, never as numbers
+TEXT_COLUMNS = ["resumed_at"]
 _INT = ["seed", "n_iters", "grad_evals", "energy_evals", "flow_passes", "iteration"]
 _FLOAT = ["value", "train_time_s", "wall_time_s", "time_per_iter_s", "cpu_time_s"]
 

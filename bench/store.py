@@ -23,7 +23,7 @@ import pandas as pd
 from bench import plugins
 from bench._ownpkg import ROOT
 from bench.errors import BenchError
-from bench.formats import environment, environment_json, parquet_bytes
+from bench.formats import TEXT_COLUMNS, environment, environment_json, parquet_bytes
 from bench.registry import ORIGINS
 from bench.stopping import signals_deferred
 
@@ -161,7 +161,7 @@ def read_artifact(path: Path) -> dict:
 def read_table(path: Path, required=KEY) -> pd.DataFrame:
     path = Path(path)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except FileNotFoundError:
         raise BenchError(f"{path}: no such file (run 'python -m bench run' first)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:

@@ -250,10 +250,12 @@ def test_a_killed_run_resumes_its_cell_at_its_checkpoint(tmp_path):
     assert whole.returncode == 0, err
     assert not (tmp_path / "whole" / "checkpoints").exists()  # --checkpoint-every 0: none written
     a, b = read_table(tmp_path / "whole" / "results.csv"), read_table(out / "results.csv")
+    assert b["resumed_at"].nunique() == 1 and b["resumed_at"].iloc[0].isdigit()  # text, one resume
     resumed_at = int(b["resumed_at"].iloc[0])
     assert 0 < resumed_at < 4000
     assert "resumed_at" not in a.columns
     pd.testing.assert_series_equal(a.set_index("metric")["value"], b.set_index("metric")["value"])
+    assert list(pd.read_parquet(out / "results.parquet")["resumed_at"].unique()) == [str(resumed_at)]
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf", "ten"])
@@ -279,3 +281,22 @@ def test_force_starts_a_checkpointed_cell_afresh(tmp_path):
     store = run_sweep([cell], tmp_path, jobs=1, force=True, checkpoint_every_s=1e9)
     assert "resumed_at" not in store.results().columns
     assert not ck.path.exists()
+
+
+def test_resumed_at_stays_text_in_the_stored_tables(tmp_path):
+    """"5" and "4000 9000" side by side with runs never stopped: the CSV reads back text (not 5.0, which a later
+    merge would write as "5.0" or fail to type for Parquet), the Parquet column is a string column."""
+    import pyarrow.parquet as pq
+
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    key = {"suite": "s", "target": "t", "algorithm": "a", "fidelity": "f"}
+    for seed, extra in ((0, {"resumed_at": "5"}), (1, {}), (2, {"resumed_at": "4000 9000"})):
+        cell = {**key, "seed": seed}
+        store.add([{**cell, "metric": "m", "value": 1.0, "status": "ok", **extra}], [], {}, cell)
+    got = read_table(tmp_path / "results.csv").set_index("seed")["resumed_at"]
+    assert got[0] == "5" and pd.isna(got[1]) and got[2] == "4000 9000"
+    assert str(pq.read_schema(tmp_path / "results.parquet").field("resumed_at").type) == "string"
+    back = list(pd.read_parquet(tmp_path / "results.parquet")["resumed_at"])
+    assert back[0] == "5" and pd.isna(back[1]) and back[2] == "4000 9000"
