@@ -368,5 +368,9 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
             saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "
                       f"other {n - saved} run on resume (the same command again); cells in flight were abandoned")
+            held = sum(len(u) for u, ck in zip(work, checkpoints, strict=True) if ck is not None and ck.path.exists())
+            if saved < n and held:
+                detail += (f", {held} of them resume from their checkpoints (saved every "
+                           f"{checkpoint_every_s / 60:g} min)")
             raise Interrupted(e.signum, detail) from None
     return store

@@ -258,6 +258,22 @@ def test_a_killed_run_resumes_its_cell_at_its_checkpoint(tmp_path):
     assert list(pd.read_parquet(out / "results.parquet")["resumed_at"].unique()) == [str(resumed_at)]
 
 
+def test_a_stopped_run_says_which_cells_resume_from_their_checkpoints(tmp_path):
+    suite = tmp_path / "ckpt.toml"
+    suite.write_text(SUITE.format(n_iters=100000))
+    out = tmp_path / "out"
+    p = bench_run(suite, out, "--checkpoint-every", "0.001")
+    deadline = time.monotonic() + 120
+    while not any((out / "checkpoints").glob("*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143
+    assert err.strip().splitlines()[-1].endswith(
+        "0 of 1 cells saved in " + str(out) + "; the other 1 run on resume (the same command again); cells in "
+        "flight were abandoned, 1 of them resume from their checkpoints (saved every 0.001 min)"), err
+
+
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf", "ten"])
 def test_a_bad_checkpoint_interval_is_one_line_before_anything_runs(tmp_path, bad):
     suite = tmp_path / "ckpt.toml"
