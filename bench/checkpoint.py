@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -156,8 +157,12 @@ def _tensors(state: dict):
 
 
 def checkpoint_for(out: Path, cells, every_s: float) -> Checkpoint:
-    """The checkpoint of a sweep's unit ``cells`` in results folder ``out`` (``out/checkpoints/<cell id>.ckpt``;
-    a stack's: its first cell's id and its seeds)."""
+    """The checkpoint of a sweep's unit ``cells`` in results folder ``out``:
+    ``out/checkpoints/<suite>-<fidelity>-<target>-<algorithm>-seed<s>[-<s2>...]-<first cell's id>.ckpt``."""
     ids = [c.cell_id() for c in cells]
-    name = ids[0] if len(ids) == 1 else f"{ids[0]}-stack-{'-'.join(str(c.seed) for c in cells)}"
-    return Checkpoint(Path(out) / FOLDER / f"{name}.ckpt", ids, cells[0].code_version, every_s)
+    c = cells[0]
+    seeds = "-".join(str(x.seed) for x in cells)
+    # a variant's name may hold any character ("short_run[h=1/256]"): only a plain file name in the folder
+    name = f"{c.suite}-{c.fidelity}-{c.target}-{c.algorithm}-seed{seeds}-{ids[0]}"
+    name = re.sub(r"[^A-Za-z0-9._=\[\]-]+", "_", name)
+    return Checkpoint(Path(out) / FOLDER / f"{name}.ckpt", ids, c.code_version, every_s)

@@ -116,7 +116,7 @@ def test_a_resumed_stack_gives_the_numbers_of_an_uninterrupted_one(tmp_path, alg
     cells = cell_of("toy2d", algorithm, "four_mode", seeds=2, **algo)
     whole = run_stack(cells, threads=1)
     ck = checkpoint_for(tmp_path, cells, every_s=0)
-    assert ck.path.name.endswith("-stack-0-1.ckpt")
+    assert ck.path.name == f"toy2d-smoke-four_mode-{algorithm}-seed0-1-{cells[0].cell_id()}.ckpt"
     with pytest.raises(Abandoned):
         run_stack(cells, threads=1, stop=stopping_at(STOP_AT), checkpoint=ck)
     resumed = run_stack(cells, threads=1, checkpoint=ck)
@@ -146,6 +146,13 @@ def test_a_seed_that_left_the_stack_before_the_checkpoint_stays_out(tmp_path, mo
     resumed = run_stack(cells, threads=1, checkpoint=ck)
     for (_, r1), (_, r2) in zip(whole, resumed, strict=True):
         assert_bitwise_same(r1, r2)
+
+
+def test_a_checkpoint_is_a_plain_file_of_the_checkpoints_folder_whatever_the_variant_is_called(tmp_path):
+    cell = cell_of("toy2d", "short_run[h=1/256]", "four_mode")[0]
+    ck = checkpoint_for(tmp_path, [cell], every_s=0)
+    assert ck.path.parent == tmp_path / "checkpoints"
+    assert ck.path.name == f"toy2d-smoke-four_mode-short_run[h=1_256]-seed0-{cell.cell_id()}.ckpt"
 
 
 def test_a_checkpoint_of_other_code_or_cells_is_not_resumed_from(tmp_path, capsys):
