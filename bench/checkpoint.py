@@ -82,7 +82,7 @@ def set_rng_state(state: dict, dev: torch.device) -> None:
 class Checkpoint:
     """Where the checkpoint of one unit of a sweep (a cell, or the seeds of a cell trained as one stack) lives and
     how often it is written. ``cell_ids``: the unit's cells, in order; ``every_s``: seconds of training between two
-    checkpoints. ``resumed``: set by ``load`` (the iteration resumed at), for the progress line."""
+    checkpoints."""
 
     path: Path
     cell_ids: list[str]
@@ -118,7 +118,8 @@ class Checkpoint:
 
     def load(self, shared: dict[str, object], device: torch.device) -> dict | None:
         """The saved state, with the objects of ``shared`` in place of their names; None if there is no
-        checkpoint, or it is not this unit's under this code version (said on stderr: the cell starts afresh)."""
+        checkpoint, or it is not this unit's under this code version on this kind of device (said on stderr: the cell
+        starts afresh)."""
         if not self.path.exists():
             return None
         try:
