@@ -239,10 +239,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
     else:
         it0, perm, pos, traces, runaway = saved["it"], saved["perm"], saved["pos"], saved["traces"], saved["runaway"]
-        resumed_at = saved["resumed_at"] + [it0]
-        set_rng_state(saved["rng"], dev)
+        resumed_at = _resume(name, saved, dev)
         cpu0 -= saved["cpu_time"]
-        _say_resumed(name, saved)
     clock.mark("setup")
     t0 = time.perf_counter() - (saved["train_time"] if saved else 0.0)
     it = it0
@@ -276,10 +274,9 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
             if checkpoint is not None and checkpoint.due():
                 checkpoint.save({"it": it, "energy": probe.energy, "work": work, "alg": alg, "perm": perm,
-                                 "pos": pos, "traces": traces, "runaway": runaway, "resumed_at": resumed_at,
+                                 "pos": pos, "traces": traces, "runaway": runaway,
                                  "sched": sched.state_dict() if sched is not None else None,
-                                 "rng": rng_state(dev), "train_time": time.perf_counter() - t0,
-                                 "cpu_time": time.process_time() - cpu0},
+                                 **_loop_state(dev, resumed_at, t0, cpu0)},
                                 {"target": target, "data": data})
         train_time = time.perf_counter() - t0
         train_work = work.as_dict()
@@ -299,9 +296,20 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     return rows, traces, art
 
 
-def _say_resumed(name: str, saved: dict) -> None:
+def _loop_state(dev: torch.device, resumed_at: list[int], t0: float, cpu0: float) -> dict:
+    """What a checkpoint of ``run_cell`` or ``run_stack`` holds besides the models and batches: torch's global
+    random streams, the earlier resumes, and the training time and CPU time spent since ``t0`` / ``cpu0``."""
+    return {"rng": rng_state(dev), "resumed_at": resumed_at, "train_time": time.perf_counter() - t0,
+            "cpu_time": time.process_time() - cpu0}
+
+
+def _resume(name: str, saved: dict, dev: torch.device) -> list[int]:
+    """Resume from ``saved`` (its ``_loop_state`` part): torch's global streams as they were, a line on stderr;
+    returns the iterations resumed at, this one included. The caller shifts its clocks by the time spent."""
+    set_rng_state(saved["rng"], dev)
     print(f"{name}: resumed from its checkpoint at iteration {saved['it']} (saved {saved['saved_at']})",
           file=sys.stderr)
+    return saved["resumed_at"] + [saved["it"]]
 
 
 def _resumed_column(resumed_at: list[int]) -> dict:
@@ -415,9 +423,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
         cpu_t0, t0 = time.process_time(), time.perf_counter()
     else:
         stack, setup_cpu, it0, pos = saved["stack"], saved["setup_cpu"], saved["it"], saved["pos"]
-        live, resumed_at = [seeds[i] for i in saved["live"]], saved["resumed_at"] + [saved["it"]]
-        set_rng_state(saved["rng"], dev)
-        _say_resumed(name, saved)
+        live, resumed_at = [seeds[i] for i in saved["live"]], _resume(name, saved, dev)
         cpu_t0, t0 = time.process_time() - saved["cpu_time"], time.perf_counter() - saved["train_time"]
     it = it0
     if checkpoint is not None:
@@ -475,9 +481,8 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             break
         if checkpoint is not None and checkpoint.due():
             checkpoint.save({"it": it, "pos": pos, "stack": stack, "seeds": [s.state() for s in seeds],
-                             "live": [seeds.index(s) for s in live], "resumed_at": resumed_at,
-                             "setup_cpu": setup_cpu, "rng": rng_state(dev), "train_time": time.perf_counter() - t0,
-                             "cpu_time": time.process_time() - cpu_t0}, shared)
+                             "live": [seeds.index(s) for s in live], "setup_cpu": setup_cpu,
+                             **_loop_state(dev, resumed_at, t0, cpu_t0)}, shared)
     t_end, cpu_end = time.perf_counter(), time.process_time()
     for i, s in enumerate(live):
         end(s, "ok", "", {}, t_end=t_end, cpu_end=cpu_end)
