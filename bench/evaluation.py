@@ -26,7 +26,7 @@ Evaluation chains (R-hat / ESS after training) run ``burn_in + n_draws`` steps o
 with its step-size adaptation frozen and drop the first ``burn_in`` draws. Algorithms whose chains are
 deterministic (``stochastic_chains = False``: CoopFlow's noise-free Langevin, 002's gradient descent and ODE)
 get ``max_rhat_deterministic`` instead of ``max_rhat`` / ``max_rhat_classic`` / ``min_ess_bulk`` /
-``min_ess_tail``.
+``min_ess_tail`` / ``chain_mode_stay`` (on targets with modes, not images: whether the chains stay in one mode).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ LEAK_MIN_CELLS = 8
 #: quantities that draw random numbers: a metric measures them after its other needs, and only when those are
 #: available, so that a metric that cannot be computed draws nothing (the random stream is part of a result)
 DRAWS = {"sample_share", "negatives", "negative_mode_weights", "init_mode_weights", "label_weights",
-         "off_class_share", "quality", "energy_histograms", "chains", "deterministic_chains", "audit"}
+         "off_class_share", "quality", "energy_histograms", "chains", "deterministic_chains", "chain_modes",
+         "audit"}
 
 
 def dtype_of(energy) -> torch.dtype:
@@ -363,6 +364,15 @@ class Quantities:
 
     def _deterministic_chains(self):
         return None if self.alg.stochastic_chains else self._evaluation_chains()
+
+    def _chain_modes(self):
+        """Region labels of the stochastic evaluation chains' draws (``Target.assign``); not for image targets,
+        whose regions are read by a classifier (n_chains x n_draws images)."""
+        t, chains = self.target, self["chains"]
+        if chains is None or not t.has("modes") or t.has("image"):
+            return None
+        x = torch.from_numpy(chains.reshape(-1, chains.shape[-1]))
+        return t.assign(x).reshape(chains.shape[:2]).cpu().numpy()
 
     def _audit(self):
         from bench.audit import audit_weights

@@ -1,7 +1,8 @@
 """Tables of mixing and of the weights of models that cannot be integrated (000 §4, App. C.5: the high-dimensional
 mixture, beside 000 Table 2 in bench/published.py), made for every target whose results hold their metrics:
 
-- mixing: R-hat (rank-normalised split and classic), bulk / tail ESS of the evaluation chains, the training
+- mixing: R-hat (rank-normalised split and classic), whether the evaluation chains stay in their modes
+  (``chain_mode_stay``), their bulk / tail ESS, the training
   sampler's acceptance rates and the audit's own R-hat, as 'mean ± 95 % CI' over seeds: targets with any of them;
 - weights: the negatives' mode weights beside the audited EBM's own weights (bench/audit.py) and the truth,
   so that "the EBM is wrong" (audit vs p*) and "the training sampler cannot see it" (negatives vs audit) are
@@ -18,7 +19,7 @@ import pandas as pd
 import datasets
 from bench.tables import ok_rows, summary
 
-MIXING = ["max_rhat", "max_rhat_classic", "max_rhat_deterministic", "min_ess_bulk", "min_ess_tail",
+MIXING = ["max_rhat", "max_rhat_classic", "max_rhat_deterministic", "chain_mode_stay", "min_ess_bulk", "min_ess_tail",
           "local_accept", "global_accept", "audit_max_rhat", "audit_global_accept"]
 WEIGHT_ERRORS = ["audit_weight_mse", "neg_weight_mse_vs_audit", "neg_weight_mse"]
 #: an audit with a larger R-hat (max over dimensions) did not mix (ours: the common 1.1 threshold of Vehtari et al.)

@@ -34,7 +34,7 @@ import numpy as np
 from metrics.classifier import relative_weight_error
 from metrics.density import border_density_ratio, energy_spread, mass_outside, median_sq_log_density_error
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
-from metrics.modes import weight_mse, weight_relative_error
+from metrics.modes import chain_mode_stay, weight_mse, weight_relative_error
 from metrics.sample_quality import energy_histograms
 
 #: a model with more than this fraction of its mass (on the 3x box) outside the evaluation box is ``improper``:
@@ -92,6 +92,8 @@ QUANTITIES: dict[str, tuple[str, str]] = {
                          "(burn-in dropped, adaptation frozen); after training, and at every rhat_every-th trace "
                          "point"),
     "deterministic_chains": ("chains", "the same for a noise-free sampler (stochastic_chains = False)"),
+    "chain_modes": ("chains", "(chain, draw) mode-region labels of the stochastic evaluation chains; targets with "
+                              "modes that are not images"),
     "audit": ("audit", "the independent audit of the EBM's mode weights (bench/audit.py): weights, chains and "
                        "acceptance rates; mixture targets with audit_chains > 0, after training"),
 }
@@ -340,6 +342,9 @@ BUILT_IN: list[Metric] = [
            headline="rhat_det"),
     Metric("max_rhat_classic", "max over dims of classic Gelman-Rubin R-hat (001)", ("chains",), _max(classic_rhat),
            trace=True),
+    Metric("chain_mode_stay", "mean over the evaluation chains of the largest share of a chain's draws in one "
+           "mode's region: 1 when chains stay in their modes (trapped), near the largest weight when they hop; reads "
+           "a large max_rhat as trapping or as slow hopping", ("chain_modes",), chain_mode_stay, trace=True),
     Metric("min_ess_bulk", "min over dims of arviz bulk ESS of the evaluation chains", ("chains",), _min(ess_bulk),
            trace=True, better=HIGHER, gate=Gate(floor=1.0), headline="ess_bulk"),
     Metric("min_ess_tail", "min over dims of arviz tail ESS of the evaluation chains", ("chains",), _min(ess_tail),

@@ -2,7 +2,7 @@
 
 A target partitions space into one region per mode (``Target.assign``). The weight of a mode is the
 fraction of samples in its region, or, for a density known up to its normalisation on a grid, the mass of
-its region.
+its region. ``chain_mode_stay`` reads the same regions along chains: do they move between modes?
 """
 
 from __future__ import annotations
@@ -48,3 +48,22 @@ def weight_relative_error(weights, true_weights) -> np.ndarray:
     """Per-mode relative error (w - w*) / w*."""
     w, t = np.asarray(weights, float), np.asarray(true_weights, float)
     return (w - t) / t
+
+
+def chain_mode_stay(labels) -> float:
+    """Mean over chains of the largest share of a chain's draws that lie in one mode's region, from region labels
+    shaped (chain, draw): 1 when every chain stays in one mode; near the largest mode weight when each chain visits
+    the modes in proportion to their weights. Not in the papers: it separates the two readings of a large R-hat
+    (000 Table 2), chains trapped in their modes (stay 1, and an R-hat that then depends on how far the chains move
+    within a mode over the draws) from chains that hop but slowly (stay below 1). Exact draws from within one mode
+    give 1 minus the target's misassignment rate (a draw nearer another mode's centre)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] < 1 or labels.shape[1] < 1:
+        raise ValueError(f"labels must be (chain, draw), got shape {labels.shape}")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise ValueError("region labels must be non-negative")
+    n_modes = int(labels.max()) + 1
+    counts = np.zeros((labels.shape[0], n_modes))
+    np.add.at(counts, (np.arange(labels.shape[0])[:, None], labels), 1.0)
+    return float((counts.max(axis=1) / labels.shape[1]).mean())

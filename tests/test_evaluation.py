@@ -11,6 +11,7 @@ import bench  # noqa: F401  (binds our own `datasets` package before anything el
 
 # isort: split
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -367,6 +368,46 @@ def test_burn_in_draws_are_dropped():
     m, _ = run_evaluate(t, LogDensityEnergy(t), cfg, chains=chains)
     assert m["max_rhat"] < 1.05 and m["max_rhat_classic"] < 1.05
     assert m["min_ess_bulk"] > 0.5 * 8 * 200
+
+
+def test_chain_mode_stay_reads_the_evaluation_chains_regions():
+    """chain_mode_stay on the same chains as R-hat (one run of the sampler): chains that each draw exactly from
+    one mode of hd_mixture16 (trapped; its modes barely overlap) stay 1 with a large R-hat; chains that draw from
+    the whole mixture stay near 1/4 (the largest of 4 equal shares over 200 draws) with R-hat 1."""
+    t = datasets.get_target("hd_mixture16")
+    g = torch.Generator().manual_seed(5)
+
+    def trapped(x0, k):
+        mode = torch.arange(x0.shape[0]) % 4
+        return t.means[mode][:, None, :] + torch.randn(x0.shape[0], k, t.dim, generator=g, dtype=torch.float64)
+
+    def hopping(x0, k):
+        return t.sample(x0.shape[0] * k, g).double().reshape(x0.shape[0], k, t.dim)
+
+    cfg = config(n_chains=16, n_draws=200, burn_in=10, n_eval_samples=500, n_negatives=200, n_model_samples=2000)
+    energy = LogDensityEnergy(t)
+    probe = Probe(t, energy, cfg, CPU)
+    alg = Stub(t, energy, chains=trapped)
+    m, _ = evaluate(probe, alg)
+    assert alg.asked_draws == [210]  # one set of chains serves R-hat and chain_mode_stay
+    assert m["chain_mode_stay"] > 0.999 and m["max_rhat"] > 1.3
+    m, _ = run_evaluate(t, energy, cfg, chains=hopping)
+    assert 0.25 <= m["chain_mode_stay"] < 0.35 and m["max_rhat"] < 1.05
+
+
+def test_chain_mode_stay_is_not_measured_on_image_targets_or_deterministic_chains():
+    """Image targets read regions with a classifier (n_chains x n_draws images): no chain_mode_stay; nor for a
+    noise-free sampler's chains."""
+    from bench.evaluation import Quantities
+
+    images = datasets.get_target("biased_digits8")
+    chains = np.zeros((2, 4, images.dim))
+    assert images.has("modes") and images.has("image")
+    q = Quantities(SimpleNamespace(target=images), None, chains=False, given={"chains": chains})
+    assert q["chain_modes"] is None
+    t = datasets.get_target("two_mode")
+    m, _ = run_evaluate(t, LogDensityEnergy(t), stochastic=False)
+    assert "chain_mode_stay" not in m
 
 
 def test_deterministic_chains_report_only_max_rhat_deterministic():

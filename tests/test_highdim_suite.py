@@ -4,6 +4,8 @@ its configuration checks."""
 import bench  # noqa: F401
 
 # isort: split
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,6 +37,9 @@ class _Chains:
 
 
 class _Probe:
+    #: a target without modes: its chains get no chain_mode_stay (tested in tests/test_evaluation.py)
+    target = SimpleNamespace(has=lambda capability: False)
+
     def __init__(self, cfg):
         self.cfg = cfg
 
@@ -118,6 +123,7 @@ def test_highdim_tables_on_a_fixture_with_known_answers():
     from bench import report, tables_highdim
 
     rows = [("hd_mixture16", "flowmc_ebm", s, "max_rhat", v) for s, v in enumerate([1.0, 2.0, 3.0])]
+    rows += [("hd_mixture16", "flowmc_ebm", s, "chain_mode_stay", v) for s, v in enumerate([0.25, 0.5, 0.75])]
     rows += [("hd_mixture16", "flowmc_ebm", s, f"neg_weight[{k}]", w)
              for s in range(3) for k, w in enumerate([0.1, 0.2, 0.3, 0.4])]
     rows += [("hd_mixture16", "flowmc_ebm", s, f"audit_weight[{k}]", w + 0.01 * (s - 1))
@@ -128,6 +134,8 @@ def test_highdim_tables_on_a_fixture_with_known_answers():
     mix = tables_highdim.mixing_table(res)
     half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # std of (1, 2, 3) is 1
     assert mix.loc[("hd_mixture16", "flowmc_ebm"), "max_rhat"] == f"2 ± {half:.2g}"
+    assert mix.loc[("hd_mixture16", "flowmc_ebm"), "chain_mode_stay"] == f"0.5 ± {half / 4:.2g}"
+    assert list(mix.columns[:2]) == ["max_rhat", "chain_mode_stay"]  # read beside R-hat
     assert mix.loc[("hd_mixture16", "flowmc_ebm"), "seeds"] == 3
     assert mix.loc[("two_mode", "flowmc_ebm"), "max_rhat"] == "9"
     w = tables_highdim.weights_table(res)

@@ -21,7 +21,7 @@ from metrics.density import (
     median_sq_log_density_error,
 )
 from metrics.mixing import classic_rhat, ess_bulk, ess_tail, max_rhat, rhat
-from metrics.modes import grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
+from metrics.modes import chain_mode_stay, grid_mode_weights, sample_mode_weights, weight_mse, weight_relative_error
 
 # ---------------------------------------------------------------- modes
 
@@ -45,6 +45,25 @@ def test_sample_mode_weights_known_counts_and_empty_modes():
     np.testing.assert_array_equal(sample_mode_weights(labels.reshape(2, 4), 3), [0.25, 0.0, 0.75])
     with pytest.raises(ValueError):
         sample_mode_weights(torch.tensor([], dtype=torch.long), 3)
+
+
+def test_chain_mode_stay_known_values():
+    """Largest share of a chain's draws in one region, averaged over chains: 1 for trapped chains, 1/4 for chains
+    that spend equal time in 4 regions, and the mean of the per-chain shares otherwise (the mean, not the max or
+    the share of the most visited mode over all chains)."""
+    trapped = np.repeat(np.arange(4), 8).reshape(4, 8)  # chain k sits in region k throughout
+    assert chain_mode_stay(trapped) == 1.0
+    hopping = np.tile(np.arange(4), (4, 5))  # every chain cycles through the 4 regions
+    assert chain_mode_stay(hopping) == 0.25
+    mixed = np.array([[0, 0, 0, 1], [2, 2, 3, 3], [1, 1, 1, 1]])  # shares 3/4, 1/2, 1
+    assert chain_mode_stay(mixed) == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    # chains all trapped in one region still stay; the labels' values do not matter, only the partition
+    assert chain_mode_stay(np.full((3, 5), 7)) == 1.0
+    for bad in (np.zeros(5, int), np.zeros((0, 4), int), np.zeros((2, 3, 1), int)):
+        with pytest.raises(ValueError, match="chain, draw"):
+            chain_mode_stay(bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        chain_mode_stay(np.array([[0, -1]]))
 
 
 def test_weight_mse_known_values():
