@@ -36,8 +36,10 @@ SCHEMA_KEY = b"ebm_bench.schema_version"
 _STR = ["suite", "target", "algorithm", "fidelity", "metric", "status", "reason", "cell_id", "target_version",
         "code_version", "torch_version", "device", "finished_at", "config", "settings", "deviations", "protocol",
         "resumed_at"]
-#: columns of text that may look like numbers ("5", "4000 9000"): read from CSV as text, never as numbers
-TEXT_COLUMNS = ["resumed_at"]
+#: the text columns: read from CSV as text, never as numbers, since any of them may look like one: a resume list
+#: ("5", "4000 9000"), a target version ("1"), a hexadecimal code version or cell id that pandas would read as a
+#: number ("276357e72495" is the float 276357e72495 = inf, "1234567890123456" an integer, "0012..." loses its zeros)
+TEXT_COLUMNS = list(_STR)
 _INT = ["seed", "n_iters", "grad_evals", "energy_evals", "flow_passes", "iteration"]
 _FLOAT = ["value", "train_time_s", "wall_time_s", "time_per_iter_s", "cpu_time_s"]
 

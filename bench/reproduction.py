@@ -43,6 +43,7 @@ import pandas as pd
 
 from bench import published
 from bench.errors import BenchError
+from bench.formats import TEXT_COLUMNS
 
 ROWS = Path("docs") / "reproduction"
 PAGE = Path("docs") / "reproduction.md"
@@ -368,7 +369,7 @@ def projected_cost(root: Path, row: dict) -> str:
         return (f"no projection yet ({plan['file']} does not exist: run `python -m bench plan ... --save "
                 f"{plan['file']}`)")
     try:
-        p = pd.read_csv(path)
+        p = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
         _fail(path, f"not a readable projection ({str(e).splitlines()[0]})")
     missing = []

@@ -323,3 +323,32 @@ def test_resumed_at_stays_text_in_the_stored_tables(tmp_path):
     assert str(pq.read_schema(tmp_path / "results.parquet").field("resumed_at").type) == "string"
     back = list(pd.read_parquet(tmp_path / "results.parquet")["resumed_at"])
     assert back[0] == "5" and pd.isna(back[1]) and back[2] == "4000 9000"
+
+
+def test_identifiers_that_look_like_numbers_stay_text_in_the_stored_tables(tmp_path):
+    """A code version or cell id is hexadecimal: "276357e72495" (a real commit of this project) is the float
+    276357e72495 = inf to pandas, "1234567890123456" an integer, "0012345678abcdef" text but "0012345678901234" an
+    integer that loses its zeros. Through two merges (each reads the table back) they stay the text written; a
+    reader that inferred their types wrote "inf" for the code version on the second merge."""
+    import pyarrow.parquet as pq
+
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    key = {"suite": "toy2d", "target": "two_mode", "algorithm": "pcd", "fidelity": "quick"}
+    ids = {0: ("276357e72495", "1234567890123456"), 1: ("123456789012", "0012345678901234"),
+           2: ("1e5", "1434a34b69110ccf")}
+    for seed, (version, cell_id) in ids.items():
+        cell = {**key, "seed": seed}
+        store.add([{**cell, "metric": "m", "value": 1.0, "status": "ok", "code_version": version,
+                    "cell_id": cell_id, "target_version": "1"}],
+                  [{**cell, "iteration": 1, "metric": "m", "value": 0.0}], {}, cell)
+    got = read_table(tmp_path / "results.csv").set_index("seed")
+    back = pd.read_parquet(tmp_path / "results.parquet").set_index("seed")
+    for seed, (version, cell_id) in ids.items():
+        assert got.loc[seed, "code_version"] == version and back.loc[seed, "code_version"] == version
+        assert got.loc[seed, "cell_id"] == cell_id and back.loc[seed, "cell_id"] == cell_id
+    assert set(got["target_version"]) == {"1"}
+    assert str(pq.read_schema(tmp_path / "results.parquet").field("code_version").type) == "string"
+    # a finished cell is found by its id and code version (what a resumed sweep skips, or reruns on other code)
+    assert store.finished() == {cell_id: version for version, cell_id in ids.values()}
