@@ -50,3 +50,24 @@ def test_figures_from_hand_made_traces(tmp_path):
         out = draw(TR, tmp_path / name)
         assert out == tmp_path / name and out.stat().st_size > 1000
     assert plots.training_curves(TR[TR["metric"] == "nothing"], tmp_path / "none.png") is None
+
+
+def test_rhat_figure_gets_a_chain_mode_stay_row_where_the_traces_hold_it(tmp_path, monkeypatch):
+    """000 Fig. 6's R-hat panels, and under them chain_mode_stay on the same chains when traced (the panel that
+    says whether a large R-hat is trapping): its lines carry the traced values; without it, one row."""
+    from bench import plots_highdim
+
+    drawn = []
+    monkeypatch.setattr(plots_highdim, "save", lambda fig, path: drawn.append(fig))
+    rows = [{"suite": "highdim", "fidelity": "quick", "target": "hd_mixture16", "algorithm": a, "seed": 0,
+             "iteration": it, "metric": m, "value": v}
+            for a, rhat, stay in (("flowmc_ebm", 1.02, 0.4), ("ula_ebm", 8.0, 1.0)) for it in (100, 200)
+            for m, v in (("max_rhat", rhat), ("chain_mode_stay", stay))]
+    tr = pd.DataFrame(rows)
+    plots_highdim.rhat_over_training(tr, tmp_path / "r.png")
+    axes = drawn[-1].axes
+    assert len(axes) == 2 and axes[1].get_ylabel().startswith("chain_mode_stay")
+    assert sorted(sorted(line.get_ydata().tolist()) for line in axes[1].get_lines()
+                  if len(line.get_xdata()) == 2 and list(line.get_xdata()) == [100, 200]) == [[0.4, 0.4], [1.0, 1.0]]
+    plots_highdim.rhat_over_training(tr[tr["metric"] == "max_rhat"], tmp_path / "r1.png")
+    assert len(drawn[-1].axes) == 1
