@@ -182,24 +182,13 @@ def test_half_mask_flow_starts_at_a_stationary_point_of_the_equal_weight_mixture
     assert abs(after - before) < 0.2 and truth - after > 5, (before, after, truth)  # measured -31.3, -31.3, -24.1
 
 
-class _TrueEnergy:
-    """U = -log p* of a target, for the shared ULA sampler (grad only)."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def grad(self, x, work):
-        x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(-self.target.log_prob(x).sum(), x)
-        return g
-
-
 def test_trapped_chains_rhat_is_set_by_their_length_not_by_the_model():
     """The known answer behind docs/choices.md's reading of R-hat (000 Table 2): ULA chains at 000's h = 1e-3 on
     the exact hd_mixture16 density, 32 started in each mode, never leave it (chain_mode_stay 1), yet their max
     R-hat falls from about 8 over 200 draws to about 4 over 1,000, while exact draws within each chain's mode give
     about 1.56 at any length. A wrong R-hat (e.g. not split, not over dimensions' max) or a ULA that hops modes
     would miss these values."""
+    from algorithms.energies import TargetEnergy
     from algorithms.samplers import ula
     from algorithms.work import Work
     from metrics.mixing import max_rhat
@@ -211,7 +200,7 @@ def test_trapped_chains_rhat_is_set_by_their_length_not_by_the_model():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         x0 = mu + torch.randn(128, 16, dtype=torch.float64)
-        chains = ula(_TrueEnergy(t), x0, 1e-3, 200 + 1000, Work(), keep_chain=True)[:, 200:]
+        chains = ula(TargetEnergy(t), x0, 1e-3, 200 + 1000, Work(), keep_chain=True)[:, 200:]
         iid = mu[:, None, :] + torch.randn(128, 1000, 16, dtype=torch.float64)
     labels = t.assign(chains.reshape(-1, 16)).reshape(128, -1).numpy()
     assert chain_mode_stay(labels) == 1.0 and (labels == mode.numpy()[:, None]).all()
