@@ -124,6 +124,9 @@ def load_rows(root: Path) -> list[dict]:
         plan = row.get("plan", {})
         if not isinstance(plan, dict) or set(plan) - PLAN_KEYS:
             _fail(path, f"[plan] takes only {', '.join(sorted(PLAN_KEYS))}")
+        f = plan.get("file")
+        if f is not None and not (isinstance(f, str) or (isinstance(f, list) and all(isinstance(x, str) for x in f))):
+            _fail(path, "[plan] 'file' must be a CSV path or a list of them (relative to the repository root)")
         if not isinstance(row.get("order", 0), int):
             _fail(path, "'order' must be an integer")
         rows.append({**row, "path": path, "verdict": verdict, "results": results, "plan": plan})
@@ -362,36 +365,52 @@ def projected_cost(root: Path, row: dict) -> str:
     plan = row["plan"]
     if plan.get("unavailable"):
         return f"no projection: {plan['unavailable']}"
-    if not plan.get("file"):
+    files = plan_files(plan)
+    if not files:
         return "no projection yet (run `python -m bench plan ... --save` and name the file in [plan])"
-    path = Path(root) / plan["file"]
-    if not path.exists():
-        return (f"no projection yet ({plan['file']} does not exist: run `python -m bench plan ... --save "
-                f"{plan['file']}`)")
-    try:
-        p = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
-        _fail(path, f"not a readable projection ({str(e).splitlines()[0]})")
+    absent = [f for f in files if not (Path(root) / f).exists()]
+    if absent:
+        return (f"no projection yet ({absent[0]} does not exist: run `python -m bench plan ... --save "
+                f"{absent[0]}`)")
+    parts = []
+    for f in files:
+        path = Path(root) / f
+        try:
+            parts.append(pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}).assign(_file=f))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+            _fail(path, f"not a readable projection ({str(e).splitlines()[0]})")
+    p = pd.concat(parts, ignore_index=True)
     missing = []
     for key, col in (("algorithms", "algorithm"), ("targets", "target")):
         if plan.get(key):
             missing += [f"{col} {x}" for x in plan[key] if x not in set(p[col])]
             p = p[p[col].isin(plan[key])]
     if p.empty:
-        return f"no projection: {plan['file']} has none of the item's cells"
-    load = ""
-    if {"load_before", "load_after"} <= set(p.columns):
-        lo, hi = sorted([float(p["load_before"].iloc[0]), float(p["load_after"].iloc[0])])
-        load = f", timed at load average {lo:.3g}-{hi:.3g}"
+        return f"no projection: {', '.join(files)} {'has' if len(files) == 1 else 'have'} none of the item's cells"
     cpu_h = float((p["cpu_s"] * p["cells"]).sum()) / 3600
     jobs = int(p["jobs"].iloc[0])
     idle = [float(c) / float(t) for c, t, n in zip(p["cpu_s"], p["threads"], p["cells"], strict=True)
             for _ in range(int(n))]
     mem = float(p["peak_mem_bytes"].max()) / 2**30
+    # how each projection was timed (one bench plan call per file: its machine, load and code)
+    how = []
+    for f, q in p.groupby("_file", sort=False):
+        load = ""
+        if {"load_before", "load_after"} <= set(q.columns):
+            lo, hi = sorted([float(q["load_before"].iloc[0]), float(q["load_after"].iloc[0])])
+            load = f", timed at load average {lo:.3g}-{hi:.3g}"
+        how.append(f"{q['cpu'].iloc[0]}, {int(q['cpu_count'].iloc[0])} cores{load}, code "
+                   f"{q['code_version'].iloc[0]}; {Path(f).name}")
     return (f"projected cost: {int(p['cells'].sum())} cells, {cpu_h:.2g} CPU-hours, {_hours(makespan(idle, jobs))} "
             f"wall with -j {jobs} on idle cores, peak memory {mem:.2g} GiB per process (`bench plan` on "
-            f"{p['cpu'].iloc[0]}, {int(p['cpu_count'].iloc[0])} cores{load}, code {p['code_version'].iloc[0]}; "
-            f"{Path(plan['file']).name})" + (f"; not in the projection: {', '.join(missing)}" if missing else ""))
+            + "; and on ".join(how) + ")" + (f"; not in the projection: {', '.join(missing)}" if missing else ""))
+
+
+def plan_files(plan: dict) -> list[str]:
+    """The projection files of an item's ``[plan]``: ``file`` is one CSV of ``bench plan --save`` or a list of them
+    (projections timed separately, e.g. for targets added later)."""
+    f = plan.get("file")
+    return [] if not f else [f] if isinstance(f, str) else list(f)
 
 
 def section(root: Path, row: dict, disagreements: list[dict] = ()) -> tuple[dict, str]:

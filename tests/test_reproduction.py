@@ -96,11 +96,37 @@ def test_cli_writes_and_checks(fixture_root, capsys):
     assert main(["reproduction", "--root", str(fixture_root), "--check"]) == 0
 
 
+def test_a_projection_in_two_files_adds_their_cells_and_says_how_each_was_timed(fixture_root):
+    """000 Table 2's projection split over two `bench plan` files (d = 16 timed first, d = 32 / 64 later): the cells
+    and CPU-hours add up, and each file's machine, load and code are named."""
+    plans = fixture_root / "results" / "reproduction" / "plans"
+    later = pd.read_csv(plans / "highdim-paper.csv").iloc[[1]].assign(target="hd_mixture64", cpu_s=3600.0,
+                                                                       load_before=1.5, load_after=2.5,
+                                                                       code_version="fed987")
+    later.to_csv(plans / "highdim-later.csv", index=False)
+    row = fixture_root / "docs" / "reproduction" / "b.toml"
+    row.write_text(row.read_text().replace('file = "results/reproduction/plans/highdim-paper.csv"',
+                                           'file = ["results/reproduction/plans/highdim-paper.csv", '
+                                           '"results/reproduction/plans/highdim-later.csv"]'))
+    page = build_page(fixture_root)
+    # (3 x 1200 + 3 x 2400 + 3 x 3600) / 3600 = 6 CPU-hours; the nine cells started in order on 2 processes (each
+    # on the first free one) end at 12,000 s = 3.3 h
+    assert "**Not run yet** (projected cost: 9 cells, 6 CPU-hours, 3.3 h wall with -j 2 on idle cores, peak memory " \
+           "1 GiB per process (`bench plan` on Test CPU, 2 cores, timed at load average 9.25-12.5, code def456; " \
+           "highdim-paper.csv; and on Test CPU, 2 cores, timed at load average 1.5-2.5, code fed987; " \
+           "highdim-later.csv))" in page
+    assert "not in the projection" not in page.split("## 000 Table 2")[1]
+    # a file named in the list that does not exist: no projection, and which file is missing
+    row.write_text(row.read_text().replace("highdim-later.csv", "highdim-none.csv"))
+    assert "no projection yet (results/reproduction/plans/highdim-none.csv does not exist" in build_page(fixture_root)
+
+
 @pytest.mark.parametrize("text, match", [
     ('item = "x"\ntitle = "t"\npublished = "table1_000"\nverdict = "maybe"\n', "verdict must be one of"),
     ('item = "x"\ntitle = "t"\npublished = "table9_000"\n', "unknown published table or figure 'table9_000'"),
     ('item = "x"\ntitle = "t"\npublished = "table1_000"\ncolour = 1\n', "unknown key 'colour'"),
     ('item = "x"\ntitle = \n', "malformed row file"),
+    ('item = "x"\ntitle = "t"\npublished = "table1_000"\n[plan]\nfile = 3\n', "'file' must be a CSV path or a list"),
 ])
 def test_bad_row_files_are_one_line_errors(tmp_path, capsys, text, match):
     (tmp_path / "docs" / "reproduction").mkdir(parents=True)
