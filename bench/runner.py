@@ -355,7 +355,7 @@ class _Seed:
     ``built``: its target and training set (``_target_data``); ``saved``: its part of a stack's checkpoint."""
 
     #: what of a seed a stack's checkpoint holds (besides its energy, work counter and algorithm)
-    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result")
+    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result", "share")
 
     def __init__(self, cell: Cell, dev: torch.device, built=None, saved: dict | None = None):
         self.cell = cell
@@ -376,6 +376,7 @@ class _Seed:
         self.traces: list[dict] = []
         self.runaway = None
         self.result = None  # (status, reason, metrics, artifacts, iteration, train time, cpu time) once ended
+        self.share = [0.0, 0.0]  # its share of the stack's training time and CPU time up to the last change of seeds
 
     def state(self) -> dict:
         """This seed's part of its stack's checkpoint."""
@@ -394,9 +395,10 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     applies to the stack. Cells that do not stack (``algorithms.stacking.stackable``; a learning-rate decay) run one
     by one with ``run_cell``.
 
-    Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (the
-    stack's time divided by the number of seeds it started with) plus its own evaluation, and its rows carry
-    ``stacked_seeds``, the size of its stack. ``checkpoint``: as for ``run_cell``, for the whole stack."""
+    Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (each
+    stretch of the stack's time divided among the seeds training in it, so that the seeds' costs add up to the
+    stack's when seeds leave early) plus its own evaluation, and its rows carry ``stacked_seeds``, the size of its
+    stack. ``checkpoint``: as for ``run_cell``, for the whole stack."""
     cells = list(cells)
     if len({stack_key(c) for c in cells}) != 1:
         raise ValueError("run_stack: the cells differ by more than their seed")
@@ -421,20 +423,29 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
         stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
         setup_cpu, it0, pos, live, resumed_at = (time.process_time() - cpu0) / n_stack, 0, 0, list(seeds), []
         cpu_t0, t0 = time.process_time(), time.perf_counter()
+        since = [0.0, 0.0]  # the stack's training and CPU time at the last change of its seeds
     else:
         stack, setup_cpu, it0, pos = saved["stack"], saved["setup_cpu"], saved["it"], saved["pos"]
         live, resumed_at = [seeds[i] for i in saved["live"]], _resume(name, saved, dev)
         cpu_t0, t0 = time.process_time() - saved["cpu_time"], time.perf_counter() - saved["train_time"]
+        since = saved["since"]
     it = it0
     if checkpoint is not None:
         checkpoint.start()
 
-    def end(s, status, reason, metrics, art=None, t_end=None, cpu_end=None):
-        """Seed s's outcome; its costs are its share of the stack's up to now (or ``t_end`` / ``cpu_end``)."""
-        train = ((t_end or time.perf_counter()) - t0) / n_stack
+    def elapsed() -> list[float]:
+        return [time.perf_counter() - t0, time.process_time() - cpu_t0]
+
+    def share(s, now) -> list[float]:
+        """Seed s's share of the stack's time up to ``now``: its share up to the last change of the seeds plus the
+        time since, divided among the seeds training now (``live``, s among them)."""
+        return [s.share[k] + (now[k] - since[k]) / len(live) for k in (0, 1)]
+
+    def end(s, status, reason, metrics, now, art=None):
+        """Seed s's outcome; its costs are its share of the stack's time up to ``now`` (``elapsed()``)."""
+        train, cpu = share(s, now)
         s.result = {"status": status, "reason": reason, "metrics": metrics, "art": art or {}, "it": it,
-                    "train_time": train, "wall": train, "work": s.work.as_dict(),
-                    "cpu": setup_cpu + ((cpu_end or time.process_time()) - cpu_t0) / n_stack}
+                    "train_time": train, "wall": train, "work": s.work.as_dict(), "cpu": setup_cpu + cpu}
 
     bar = tqdm(range(it0 + 1, n_iters + 1), desc=name, disable=not progress, leave=False, mininterval=1.0,
                initial=it0, total=n_iters)
@@ -447,6 +458,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             pos = 0
         logs, finite = stack.step(torch.stack([s.data[s.perm[pos:pos + b]] for s in live]))
         pos += b
+        now = elapsed()
         last = it == n_iters or bool(cfg.grad_budget and live[0].work.grad_evals >= cfg.grad_budget)
         kept = []
         for i, s in enumerate(live):
@@ -463,29 +475,34 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
                     s.runaway = s.runaway or runaway_check(spread, it)
                 kept.append(i)
             except Diverged as e:
-                end(s, *_diverged(e, it))
+                end(s, *_diverged(e, it), now)
         if len(kept) < len(live):
             if progress:  # say so now: a seed's rows are stored only when the whole stack ends
                 gone = ", ".join(f"seed {s.cell.seed} ({s.result['reason']})" for s in live if s.result)
                 going = ", ".join(str(live[i].cell.seed) for i in kept) or "none"
                 tqdm.write(f"{name}: diverged, left the stack: {gone}; seeds going on: {going}", file=sys.stderr)
+            for s in live:
+                s.share = share(s, now)
+            since = now
             live = [live[i] for i in kept]
             if live:
                 stack.drop(kept)
         if live and cfg.time_limit_s and time.perf_counter() - t0 > cfg.time_limit_s:
+            now = elapsed()
             for s in live:
                 end(s, "timeout", f"past the time limit of {cfg.time_limit_s:g} s at iteration {it}",
-                    {"timeout_at": float(it)})
+                    {"timeout_at": float(it)}, now)
             live = []
         if last or not live:
             break
         if checkpoint is not None and checkpoint.due():
             checkpoint.save({"it": it, "pos": pos, "stack": stack, "seeds": [s.state() for s in seeds],
-                             "live": [seeds.index(s) for s in live], "setup_cpu": setup_cpu,
+                             "live": [seeds.index(s) for s in live], "setup_cpu": setup_cpu, "since": since,
                              **_loop_state(dev, resumed_at, t0, cpu_t0)}, shared)
-    t_end, cpu_end = time.perf_counter(), time.process_time()
+    now = elapsed()
+    for s in live:
+        end(s, "ok", "", {}, now)
     for i, s in enumerate(live):
-        end(s, "ok", "", {}, t_end=t_end, cpu_end=cpu_end)
         if stop is not None and stop():
             raise Abandoned(f"{name} before the evaluation of seed {s.cell.seed}")
         alg = stack.member(i)

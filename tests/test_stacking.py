@@ -16,6 +16,7 @@ the numbers at the percent level or more. Jarzynski amplifies rounding (Adam's s
 import copy
 import dataclasses
 import math
+import time
 
 import pytest
 import torch
@@ -34,7 +35,8 @@ from algorithms.tilt import GaussianReference, tilt
 from algorithms.work import Work
 from bench import runner as runner_mod
 from bench import sweep as sweep_mod
-from bench.runner import run_cell, run_stack
+from bench.checkpoint import checkpoint_for
+from bench.runner import Abandoned, run_cell, run_stack
 from bench.store import ResultStore
 from bench.suite import load_suite, resolve_cells
 from bench.sweep import run_sweep, units
@@ -417,6 +419,69 @@ def test_a_diverging_seed_is_reported_when_it_leaves_the_stack(monkeypatch, caps
             "negative samples); seeds going on: 0, 2") in err
     run_stack(cells, threads=1)  # without progress, silent
     assert "left the stack" not in capsys.readouterr().err
+
+
+class StackClock:
+    """A clock for bench.runner that moves only when the stack takes a training step: 1 s of wall time and 2 s of
+    CPU time per step (``time`` otherwise as usual)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        return self.t
+
+    def process_time(self):
+        return 2 * self.t
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_a_stacks_time_is_shared_among_the_seeds_training_at_the_time(monkeypatch, tmp_path):
+    """Seeds 0-2 stacked for 12 iterations, seed 1 leaving at step 6, each step 1 s (2 s of CPU): the first 6 s are
+    shared by three seeds, the last 6 s by two, so seed 1 costs 2 s and seeds 0 and 2 cost 2 + 3 = 5 s each, and
+    the three add up to the stack's 12 s (dividing by the three seeds it started with would give 4 s each to the
+    seeds that finish and leave 2 s of the stack's time to nobody)."""
+    clock = StackClock()
+    make_stack = runner_mod.stack_of
+
+    def ticking_stack(*args):  # the stack's class ticks the clock at each step (a resumed stack is unpickled)
+        st = make_stack(*args)
+        cls = type(st)
+        if not getattr(cls, "ticks", False):
+            step = cls.step
+
+            def timed_step(self, x):
+                clock.t += 1.0
+                return step(self, x)
+            monkeypatch.setattr(cls, "step", timed_step)
+            monkeypatch.setattr(cls, "ticks", True, raising=False)
+        return st
+    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
+    cells = smoke_cells("ula_ebm", 3)
+    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    monkeypatch.setattr(runner_mod, "stack_of", ticking_stack)
+    monkeypatch.setattr(runner_mod, "time", clock)
+    stacked = run_stack(cells, threads=1)
+    first = [rows[0] for _, (rows, _, _) in stacked]
+    assert [r["status"] for r in first] == ["ok", "diverged", "ok"]
+    assert [r["train_time_s"] for r in first] == pytest.approx([5.0, 2.0, 5.0])
+    assert [r["cpu_time_s"] for r in first] == pytest.approx([10.0, 4.0, 10.0])
+    assert sum(r["train_time_s"] for r in first) == pytest.approx(12.0)
+    # stopped after iteration 8 (seed 1 gone) and resumed from its checkpoint: the shares carry over
+    clock.t = 0.0
+    cells = [dataclasses.replace(c, code_version="test") for c in cells]
+    ck = checkpoint_for(tmp_path, cells, every_s=0)
+    calls = []
+    with pytest.raises(Abandoned):
+        run_stack(cells, threads=1, checkpoint=ck, stop=lambda: calls.append(1) or len(calls) > 8)
+    assert clock.t == 8.0
+    resumed = [rows[0] for _, (rows, _, _) in run_stack(cells, threads=1, checkpoint=ck)]
+    assert [r["resumed_at"] for r in resumed] == ["8"] * 3
+    assert [r["train_time_s"] for r in resumed] == pytest.approx([5.0, 2.0, 5.0])
+    assert [r["cpu_time_s"] for r in resumed] == pytest.approx([10.0, 4.0, 10.0])
 
 
 @pytest.mark.parametrize("algorithm,algo,reason", [
