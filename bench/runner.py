@@ -2,8 +2,10 @@
 
 The training loop is the same for every algorithm: draw a batch of positives from the fixed training
 set, call ``algorithm.step``. Trace points (mode weights over training) are taken every ``eval_every``
-iterations. Evaluation after training (``bench.evaluation``) computes every registered metric the target's
-ground truth allows (metrics/catalogue.py), the audit of the mode weights included.
+iterations; a run that diverges also gets the step scalars of its last iterations (``RecentSteps``), so that its
+traces show its course up to the divergence even when it diverges before the first trace point. Evaluation after
+training (``bench.evaluation``) computes every registered metric the target's ground truth allows
+(metrics/catalogue.py), the audit of the mode weights included.
 """
 
 from __future__ import annotations
@@ -147,6 +149,45 @@ def _trace(cell: Cell, probe, alg, logs: dict, it: int, last: bool, work: Work, 
     return rows, point.get(ENERGY_SPREAD)
 
 
+class RecentSteps:
+    """The scalars ``algorithm.step`` logged (loss, energies, acceptance, step size) over a run's last iterations,
+    written to its traces only if it diverges: the regular trace points come every ``eval_every`` iterations, and
+    a run that diverges early (000's NT-EBM at d = 32 and 64 diverges at iterations 620-830, its trace points are
+    every 1,000) would otherwise leave no trace of its course at all.
+
+    Kept: every ``stride`` = ``eval_every // KEEP``-th iteration (every one if that is 0), up to the last ``KEEP``
+    of them, skipping the iterations that are regular trace points (their rows hold these scalars already), and the
+    last iteration whose step returned. At a divergence ``rows`` gives them, and the diverging iteration's own
+    scalars when its step returned them (a loss past the threshold; a step that raised returns none). Bounded
+    memory; carried in checkpoints, so a resumed run writes what an uninterrupted one does."""
+
+    KEEP = 10
+
+    def __init__(self, eval_every: int):
+        self.eval_every = eval_every
+        self.stride = max(1, eval_every // self.KEEP) if eval_every else 1
+        self.points: list[tuple[int, int, dict]] = []  # (iteration, grad_evals, logs), oldest first
+        self.last: tuple[int, int, dict] | None = None
+
+    def _traced(self, it: int) -> bool:
+        return bool(self.eval_every) and it % self.eval_every == 0
+
+    def note(self, it: int, grad_evals: int, logs: dict) -> None:
+        """Iteration ``it``'s step returned ``logs`` (called before it is checked for divergence)."""
+        self.last = (it, grad_evals, dict(logs))
+        if it % self.stride == 0 and not self._traced(it):
+            self.points.append(self.last)
+            del self.points[:-self.KEEP]
+
+    def rows(self, key: dict) -> list[dict]:
+        """The trace rows of the kept iterations (``key``: the cell's), oldest first."""
+        pts = list(self.points)
+        if self.last is not None and not self._traced(self.last[0]) and (not pts or pts[-1][0] != self.last[0]):
+            pts.append(self.last)
+        return [{**key, "iteration": it, "grad_evals": g, "metric": k, "value": float(v)}
+                for it, g, logs in pts for k, v in logs.items() if isinstance(v, int | float)]
+
+
 def _evaluate(probe, alg, runaway, it: int, clock):
     """Evaluation after training: (status, reason, metrics, artifacts); raises ``Diverged`` as training does."""
     metrics, art = evaluate(probe, alg)
@@ -233,12 +274,14 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 g["lr"] = lr
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
     runaway = None  # (iteration, energy spread) of the first trace point past RUNAWAY_SPREAD
+    recent = RecentSteps(cfg.eval_every)
     name = f"{cell.algorithm}/{cell.target}/s{cell.seed}"
     it0, resumed_at = 0, []
     if saved is None:
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
     else:
         it0, perm, pos, traces, runaway = saved["it"], saved["perm"], saved["pos"], saved["traces"], saved["runaway"]
+        recent = saved.get("recent") or recent  # checkpoints written before RecentSteps lack it
         resumed_at = _resume(name, saved, dev)
         cpu0 -= saved["cpu_time"]
     clock.mark("setup")
@@ -259,6 +302,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 sched.step()
             pos += cfg.batch_size
             clock.mark("step")
+            recent.note(it, work.grad_evals, logs)
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss) or abs(loss) > EXPLODED:
                 raise Diverged(it, f"loss {loss:.3g}")
@@ -274,7 +318,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 break
             if checkpoint is not None and checkpoint.due():
                 checkpoint.save({"it": it, "energy": probe.energy, "work": work, "alg": alg, "perm": perm,
-                                 "pos": pos, "traces": traces, "runaway": runaway,
+                                 "pos": pos, "traces": traces, "runaway": runaway, "recent": recent,
                                  "sched": sched.state_dict() if sched is not None else None,
                                  **_loop_state(dev, resumed_at, t0, cpu0)},
                                 {"target": target, "data": data})
@@ -286,6 +330,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     except Diverged as e:
         status, reason, metrics = _diverged(e, it)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
+        traces += recent.rows(cell.key())
     except TimeLimit as e:
         status, reason = "timeout", str(e)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
@@ -355,14 +400,14 @@ class _Seed:
     ``built``: its target and training set (``_target_data``); ``saved``: its part of a stack's checkpoint."""
 
     #: what of a seed a stack's checkpoint holds (besides its energy, work counter and algorithm)
-    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result", "share")
+    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result", "share", "recent")
 
     def __init__(self, cell: Cell, dev: torch.device, built=None, saved: dict | None = None):
         self.cell = cell
         self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev, *(built or (None, None)), saved)
         if saved is not None:
-            for k in self.SAVED:
-                setattr(self, k, saved[k])
+            for k in self.SAVED:  # checkpoints written before RecentSteps lack "recent": an empty one
+                setattr(self, k, saved.get(k) or RecentSteps(cell.train.eval_every) if k == "recent" else saved[k])
             return
         n_data = cell.train.n_data
         self.perm = torch.randperm(n_data, device=dev)  # the run alone draws its first batch order here
@@ -377,6 +422,7 @@ class _Seed:
         self.runaway = None
         self.result = None  # (status, reason, metrics, artifacts, iteration, train time, cpu time) once ended
         self.share = [0.0, 0.0]  # its share of the stack's training time and CPU time up to the last change of seeds
+        self.recent = RecentSteps(cell.train.eval_every)  # its last steps' scalars, for its traces if it diverges
 
     def state(self) -> dict:
         """This seed's part of its stack's checkpoint."""
@@ -465,6 +511,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             try:
                 if not finite[i]:  # what the step raises in the seed's run alone
                     raise Diverged(it, stack.why(i))
+                s.recent.note(it, s.work.grad_evals, logs[i])
                 loss = logs[i].get("loss", 0.0)
                 if not math.isfinite(loss) or abs(loss) > EXPLODED:
                     raise Diverged(it, f"loss {loss:.3g}")
@@ -476,6 +523,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
                 kept.append(i)
             except Diverged as e:
                 end(s, *_diverged(e, it), now)
+                s.traces += s.recent.rows(s.cell.key())
         if len(kept) < len(live):
             if progress:  # say so now: a seed's rows are stored only when the whole stack ends
                 gone = ", ".join(f"seed {s.cell.seed} ({s.result['reason']})" for s in live if s.result)

@@ -387,14 +387,17 @@ class PoisonsOneSeed(algorithms.ALGORITHMS["ula_ebm"]):
 
 def only_seed_1_diverges(cells, reason):
     """Seeds 0-2 alone and stacked: seed 1 diverges at step 6 with ``reason``, the others finish; each stacked seed
-    equals its run alone (the diverged one: outcome, step, work and traces up to iteration 4). Returns the stack."""
+    equals its run alone (the diverged one: outcome, step, work, trace points up to iteration 4 and the step
+    scalars of iterations 1-5, bench.runner.RecentSteps). Returns the stack."""
     alone = [run_cell(c, threads=1) for c in cells]
     stacked = run_stack(cells, threads=1)
     assert alone[1][0][0]["status"] == "diverged" and alone[0][0][0]["status"] == alone[2][0][0]["status"] == "ok"
     assert alone[1][0][0]["reason"] == reason
     for a, (_, s) in zip(alone, stacked, strict=True):
         assert_same_run(a, s)
-    assert max(t["iteration"] for t in stacked[1][1][1]) == 4 and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    points = sorted({t["iteration"] for t in stacked[1][1][1] if t["metric"] == "energy_spread"})
+    assert points == [4] and max(t["iteration"] for t in stacked[0][1][1]) == 12
+    assert sorted({t["iteration"] for t in stacked[1][1][1]}) == [1, 2, 3, 4, 5]
     return stacked
 
 
