@@ -4,10 +4,11 @@ resumes a long cell (hours at a paper's settings) at its last checkpoint instead
 A checkpoint holds everything a cell's training loop carries from one iteration to the next: the algorithm
 (energy, flow, optimiser, persistent chains, adapted step sizes, its own random generators), its work counters,
 the batch order, the trace rows so far (and the last steps' scalars, ``bench.runner.RecentSteps``), the random
-streams (torch's global ones, or a stacked seed's own), and the time and CPU already spent. Resumed, the cell goes on exactly as if it had not stopped: the same draws in the same
-order, so the same numbers (tests/test_checkpoint.py compares a resumed run with an uninterrupted one, for every
-algorithm). What a cell rebuilds from its seed anyway (its target and training set) is not stored: the pickle names
-them and the resuming run puts its own in their place.
+streams (torch's global ones, or a stacked seed's own), and the time and CPU already spent. Resumed, the cell
+goes on exactly as if it had not stopped: the same draws in the same order, so the same numbers
+(tests/test_checkpoint.py compares a resumed run with an uninterrupted one, for every algorithm). What a cell
+rebuilds from its seed anyway (its target and training set) is not stored: the pickle names them and the resuming
+run puts its own in their place.
 
 A checkpoint belongs to one set of cells (their ids) and one code version; any other is not resumed from (the
 runner says so and starts the cell afresh): training code that changed between the two halves of a run would make

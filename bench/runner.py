@@ -158,8 +158,9 @@ class RecentSteps:
     Kept: every ``stride`` = ``eval_every // KEEP``-th iteration (every one if that is 0), up to the last ``KEEP``
     of them, skipping the iterations that are regular trace points (their rows hold these scalars already), and the
     last iteration whose step returned. At a divergence ``rows`` gives them, and the diverging iteration's own
-    scalars when its step returned them (a loss past the threshold; a step that raised returns none). Bounded
-    memory; carried in checkpoints, so a resumed run writes what an uninterrupted one does."""
+    scalars when its step returned them (a loss past the threshold, checked before that iteration's trace point;
+    a step that raised returns none). Bounded memory; carried in checkpoints, so a resumed run writes what an
+    uninterrupted one does."""
 
     KEEP = 10
 
@@ -179,11 +180,14 @@ class RecentSteps:
             self.points.append(self.last)
             del self.points[:-self.KEEP]
 
-    def rows(self, key: dict) -> list[dict]:
-        """The trace rows of the kept iterations (``key``: the cell's), oldest first."""
+    def rows(self, key: dict, diverged_at: int) -> list[dict]:
+        """The trace rows of the kept iterations (``key``: the cell's) of a run that diverged at iteration
+        ``diverged_at``, oldest first."""
         pts = list(self.points)
-        if self.last is not None and not self._traced(self.last[0]) and (not pts or pts[-1][0] != self.last[0]):
-            pts.append(self.last)
+        last = self.last
+        if last is not None and (last[0] == diverged_at or not self._traced(last[0])) \
+                and (not pts or pts[-1][0] != last[0]):
+            pts.append(last)
         return [{**key, "iteration": it, "grad_evals": g, "metric": k, "value": float(v)}
                 for it, g, logs in pts for k, v in logs.items() if isinstance(v, int | float)]
 
@@ -330,7 +334,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     except Diverged as e:
         status, reason, metrics = _diverged(e, it)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
-        traces += recent.rows(cell.key())
+        traces += recent.rows(cell.key(), it)
     except TimeLimit as e:
         status, reason = "timeout", str(e)
         train_time, train_work = time.perf_counter() - t0, work.as_dict()
@@ -406,8 +410,10 @@ class _Seed:
         self.cell = cell
         self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev, *(built or (None, None)), saved)
         if saved is not None:
-            for k in self.SAVED:  # checkpoints written before RecentSteps lack "recent": an empty one
-                setattr(self, k, saved.get(k) or RecentSteps(cell.train.eval_every) if k == "recent" else saved[k])
+            for k in self.SAVED[:-1]:
+                setattr(self, k, saved[k])
+            # checkpoints written before RecentSteps lack it: an empty one
+            self.recent = saved.get("recent") or RecentSteps(cell.train.eval_every)
             return
         n_data = cell.train.n_data
         self.perm = torch.randperm(n_data, device=dev)  # the run alone draws its first batch order here
@@ -523,7 +529,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
                 kept.append(i)
             except Diverged as e:
                 end(s, *_diverged(e, it), now)
-                s.traces += s.recent.rows(s.cell.key())
+                s.traces += s.recent.rows(s.cell.key(), it)
         if len(kept) < len(live):
             if progress:  # say so now: a seed's rows are stored only when the whole stack ends
                 gone = ", ".join(f"seed {s.cell.seed} ({s.result['reason']})" for s in live if s.result)

@@ -30,7 +30,7 @@ def test_the_last_ten_strided_points_and_the_last_step_are_kept():
     rec = RecentSteps(eval_every=100)  # stride 10; 100 and 200 are trace points
     for it in range(1, 258):
         rec.note(it, grad_evals=3 * it, logs={"loss": float(it), "step_size": 0.5})
-    rows = rec.rows(KEY)
+    rows = rec.rows(KEY, 258)
     its = sorted({r["iteration"] for r in rows})
     assert its == [150, 160, 170, 180, 190, 210, 220, 230, 240, 250, 257]
     assert len(rows) == 2 * len(its)
@@ -42,13 +42,13 @@ def test_small_or_no_trace_interval_keeps_every_iteration_but_trace_points():
     rec = RecentSteps(eval_every=4)  # stride 1
     for it in range(1, 13):
         rec.note(it, 0, {"loss": 1.0, "what": "text is not a trace value"})
-    assert sorted({r["iteration"] for r in rec.rows(KEY)}) == [1, 2, 3, 5, 6, 7, 9, 10, 11]
-    assert {r["metric"] for r in rec.rows(KEY)} == {"loss"}
+    assert sorted({r["iteration"] for r in rec.rows(KEY, 258)}) == [1, 2, 3, 5, 6, 7, 9, 10, 11]
+    assert {r["metric"] for r in rec.rows(KEY, 258)} == {"loss"}
     rec = RecentSteps(eval_every=0)
     for it in range(1, 4):
         rec.note(it, 0, {"loss": 1.0})
-    assert sorted({r["iteration"] for r in rec.rows(KEY)}) == [1, 2, 3]
-    assert RecentSteps(eval_every=10).rows(KEY) == []  # diverged at its first step: nothing returned
+    assert sorted({r["iteration"] for r in rec.rows(KEY, 258)}) == [1, 2, 3]
+    assert RecentSteps(eval_every=10).rows(KEY, 1) == []  # diverged at its first step: nothing returned
 
 
 def poison_seed(monkeypatch, cells, seed, at):
@@ -76,21 +76,26 @@ def test_a_diverged_seed_has_its_last_steps_alone_and_stacked_and_a_sound_one_no
     assert rows6["loss"]["grad_evals"] > next(t["grad_evals"] for t in alone[1][1] if t["iteration"] == 5)
 
 
-class ExplodesAtSix(algorithms.ALGORITHMS["ula_ebm"]):
-    """ULA-EBM whose step reports a loss past the divergence threshold at iteration 6 (the step returns)."""
+class Explodes(algorithms.ALGORITHMS["ula_ebm"]):
+    """ULA-EBM whose step reports a loss past the divergence threshold at iteration ``AT`` (the step returns)."""
+
+    AT = 6
 
     def step(self, x_pos):
         logs = super().step(x_pos)
-        return {**logs, "loss": 5e12} if self._it == 6 else logs
+        return {**logs, "loss": 5e12} if self._it == self.AT else logs
 
 
-def test_an_exploded_loss_keeps_the_diverging_iterations_own_scalars(monkeypatch):
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", ExplodesAtSix)
+@pytest.mark.parametrize("at, expected", [(6, [1, 2, 3, 5, 6]), (8, [1, 2, 3, 5, 6, 7, 8])])
+def test_an_exploded_loss_keeps_the_diverging_iterations_own_scalars(monkeypatch, at, expected):
+    """Also when the loss explodes at a trace point's iteration (8: eval_every 4), whose trace is never taken."""
+    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", Explodes)
+    monkeypatch.setattr(Explodes, "AT", at)
     cell = cell_of("toy2d", "ula_ebm", "four_mode")[0]
     rows, traces, _ = run_cell(cell, threads=1)
-    assert rows[0]["status"] == "diverged" and rows[0]["reason"] == "step 6: loss 5e+12"
-    assert step_iterations(traces) == [1, 2, 3, 5, 6]
-    assert [t["value"] for t in traces if t["iteration"] == 6 and t["metric"] == "loss"] == [5e12]
+    assert rows[0]["status"] == "diverged" and rows[0]["reason"] == f"step {at}: loss 5e+12"
+    assert step_iterations(traces) == expected
+    assert [t["value"] for t in traces if t["iteration"] == at and t["metric"] == "loss"] == [5e12]
 
 
 def test_a_run_that_diverges_after_its_checkpoint_writes_the_same_last_steps(tmp_path, monkeypatch):
