@@ -166,7 +166,7 @@ class RecentSteps:
 
     def __init__(self, eval_every: int):
         self.eval_every = eval_every
-        self.stride = max(1, eval_every // self.KEEP) if eval_every else 1
+        self.stride = max(1, eval_every // self.KEEP)
         self.points: list[tuple[int, int, dict]] = []  # (iteration, grad_evals, logs), oldest first
         self.last: tuple[int, int, dict] | None = None
 
@@ -403,14 +403,14 @@ class _Seed:
     """A seed of a stack: its cell, what ``_setup`` built, its random stream and, once it has one, its outcome.
     ``built``: its target and training set (``_target_data``); ``saved``: its part of a stack's checkpoint."""
 
-    #: what of a seed a stack's checkpoint holds (besides its energy, work counter and algorithm)
-    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result", "share", "recent")
+    #: what of a seed a stack's checkpoint holds (besides its energy, work counter, algorithm and ``recent``)
+    SAVED = ("gen", "cpu_gen", "perm", "traces", "runaway", "result", "share")
 
     def __init__(self, cell: Cell, dev: torch.device, built=None, saved: dict | None = None):
         self.cell = cell
         self.target, self.data, self.probe, self.work, self.alg = _setup(cell, dev, *(built or (None, None)), saved)
         if saved is not None:
-            for k in self.SAVED[:-1]:
+            for k in self.SAVED:
                 setattr(self, k, saved[k])
             # checkpoints written before RecentSteps lack it: an empty one
             self.recent = saved.get("recent") or RecentSteps(cell.train.eval_every)
@@ -432,7 +432,7 @@ class _Seed:
 
     def state(self) -> dict:
         """This seed's part of its stack's checkpoint."""
-        return {"energy": self.probe.energy, "work": self.work, "alg": self.alg,
+        return {"energy": self.probe.energy, "work": self.work, "alg": self.alg, "recent": self.recent,
                 **{k: getattr(self, k) for k in self.SAVED}}
 
 

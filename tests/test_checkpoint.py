@@ -129,15 +129,10 @@ def test_a_resumed_stack_gives_the_numbers_of_an_uninterrupted_one(tmp_path, alg
 def test_a_seed_that_left_the_stack_before_the_checkpoint_stays_out(tmp_path, monkeypatch):
     """Seed 1 diverges at step 3, before the checkpoint of step 5: the resumed stack goes on with seed 0 alone and
     reports seed 1's outcome as the uninterrupted stack does."""
-    from test_stacking import PoisonsOneSeed
+    from test_stacking import poison
 
-    import algorithms
-    import datasets
-
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
     cells = cell_of("toy2d", "ula_ebm", "four_mode", seeds=2)
-    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
-    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    poison(monkeypatch, cells)
     whole = run_stack(cells, threads=1)
     assert [r[0][0]["status"] for _, r in whole] == ["ok", "diverged"]
     ck = checkpoint_for(tmp_path, cells, every_s=0)

@@ -8,12 +8,10 @@ a trace point's iteration twice, loses them across a resume (the divergence come
 the points before it would be missing), or drops the diverging iteration's own scalars when its loss exploded."""
 
 import pytest
-import torch
 from test_checkpoint import STOP_AT, assert_bitwise_same, cell_of, stopping_at
-from test_stacking import PoisonsOneSeed, assert_same_run
+from test_stacking import assert_same_run, poison
 
 import algorithms
-import datasets
 from bench.checkpoint import Checkpoint, checkpoint_for
 from bench.runner import Abandoned, RecentSteps, run_cell, run_stack
 
@@ -51,17 +49,9 @@ def test_small_or_no_trace_interval_keeps_every_iteration_but_trace_points():
     assert RecentSteps(eval_every=10).rows(KEY, 1) == []  # diverged at its first step: nothing returned
 
 
-def poison_seed(monkeypatch, cells, seed, at):
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
-    data = datasets.get_target(cells[seed].target).sample(cells[seed].train.n_data,
-                                                          torch.Generator().manual_seed(cells[seed].seed))
-    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data[0, 0]))
-    monkeypatch.setattr(PoisonsOneSeed, "POISON_AT", at)
-
-
 def test_a_diverged_seed_has_its_last_steps_alone_and_stacked_and_a_sound_one_none(monkeypatch):
     cells = cell_of("toy2d", "ula_ebm", "four_mode", seeds=2)  # eval_every 4, 12 iterations
-    poison_seed(monkeypatch, cells, 1, at=7)  # seed 1's step 7 raises: its step scalars end at 6
+    poison(monkeypatch, cells, 1, at=7)  # seed 1's step 7 raises: its step scalars end at 6
     alone = [run_cell(c, threads=1) for c in cells]
     stacked = run_stack(cells, threads=1)
     assert [a[0][0]["status"] for a in alone] == ["ok", "diverged"]
@@ -100,7 +90,7 @@ def test_an_exploded_loss_keeps_the_diverging_iterations_own_scalars(monkeypatch
 
 def test_a_run_that_diverges_after_its_checkpoint_writes_the_same_last_steps(tmp_path, monkeypatch):
     cell = cell_of("toy2d", "ula_ebm", "four_mode")[0]
-    poison_seed(monkeypatch, [cell], 0, at=9)  # after the checkpoint of iteration 5
+    poison(monkeypatch, [cell], 0, at=9)  # after the checkpoint of iteration 5
     whole = run_cell(cell, threads=1)
     assert step_iterations(whole[1]) == [1, 2, 3, 5, 6, 7]  # 1-3 and 5 come from before the checkpoint
     ck = checkpoint_for(tmp_path, [cell], every_s=0)
@@ -112,7 +102,7 @@ def test_a_run_that_diverges_after_its_checkpoint_writes_the_same_last_steps(tmp
 
 def test_a_stack_that_diverges_after_its_checkpoint_writes_the_same_last_steps(tmp_path, monkeypatch):
     cells = cell_of("toy2d", "ula_ebm", "four_mode", seeds=2)
-    poison_seed(monkeypatch, cells, 1, at=9)
+    poison(monkeypatch, cells, 1, at=9)
     whole = run_stack(cells, threads=1)
     assert step_iterations(whole[1][1][1]) == [1, 2, 3, 5, 6, 7]
     ck = checkpoint_for(tmp_path, cells, every_s=0)
@@ -126,7 +116,7 @@ def test_a_stack_that_diverges_after_its_checkpoint_writes_the_same_last_steps(t
 def test_a_checkpoint_written_before_recent_steps_still_resumes(tmp_path, monkeypatch):
     """Checkpoints of code before ``RecentSteps`` lack it: the resumed run starts an empty one."""
     cell = cell_of("toy2d", "ula_ebm", "four_mode")[0]
-    poison_seed(monkeypatch, [cell], 0, at=9)
+    poison(monkeypatch, [cell], 0, at=9)
     ck = checkpoint_for(tmp_path, [cell], every_s=0)
     with pytest.raises(Abandoned):
         run_cell(cell, threads=1, stop=stopping_at(STOP_AT), checkpoint=ck)

@@ -385,6 +385,16 @@ class PoisonsOneSeed(algorithms.ALGORITHMS["ula_ebm"]):
         return x
 
 
+def poison(monkeypatch, cells, seed=1, at=PoisonsOneSeed.POISON_AT):
+    """Register ``PoisonsOneSeed`` as ULA-EBM, poisoning the run of ``cells[seed]`` (its training data's first value,
+    as the runner draws it) at iteration ``at``."""
+    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
+    c = cells[seed]
+    data = datasets.get_target(c.target).sample(c.train.n_data, torch.Generator().manual_seed(c.seed))
+    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data[0, 0]))
+    monkeypatch.setattr(PoisonsOneSeed, "POISON_AT", at)
+
+
 def only_seed_1_diverges(cells, reason):
     """Seeds 0-2 alone and stacked: seed 1 diverges at step 6 with ``reason``, the others finish; each stacked seed
     equals its run alone (the diverged one: outcome, step, work, trace points up to iteration 4 and the step
@@ -402,20 +412,15 @@ def only_seed_1_diverges(cells, reason):
 
 
 def test_a_diverging_seed_leaves_the_stack_and_the_others_go_on(monkeypatch):
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
     cells = smoke_cells("ula_ebm", 3)
-    # the training data of seed 1, as the runner draws it
-    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
-    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    poison(monkeypatch, cells)
     only_seed_1_diverges(cells, "step 6: non-finite loss or negative samples")
 
 
 def test_a_diverging_seed_is_reported_when_it_leaves_the_stack(monkeypatch, capsys):
     """With progress on, the seed that leaves a stack is named at once (its rows wait for the stack's end)."""
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
     cells = smoke_cells("ula_ebm", 3)
-    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
-    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    poison(monkeypatch, cells)
     run_stack(cells, threads=1, progress=True)
     err = capsys.readouterr().err
     assert (f"ula_ebm/{cells[0].target}/s0,1,2: diverged, left the stack: seed 1 (step 6: non-finite loss or "
@@ -461,10 +466,8 @@ def test_a_stacks_time_is_shared_among_the_seeds_training_at_the_time(monkeypatc
             monkeypatch.setattr(cls, "step", timed_step)
             monkeypatch.setattr(cls, "ticks", True, raising=False)
         return st
-    monkeypatch.setitem(algorithms.ALGORITHMS, "ula_ebm", PoisonsOneSeed)
     cells = smoke_cells("ula_ebm", 3)
-    data1 = datasets.get_target(cells[1].target).sample(cells[1].train.n_data, torch.Generator().manual_seed(1))
-    monkeypatch.setattr(PoisonsOneSeed, "poisoned", float(data1[0, 0]))
+    poison(monkeypatch, cells)
     monkeypatch.setattr(runner_mod, "stack_of", ticking_stack)
     monkeypatch.setattr(runner_mod, "time", clock)
     stacked = run_stack(cells, threads=1)
