@@ -47,6 +47,17 @@ def test_sample_mode_weights_known_counts_and_empty_modes():
         sample_mode_weights(torch.tensor([], dtype=torch.long), 3)
 
 
+def test_sample_mode_weights_with_importance_weights():
+    """Weighted samples (Jarzynski walkers) count with their normalised weight: unnormalised weights 1, 3 in mode
+    0 and 4 in mode 2 give 0.5 / 0 / 0.5, not the plain counts' 2/3 / 0 / 1/3; a mismatched length is refused."""
+    labels = torch.tensor([0, 0, 2])
+    np.testing.assert_allclose(sample_mode_weights(labels, 3, torch.tensor([1.0, 3.0, 4.0])), [0.5, 0.0, 0.5])
+    # equal weights give the plain histogram
+    np.testing.assert_allclose(sample_mode_weights(labels, 3, torch.full((3,), 0.2)), [2 / 3, 0.0, 1 / 3])
+    with pytest.raises(ValueError):
+        sample_mode_weights(labels, 3, torch.ones(2))
+
+
 def test_chain_mode_stay_known_values():
     """Largest share of a chain's draws in one region, averaged over chains: 1 for trapped chains, 1/4 for chains
     that spend equal time in 4 regions, and the mean of the per-chain shares otherwise (the mean, not the max or
