@@ -312,6 +312,20 @@ def test_a_metric_with_a_wide_baseline_is_said_to_be_coarse_and_a_large_change_s
     assert verdict(WIDE, [v * 3 for v in WIDE[:4]])["verdict"] == "ok"
 
 
+def test_the_coarse_label_is_the_one_sided_t_tolerance_of_the_baselines_spread():
+    """``tolerance`` (what labels a baseline metric coarse) on known numbers: t_{n_b - 1}(1 - alpha / family) times
+    the spread times sqrt(1/n_b + 1/n), floored at the rule's resolution. A spread of 0.5 nats with 8 baseline and
+    4 check seeds gives 1.8946 x 0.5 x sqrt(3/8) = 0.5801; a zero spread gives the floor; a family of 10 tests takes
+    the 99.5 % quantile."""
+    assert check.tolerance(0.5, 8, 4, 0.1, family=1) == pytest.approx(1.894579 * 0.5 * math.sqrt(3 / 8), rel=1e-5)
+    assert check.tolerance(0.0, 8, 4, 0.1, family=1) == 0.1
+    assert check.tolerance(0.01, 8, 4, 0.1, family=1) == 0.1  # below the resolution
+    assert check.quantile(8, 10) == pytest.approx(stats.t.ppf(0.995, 7))
+    # the label's boundary: the spread at which the tolerance reaches the cap log 3 on the log scale
+    s_cap = math.log(3) / (stats.t.ppf(0.95, 7) * math.sqrt(3 / 8))
+    assert check.tolerance(0.99 * s_cap, 8, 4, 0.2, 1) < math.log(3) < check.tolerance(1.01 * s_cap, 8, 4, 0.2, 1)
+
+
 def test_unusable_baselines_are_not_checked_with_their_reason():
     # an improper model's KL is no density's
     row = verdict(KL8, [v * 100 for v in KL8[:4]], improper=[0, 1] + [0] * 6, now={"improper": [0] * 4})
