@@ -180,6 +180,21 @@ def test_metrics_follow_the_model_not_the_target():
     assert abs(want - m["logp_median_sq_error"]) > 0.1
 
 
+def test_a_model_equal_to_the_truth_has_zero_error_also_where_the_box_cuts_the_truths_mass():
+    """p* = N(0, I) on the box [-1, 1]^2, which holds only erf(1 / sqrt 2)^2 = 0.466 of its mass, and the model
+    U = -log p*. The model is normalised on the box, so the held-out reading must compare it with p* normalised
+    the same way: the error is 0, where p*'s own normalisation would give (log 0.466)^2 = 0.58 at every point."""
+    t = datasets.GaussianMixture(torch.zeros(1, 2), torch.ones(1), torch.ones(1), box=[(-1.0, 1.0), (-1.0, 1.0)])
+    m, _ = run_evaluate(t, LogDensityEnergy(t))
+    inside = math.erf(1 / math.sqrt(2)) ** 2
+    assert (math.log(inside)) ** 2 == pytest.approx(0.583, abs=1e-3)
+    assert m["logp_median_sq_error"] < 1e-8 and m["logp_median_sq_error_grid"] < 1e-8
+    # the model's own test log-likelihood keeps the box normalisation: log p*(x) - log(mass inside), on average
+    test = t.test_set(config().n_eval_samples).double()
+    want = float(t.log_prob(test).mean()) - math.log(inside)
+    assert m["test_loglik"] == pytest.approx(want, abs=1e-3)
+
+
 def test_grid_log_densities_are_normalised_on_the_grid():
     """Both inputs of the grid median are log-densities on the box: their Riemann sums on the grid are 1, for a
     model given unnormalised (U = -log q + 7) and for p*."""
