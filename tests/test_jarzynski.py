@@ -175,7 +175,13 @@ def test_algorithm_log_z_is_exact_along_a_protocol_full_and_mini_batch(walker_ba
 
 def test_neural_energy_with_a_known_start_estimates_log_z():
     """reference_std: E_theta0 = 0 and a Gaussian tilt give exact initial walkers and log Z_0; after a few
-    training steps on a 2-D target the estimated log Z matches the grid log Z of the trained MLP."""
+    training steps on a 2-D target the estimated log Z matches the grid log Z of the trained MLP.
+
+    The tolerance is five standard deviations of the estimate's error over seeds (0.031 over torch seeds 0-11,
+    mean 0.005, largest 0.066, while log Z moved by 1.8-7.9 nats): the error of one seed depends on the machine's
+    floating-point path (seed 0 gives 0.066 on an Intel Xeon and passed a tolerance of 0.05 on an AMD EPYC), so a
+    tolerance tuned to one machine's draw is no test. An estimate that is not carried along the training misses
+    by the nats log Z moved."""
     from algorithms.energies import ToyMLP
     from metrics.density import grid, grid_log_normalizer
 
@@ -194,8 +200,8 @@ def test_neural_energy_with_a_known_start_estimates_log_z():
         alg.step(data[i * 64:(i + 1) * 64])
     with torch.no_grad():
         log_z_grid = grid_log_normalizer(-energy(pts).double(), area)
-    assert alg.log_z_estimate() == pytest.approx(log_z_grid, abs=0.05)
-    assert abs(log_z_grid - 2 * math.log(1.5 * math.sqrt(2 * math.pi))) > 0.1  # the model did move
+    assert alg.log_z_estimate() == pytest.approx(log_z_grid, abs=0.15)
+    assert abs(log_z_grid - 2 * math.log(1.5 * math.sqrt(2 * math.pi))) > 1.0  # the model did move, by nats
 
 
 def test_cross_entropy_estimate_pairs_log_z_and_data_energy_at_the_same_theta(jarzynski_on_protocol):
