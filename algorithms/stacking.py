@@ -753,8 +753,9 @@ class StackedCoopFlow(_LearnedFlowStack):
     flow. A seed whose revised samples' flow likelihood is not finite diverges with its run alone's reason
     (``why``), which tests that before the energy's step.
 
-    Rounding. Through the warm-up (the flow frozen) the seeds' flow draws, revised samples and energies are bitwise
-    those of their runs alone (toy2d smoke, 3 seeds); the stacked flow's parameter gradients (``StackedRealNVP``'s
+    Rounding. Through the warm-up (the flow frozen) the seeds' flow draws, revised samples and energies are those of
+    their runs alone to the last bits (toy2d smoke, 3 seeds: bitwise on an AMD EPYC, within 1-4 float32 ulps on an
+    Intel Xeon, whose batched products round otherwise); the stacked flow's parameter gradients (``StackedRealNVP``'s
     batched products and sums) round otherwise than a single flow's, so from the flow's first learning step its
     parameters differ by ~1e-8 relative, which the next draws and revisions carry into the energy. Adam and the
     wandering of CoopFlow's mode levels (algorithms/coopflow.py) amplify it. Measured (toy2d quick four_mode, seed 0

@@ -3,9 +3,10 @@ stack gives the results of its run alone, diverges on its own, and is stored and
 
 Tolerance. A stacked seed draws the same random numbers in the same order as its run alone, so its numbers differ
 only by floating-point rounding where a batched product or a per-seed mean sums in another order than the single
-one. On this machine's CPU (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
+one. On an AMD EPYC (MKL) the final metrics come out bitwise equal; the logged loss differs in its last bits
 (a mean over a row of a (S, n) tensor); flowMC-EBM's and NT-EBM's smoke runs come out bitwise equal, metrics and traces.
-CoopFlow's are bitwise equal until its flow first learns, then within 1e-8 relative (``StackedCoopFlow``).
+CoopFlow's are bitwise equal until its flow first learns, then within 1e-8 relative (``StackedCoopFlow``). On an
+Intel Xeon the batched products round otherwise from the first iteration (1-4 float32 ulps).
 The comparisons allow relative 1e-4 (absolute 1e-5): float32 rounding of
 another summation order, grown over the dozen training iterations of these runs, stays far below it, while any
 error of the streams (a draw from another seed's stream, or in another order), of the gradient (a mean over the
@@ -298,10 +299,13 @@ def test_a_stacked_coopflow_seed_is_an_ordinary_coopflow():
         assert m.sample(m.chain_starts(16)).shape == (16, 2)
 
 
-def test_a_stacked_coopflow_seed_is_bitwise_its_run_alone_until_its_flow_learns():
-    """Through the warm-up (the flow frozen) a stacked seed's flow draws, revised samples and energy are bitwise those
-    of its run alone; the first learning step of the stacked flow rounds otherwise (``StackedCoopFlow``), so from then
-    on they agree up to rounding (``test_a_stacked_seed_gives_the_results_of_its_run_alone``)."""
+def test_a_stacked_coopflow_seed_is_its_run_alone_to_the_last_bits_until_its_flow_learns():
+    """Through the warm-up (the flow frozen) a stacked seed's flow draws, revised samples and energy are those of its
+    run alone to the last bits: bitwise on an AMD EPYC; on an Intel Xeon (2.8 GHz, 2 cores) the batched products
+    round otherwise by 1-4 float32 ulps (revised samples within 4.8e-7 of magnitudes 4-7, parameters within 4e-8),
+    so the check allows 1e-6 relative and absolute, far below what another draw or step would change. The first
+    learning step of the stacked flow rounds otherwise (``StackedCoopFlow``), so from then on they agree up to
+    rounding that grows (``test_a_stacked_seed_gives_the_results_of_its_run_alone``)."""
     cells, cpu = smoke_cells("coopflow", 3, **COOP), torch.device("cpu")
     seeds = [runner_mod._Seed(c, cpu) for c in cells]
     stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds])
@@ -313,10 +317,11 @@ def test_a_stacked_coopflow_seed_is_bitwise_its_run_alone_until_its_flow_learns(
             torch.set_rng_state(s.gen.get_state())  # the global stream of its run alone
             s.alg.step(s.data[s.perm[it * b:(it + 1) * b]])
             s.gen.set_state(torch.get_rng_state())
-            assert torch.equal(stack._neg[k], s.alg.negatives()), (it, k)  # revised before the flow learns
+            # revised before the flow learns
+            torch.testing.assert_close(stack._neg[k], s.alg.negatives(), rtol=1e-6, atol=1e-6, msg=f"{(it, k)}")
             if it < COOP["warmup_iters"]:
-                assert all(torch.equal(p[k], q) for p, q in zip(stack.energy.params, s.alg.energy.parameters(),
-                                                                 strict=True)), (it, k)
+                for p, q in zip(stack.energy.params, s.alg.energy.parameters(), strict=True):
+                    torch.testing.assert_close(p[k], q, rtol=1e-6, atol=1e-6, msg=f"{(it, k)}")
 
 
 def test_a_coopflow_seed_whose_flow_likelihood_turns_non_finite_leaves_the_stack_with_its_reason():
