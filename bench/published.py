@@ -93,7 +93,10 @@ PAPER_TABLES = [
                         "8x shorter than 000's 256 x 1e-4) every run's energy ran away by iteration 300-400 (quick, "
                         "3 seeds at each d); the quick fidelity now keeps 000's revision length (64 x 4e-4). Our "
                         "half-split flow cannot learn this equal-weight mixture (it stays at its base Gaussian), "
-                        "which keeps CoopFlow's energies at thousands of nats: docs/reproduction.md, disagreement 7",
+                        "which keeps CoopFlow's energies at thousands of nats. At 000's full settings (seed 0) the "
+                        "same: d = 32 trains to the end at thousands of nats (one trace point past the runaway "
+                        "threshold), d = 64 runs away once the flow learns and diverges at iteration 23,733: "
+                        "docs/reproduction.md, disagreement 7",
             "nt_ebm": "at d = 16 its row holds at quick fidelity (3 seeds: max R-hat 1.60-1.66 against 2.02, "
                       "at 1000 iterations and 200 draws per chain, so not comparable in value); at 000's full "
                       "settings all three seeds were sound with R-hat 1.56-1.60 for 11,000-30,000 iterations, then "
