@@ -315,8 +315,9 @@ class ISIR:
         pool = torch.cat([x.unsqueeze(-2), y.reshape(*lead, n, m, d)], -2)  # (n, N, d); slot 0 = current state
         log_q = torch.cat([log_q_x.unsqueeze(-1), log_q_y.reshape(*lead, n, m)], -1)
         u = energy.value(pool.reshape(*lead, n * (m + 1), d), work).reshape(*lead, n, m + 1)
-        log_w = torch.nan_to_num(-u - log_q, nan=-math.inf, posinf=-math.inf)
-        # a chain whose whole pool has zero weight (non-finite energies) keeps its state
+        # a particle of non-finite energy (+inf or NaN) has weight 0 (log w = -inf, not nan_to_num's default of the
+        # lowest finite float for -inf), and a chain whose whole pool has zero weight keeps its state
+        log_w = torch.nan_to_num(-u - log_q, nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
         dead = ~torch.isfinite(log_w).any(-1)
         log_w[dead, 0] = 0.0
         idx = _categorical(log_w, generators)

@@ -57,6 +57,38 @@ def test_negative_control_a_sign_flip_does_not_learn():
         assert abs(float(energy.log_std.detach().exp()) - STD) < 0.075
 
 
+@pytest.mark.parametrize("reg", [0.0, 0.3])
+def test_contrastive_update_is_a_step_on_000_eq3(reg):
+    """The shared maximum-likelihood step (000 eq. 3, with 000 App. C.6's regulariser lambda mean(U+^2 + U-^2)) on
+    the Gaussian energy U = |x - mu|^2 / (2 s^2), whose gradients are known: dU/dmu = -(x - mu) / s^2 and
+    dU/dlog s = -2 U. With SGD at rate 1 the parameters must move by exactly minus the analytic gradient (a
+    reweighted negative term or a regulariser missing one side would not)."""
+    from algorithms.contrastive import contrastive_update
+    from algorithms.work import Work
+
+    g = torch.Generator().manual_seed(0)
+    x_pos = torch.randn(7, 2, generator=g, dtype=torch.float64) + 1.0
+    x_neg = 2 * torch.randn(5, 2, generator=g, dtype=torch.float64)
+    energy = QuadraticEnergy(2, mean=[0.3, -0.2], log_std=0.1).double()
+    mu, log_s = energy.mean.detach().clone(), energy.log_std.detach().clone()
+    s2 = torch.exp(2 * log_s)
+
+    def parts(x):
+        u = ((x - mu) ** 2).sum(-1) / (2 * s2)
+        return u, -(x - mu) / s2, -2 * u  # U, dU/dmu (n, 2), dU/dlog s (n,)
+
+    (u_p, gm_p, gs_p), (u_n, gm_n, gs_n) = parts(x_pos), parts(x_neg)
+    grad_mu = gm_p.mean(0) - gm_n.mean(0) + reg * (
+        (2 * u_p[:, None] * gm_p).mean(0) + (2 * u_n[:, None] * gm_n).mean(0))
+    grad_s = gs_p.mean() - gs_n.mean() + reg * ((2 * u_p * gs_p).mean() + (2 * u_n * gs_n).mean())
+    loss, stats = contrastive_update(energy, torch.optim.SGD(energy.parameters(), lr=1.0), x_pos, x_neg, reg, Work())
+    torch.testing.assert_close(energy.mean.detach(), mu - grad_mu, rtol=0, atol=1e-12)
+    torch.testing.assert_close(energy.log_std.detach(), log_s - grad_s, rtol=0, atol=1e-12)
+    assert float(loss) == pytest.approx(float(u_p.mean() - u_n.mean()), abs=1e-12)  # L without the regulariser
+    assert stats["energy_pos"] == pytest.approx(float(u_p.mean())) and stats["energy_neg"] == pytest.approx(
+        float(u_n.mean()))
+
+
 def test_work_is_counted_by_the_shared_parts():
     _, alg = train(algorithms.ALGORITHMS["ula_ebm"], n_iters=3, n_steps=7)
     # 3 iterations x (256 chains x 7 ULA steps + 256 positives + 256 negatives in the update)

@@ -220,13 +220,52 @@ def test_isir_acceptance_when_the_proposal_is_the_target():
     assert stats.rate == pytest.approx((k - 1) / k, abs=4 * math.sqrt(k - 1) / k / math.sqrt(n))
 
 
-def test_isir_keeps_chains_whose_whole_pool_is_invalid():
-    class NaNEnergy(Energy):
-        def forward(self, x):
-            return torch.full(x.shape[:1], float("nan"))
+def test_isir_draws_from_the_exact_pool_weights_when_some_particles_are_invalid():
+    """A fixed pool with known weights: the current state (slot 0) and five particles, one of infinite and one of
+    NaN energy. i-SIR must draw index j with probability w_j / sum w, w_j = exp(-U(y_j) - log lambda(y_j)), the
+    invalid particles never; they must not change how the other slots, the current state's included, are weighted
+    (e.g. by treating the chain as one whose whole pool is invalid)."""
 
-    x = torch.randn(10, 2)
-    out = ISIR(4).step(NaNEnergy(), RealNVP(2), x, Work())
+    class Fixed:  # a proposal that returns the same four particles to every chain
+        y = torch.tensor([[0.5, 0.0], [1.0, 0.0], [0.2, 1.0], [1.5, 0.0], [0.3, -1.0]], dtype=torch.float64)
+        log_q_y = torch.tensor([-2.0, -0.5, -1.0, -3.0, -1.0], dtype=torch.float64)
+
+        def sample(self, n, work):
+            k = n // len(self.y)
+            return self.y.repeat(k, 1), self.log_q_y.repeat(k)
+
+        def log_prob(self, x, work):
+            return torch.full(x.shape[:1], -1.0, dtype=x.dtype)
+
+    class Walled(Energy):  # U(x) = x_0, +inf where x_1 > 0, NaN where x_1 < 0
+        def forward(self, x):
+            u = torch.where(x[:, 1] > 0, torch.tensor(math.inf, dtype=x.dtype), x[:, 0])
+            return torch.where(x[:, 1] < 0, torch.tensor(math.nan, dtype=x.dtype), u)
+
+    torch.manual_seed(0)
+    n = 40_000
+    x = torch.zeros(n, 2, dtype=torch.float64)
+    out = ISIR(6).step(Walled(), Fixed(), x, Work())
+    pool = torch.cat([x[:1], Fixed.y])
+    picked = torch.stack([(out == p).all(-1) for p in pool], -1)
+    assert (picked.sum(-1) == 1).all()  # every chain holds one of the pool's points
+    freq = picked.double().mean(0)
+    log_w = torch.tensor([0.0 + 1.0, -0.5 + 2.0, -1.0 + 0.5, -math.inf, -1.5 + 3.0, -math.inf], dtype=torch.float64)
+    p = torch.softmax(log_w, 0)  # 0.22, 0.36, 0.05, 0, 0.36, 0
+    assert freq[3] == 0 and freq[5] == 0
+    se = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() <= 5 * se + 1e-12).all(), (freq, p)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_isir_keeps_chains_whose_whole_pool_is_invalid(value):
+    class Invalid(Energy):
+        def forward(self, x):
+            return torch.full(x.shape[:1], value)
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    out = ISIR(4).step(Invalid(), RealNVP(2), x, Work())
     assert torch.equal(out, x)
 
 

@@ -127,6 +127,15 @@ def test_ess_of_equal_and_degenerate_weights():
         resample_indices(torch.ones(3) / 3, "residual")
 
 
+def test_log_mean_exp_of_known_weights():
+    """The log-mean of the exponential weights, log Z_k - log Z_0 in 003 eq. 7: log((1 + 3) / 2) = log 2, and 0 for
+    N equal zero log-weights (a mean over N, not N - 1: a difference of log(N / (N - 1)) would fail)."""
+    one_three = torch.log(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert log_mean_exp(one_three) == pytest.approx(math.log(2), abs=1e-12)
+    assert log_mean_exp(torch.zeros(7)) == pytest.approx(0.0, abs=1e-12)
+    assert log_mean_exp(torch.tensor([-1e4, 0.0, -1e4, -1e4])) == pytest.approx(-math.log(4), abs=1e-12)
+
+
 def gmm_training(name, n_iters, **params):
     """A small 1-d version of 003 App. C: modes at -5 / +5 with weight 0.25 at -5; student learns a, b, z."""
     torch.manual_seed(0)
