@@ -242,7 +242,7 @@ def _rows(cell: Cell, target, probe, dev, status, reason, it, train_time, wall, 
 
 
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
-             stop=None, checkpoint=None):
+             stop=None, checkpoint=None, report=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
 
     Divergence (non-finite or exploding loss, energies or chains) and running past ``time_limit_s`` are
@@ -253,7 +253,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     raises ``Abandoned`` (a cell whose process cannot be killed, a Dask task, is stopped this way).
     ``checkpoint`` (``bench.checkpoint.Checkpoint``): the training resumes from it if it holds this cell's state,
     and saves its state there every ``checkpoint.every_s`` seconds; a resumed run gives the numbers of an
-    uninterrupted one, and its rows say where it resumed (``resumed_at``)."""
+    uninterrupted one, and its rows say where it resumed (``resumed_at``). ``report``: called as ``report(it,
+    n_iters)`` after each training iteration (a worker's ``bench.progress.ProgressFile``)."""
     clock = clock or NoClock()
     cpu0 = time.process_time()  # the cell's CPU time, setup included (every thread of this process)
     dev = torch.device(device)
@@ -306,6 +307,8 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
                 sched.step()
             pos += cfg.batch_size
             clock.mark("step")
+            if report is not None:
+                report(it, n_iters)
             recent.note(it, work.grad_evals, logs)
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss) or abs(loss) > EXPLODED:
@@ -437,7 +440,7 @@ class _Seed:
 
 
 def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, threads: int | None = None,
-              stop=None, checkpoint=None) -> list[tuple[dict, tuple]]:
+              stop=None, checkpoint=None, report=None) -> list[tuple[dict, tuple]]:
     """Train the seeds of one cell (``cells``: the same ``stack_key``, different seeds) as one stacked model in this
     process (algorithms/stacking.py), then evaluate each seed as a run of its own. Returns [(cell key, (rows,
     traces, artifacts))], one per seed in the order of ``cells``: for each seed the rows ``run_cell`` gives for it,
@@ -450,13 +453,13 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     Cost columns: training is shared, so each seed's ``train_time_s`` and ``cpu_time_s`` count its share (each
     stretch of the stack's time divided among the seeds training in it, so that the seeds' costs add up to the
     stack's when seeds leave early) plus its own evaluation, and its rows carry ``stacked_seeds``, the size of its
-    stack. ``checkpoint``: as for ``run_cell``, for the whole stack."""
+    stack. ``checkpoint`` and ``report``: as for ``run_cell``, for the whole stack."""
     cells = list(cells)
     if len({stack_key(c) for c in cells}) != 1:
         raise ValueError("run_stack: the cells differ by more than their seed")
     cfg = cells[0].train
     if not may_stack(cells[0]):
-        return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
+        return [(c.key(), run_cell(c, device, progress, threads, stop=stop, report=report)) for c in cells]
     cpu0 = time.process_time()
     dev = torch.device(device)
     if dev.type == "cpu":
@@ -468,7 +471,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     saved = checkpoint.load(shared, dev) if checkpoint is not None else None
     seeds = [_Seed(c, dev, built[i], saved["seeds"][i] if saved else None) for i, c in enumerate(cells)]
     if not all(stackable(s.alg) for s in seeds):
-        return [(c.key(), run_cell(c, device, progress, threads, stop=stop)) for c in cells]
+        return [(c.key(), run_cell(c, device, progress, threads, stop=stop, report=report)) for c in cells]
     n_stack, clock, n_iters, b = len(seeds), NoClock(), cfg.iterations(), cfg.batch_size
     name = f"{cells[0].algorithm}/{cells[0].target}/s{','.join(str(c.seed) for c in cells)}"
     if saved is None:
@@ -510,6 +513,8 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
             pos = 0
         logs, finite = stack.step(torch.stack([s.data[s.perm[pos:pos + b]] for s in live]))
         pos += b
+        if report is not None:
+            report(it, n_iters)
         now = elapsed()
         last = it == n_iters or bool(cfg.grad_budget and live[0].work.grad_evals >= cfg.grad_budget)
         kept = []

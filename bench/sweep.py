@@ -21,6 +21,7 @@ from algorithms.base import ConfigError
 from bench import plugins
 from bench.checkpoint import DEFAULT_EVERY_MIN, checkpoint_for
 from bench.errors import BenchError, Interrupted
+from bench.progress import InFlight
 from bench.runner import may_stack, run_cell, run_stack, stack_key
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import KEY, ResultStore, code_version
@@ -31,9 +32,10 @@ DASK_FETCH_TIMEOUT_S = 30
 POLL_S = 0.2
 
 
-def _run(cells, device, progress, threads, worker=False, stop=None, checkpoint=None):
+def _run(cells, device, progress, threads, worker=False, stop=None, checkpoint=None, report=None):
     """Run a unit of the sweep: one cell, or the seeds of one cell trained together (``run_stack``); returns
-    [(cell key, (rows, traces, artifacts))], one per cell. ``checkpoint``: the unit's (``bench.checkpoint``)."""
+    [(cell key, (rows, traces, artifacts))], one per cell. ``checkpoint``: the unit's (``bench.checkpoint``);
+    ``report``: where a worker's unit reports its iterations (``bench.progress``)."""
     if worker and threading.current_thread() is threading.main_thread():
         # a local worker leaves stop signals (Ctrl-C reaches every process of the terminal's group) to the sweep,
         # which keeps the cells that came back and kills its workers, instead of dying mid-cell with a traceback
@@ -46,9 +48,9 @@ def _run(cells, device, progress, threads, worker=False, stop=None, checkpoint=N
     try:
         if len(cells) > 1:
             return run_stack(cells, device=device, progress=progress, threads=threads, stop=stop,
-                             checkpoint=checkpoint)
+                             checkpoint=checkpoint, report=report)
         return [(cell.key(), run_cell(cell, device=device, progress=progress, threads=threads, stop=stop,
-                                      checkpoint=checkpoint))]
+                                      checkpoint=checkpoint, report=report))]
     except ConfigError as e:  # a constraint only the algorithm's construction can check
         raise BenchError(f"{cell.suite} [fidelity.{cell.fidelity}] {cell.algorithm}/{cell.target}: {e}") from None
 
@@ -83,13 +85,13 @@ def _released_by_dask():
     return released
 
 
-def _run_in_worker(specs, blob, device, progress, threads, dask=False, checkpoint=None):
+def _run_in_worker(specs, blob, device, progress, threads, dask=False, checkpoint=None, report=None):
     """A worker's cell: register the suite file's plug-ins (their folders on the path, as in the parent) before
     the cell, whose config may be a plug-in's dataclass, is unpickled."""
     plugins.load_entry_points()
     plugins.register_specs(specs)
     return _run(pickle.loads(blob), device, progress, threads, not dask, _released_by_dask() if dask else None,
-                checkpoint)
+                checkpoint, report)
 
 
 def connect(scheduler: str, timeout_s: float):
@@ -132,9 +134,15 @@ def _kill_pool(pool) -> None:
     pool.shutdown(wait=True, kill_workers=True)
 
 
-def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, keep, stop) -> None:
+def unit_label(unit) -> str:
+    """A unit's name on the progress line: algorithm/target/s<seeds>."""
+    return f"{unit[0].algorithm}/{unit[0].target}/s{','.join(str(c.seed) for c in unit)}"
+
+
+def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, keep, stop, show=None) -> None:
     """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On a stop
-    signal or an error every cell that has already finished is kept too, then the workers are killed."""
+    signal or an error every cell that has already finished is kept too, then the workers are killed. ``show``:
+    called every few seconds with the line that says how far the units in flight are (``bench.progress``)."""
     from multiprocessing import resource_tracker
 
     from joblib.externals.loky import get_reusable_executor
@@ -144,25 +152,29 @@ def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, kee
     # that starts it, which would undo the mask below for the workers started after it
     resource_tracker.ensure_running()
     loky_tracker.ensure_running()
-    with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
-        pool = get_reusable_executor(max_workers=n_jobs)
-        futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads, False, ck)
-                   for c, ck in zip(cells, checkpoints, strict=True)]
-    kept, pending = set(), set(futures)
-    try:
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
-            for f in done:
-                kept.add(f)
-                keep(f.result())
-            stop.check()
-    except BaseException:
-        for f in futures:
-            if f not in kept and f.done() and not f.cancelled() and f.exception() is None:
-                kept.add(f)
-                keep(f.result())
-        _kill_pool(pool)
-        raise
+    with InFlight([unit_label(c) for c in cells]) as inflight:  # the workers' progress files, removed on leaving
+        with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
+            pool = get_reusable_executor(max_workers=n_jobs)
+            futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads, False, ck,
+                                   inflight.reporter(i))
+                       for i, (c, ck) in enumerate(zip(cells, checkpoints, strict=True))]
+        kept, pending = set(), set(futures)
+        try:
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+                for f in done:
+                    kept.add(f)
+                    keep(f.result())
+                stop.check()
+                if show is not None and inflight.due():
+                    show(inflight.line([i for i, f in enumerate(futures) if f.running()]))
+        except BaseException:
+            for f in futures:
+                if f not in kept and f.done() and not f.cancelled() and f.exception() is None:
+                    kept.add(f)
+                    keep(f.result())
+            _kill_pool(pool)
+            raise
 
 
 def parallelism(n_cells: int, device: str, jobs: int) -> tuple[int, int]:
@@ -363,7 +375,8 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                             result = _run(unit, device, True, threads, checkpoint=ck)
                         keep(result)
                 else:
-                    _run_local(work, checkpoints, specs, device, n_jobs, threads, keep, stop)
+                    _run_local(work, checkpoints, specs, device, n_jobs, threads, keep, stop,
+                               lambda line: bar.set_postfix_str(line) if line else None)
         except Interrupted as e:
             saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "

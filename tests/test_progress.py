@@ -1,0 +1,66 @@
+"""Progress of the cells a sweep runs in worker processes (bench.progress): a worker's progress file, the sweep's
+"in flight" line with its time left on known numbers, and a real -j 2 sweep that shows it and leaves no file."""
+
+import bench  # noqa: F401  (binds our own `datasets` package before anything else can)
+
+# isort: split
+import os
+import re
+import tempfile
+
+import pytest
+
+from bench import progress
+from bench.cli import main
+
+
+def test_a_progress_file_is_written_at_most_every_every_s_and_at_the_last_iteration(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    report = progress.ProgressFile(str(tmp_path / "unit0"), every_s=5.0)
+    assert progress.read(report.path) is None  # nothing reported yet
+    report(1, 10)
+    assert progress.read(report.path) == (1, 10)
+    clock[0] += 4.9
+    report(2, 10)
+    assert progress.read(report.path) == (1, 10)  # too soon: not written
+    clock[0] += 0.1
+    report(3, 10)
+    assert progress.read(report.path) == (3, 10)
+    report(10, 10)
+    assert progress.read(report.path) == (10, 10)  # the last iteration is always written
+    assert sorted(os.listdir(tmp_path)) == ["unit0"]  # no temporary left beside it
+    (tmp_path / "half").write_text("12")
+    assert progress.read(tmp_path / "half") is None
+
+
+def test_the_in_flight_line_extrapolates_the_time_left_from_the_rate_seen():
+    with progress.InFlight(["a/t/s0", "b/t/s0,1"], every_s=5.0) as flight:
+        folder = flight.folder
+        flight.reporter(0)(100, 700)
+        flight.reporter(1)(1_000, 109_000)
+        assert flight.line([0, 1], now=0.0) == "in flight: a/t/s0 100/700, b/t/s0,1 1000/109000"  # no rate yet
+        flight.reporter(0)(200, 700)
+        flight.reporter(1)(1_100, 109_000)
+        # 10 iterations per second each: 500 left is 50 s, 107,900 left is 10,790 s
+        assert flight.line([0, 1], now=10.0) == ("in flight: a/t/s0 200/700 (50 s left), "
+                                                 "b/t/s0,1 1100/109000 (3.0 h left)")
+        assert flight.line([1], now=10.0) == "in flight: b/t/s0,1 1100/109000 (3.0 h left)"  # unit 0 finished
+        assert flight.line([], now=10.0) == ""
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_parallel_sweep_shows_its_cells_in_flight_and_leaves_no_progress_files(tmp_path, monkeypatch, capsys,
+                                                                                 stacked):
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # report every iteration, refresh at every look
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    argv = ["run", "--suite", "toy2d", "--fidelity", "smoke", "--no-report", "-j", "2", "--algorithms", "cd",
+            "ula_ebm", "--targets", "two_mode", "--out", str(tmp_path / "out")]
+    argv += ["--seeds", "2", "--stack-seeds"] if stacked else ["--seeds", "1"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    seeds = "0,1" if stacked else "0"
+    assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/\d+", err), err[-2000:]
+    assert list((tmp_path / "tmp").glob("bench-progress-*")) == []  # (torch keeps folders of its own there)
