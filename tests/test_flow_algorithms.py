@@ -97,6 +97,36 @@ def test_flowmc_ebm_starts_exactly_at_the_flow_base():
     assert starts.std(0).sub(sigma).abs().max() < 0.25 * sigma
 
 
+def test_flowmc_ebm_writes_its_chains_end_states_back_into_the_persistent_state():
+    """000 Alg. 1 step 3: the chains drawn from the persistent bank continue from where they ended, and the rest of
+    the bank is untouched (a bank never written back is CD from the flow, and passed every other test)."""
+    alg, data = make("flowmc_ebm", two_mode(), MLPEnergy(2, (16, 16)), n_persistent=300, n_particles=8)
+    before = alg.bank.states.clone()
+    alg.step(data[:64])
+    after, ends = alg.bank.states, alg.negatives()  # subsample 1: the negatives are the chains' end states
+    changed = (after != before).any(-1)
+    assert int(changed.sum()) == 64  # the 64 chains drawn, each moved by its 10 flowMC steps
+    same = (after[changed][:, None, :] == ends[None, :, :]).all(-1)
+    assert same.any(1).all()  # and each holds its chain's end state
+
+
+def test_flowmc_ebm_subsampling_keeps_the_states_after_steps_n_over_k_to_n():
+    """000 Table 5's "subsampling by k": k evenly spaced states of each chain, the states after steps n/k, 2n/k,
+    ..., n (the end state included); the chains continue from their end states."""
+    from algorithms.flowmc_ebm import FlowMCEBMConfig, flowmc_negatives
+
+    class Numbered:  # a chain whose state after step j is j, in every coordinate
+        def run(self, energy, flow, x0, n_steps, work, keep_chain=False, generators=None):
+            assert keep_chain
+            steps = torch.arange(1, n_steps + 1, dtype=x0.dtype)
+            return x0[:, None, :] * 0 + steps[None, :, None]
+
+    ends, negatives = flowmc_negatives(Numbered(), None, None, torch.zeros(2, 3), FlowMCEBMConfig(n_steps=12,
+                                       subsample=4), Work())
+    assert torch.equal(ends, torch.full((2, 3), 12.0))
+    assert torch.equal(negatives[:, 0], torch.tensor([3.0, 6.0, 9.0, 12.0] * 2))
+
+
 def test_tilted_models_refuse_exact_quantities_of_the_untilted_energy():
     energy = QuadraticEnergy(2)
     make("nce_ebm", gaussian(), energy, pretrain_steps=0)
@@ -410,6 +440,26 @@ def test_nce_ebm_correction_learns_a_gaussian_and_needs_the_data():
     energy, _ = run(True)
     with pytest.raises(AssertionError):
         assert_gaussian_moments(*grid_moments(energy))
+
+
+def test_nce_ebm_loss_is_the_mean_cross_entropy_over_positives_and_negatives():
+    """001 eq. 10's logistic regression: the logged loss is the binary cross-entropy averaged over all n+ + n-
+    points (log-odds b - E_theta), here with 3 negatives per positive, computed from the parameters before the step
+    and the negatives the step drew."""
+    import copy
+
+    import torch.nn.functional as F
+
+    alg, data = make("nce_ebm", gaussian(), MLPEnergy(2, (16, 16)), pretrain_steps=0, noise_ratio=3.0)
+    raw, bias = copy.deepcopy(Raw(alg.energy)), float(alg.bias.detach())
+    x_pos = data[:64]
+    logs = alg.step(x_pos)
+    x_neg = alg.negatives()
+    assert x_neg.shape[0] == 192
+    with torch.no_grad():
+        lp, ln = bias - raw(x_pos), bias - raw(x_neg)
+        want = (F.softplus(-lp).sum() + F.softplus(ln).sum()) / (64 + 192)
+    assert logs["loss"] == pytest.approx(float(want), rel=1e-5)
 
 
 def test_coopflow_generator_learns_a_gaussian_and_its_flow_learns_from_revised_samples():

@@ -136,6 +136,23 @@ def test_log_mean_exp_of_known_weights():
     assert log_mean_exp(torch.tensor([-1e4, 0.0, -1e4, -1e4])) == pytest.approx(-math.log(4), abs=1e-12)
 
 
+def test_resampling_is_due_when_the_ess_falls_below_one_over_one_plus_c():
+    """003 Alg. 1 line 11: resample when 1 / ESS - 1 > c, i.e. ESS < 1 / (1 + c); with c = 1 at ESS 0.6 not yet, at
+    0.4 yes; a fixed lag resamples every k-th iteration whatever the ESS; the unweighted variant never."""
+    from types import SimpleNamespace
+
+    due = algorithms.ALGORITHMS["jarzynski"].resample_due
+
+    def alg(c=1.0, every=0, weighted=True, it=7):
+        return SimpleNamespace(config=SimpleNamespace(resample_c=c, resample_every=every, weighted=weighted), _it=it)
+
+    assert not due(alg(), 0.6) and due(alg(), 0.4)
+    assert due(alg(c=0.25), 0.79) and not due(alg(c=0.25), 0.81)  # 1 / (1 + 0.25) = 0.8
+    assert not due(alg(c=-1.0), 1e-6)  # c < 0: no ESS-triggered resampling
+    assert due(alg(every=7, it=14), 1.0) and not due(alg(every=7, it=15), 1e-6)
+    assert not due(alg(weighted=False), 1e-6)
+
+
 def gmm_training(name, n_iters, **params):
     """A small 1-d version of 003 App. C: modes at -5 / +5 with weight 0.25 at -5; student learns a, b, z."""
     torch.manual_seed(0)
