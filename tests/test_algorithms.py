@@ -38,6 +38,28 @@ def test_pcd_from_data_with_one_step_is_003_alg4():
 
 
 
+@pytest.mark.parametrize(("name", "n_persistent"), [("pcd", 300), ("ula_ebm", 300), ("pcd", 64)])
+def test_pcd_writes_its_chains_end_states_back_into_the_persistent_state(name, n_persistent):
+    """000 Alg. 3 / 003 Alg. 4: the chains drawn from the persistent state continue from their end states at the
+    next iteration and the rest of the state is untouched, for a batch of the bank (300 chains, 64 drawn) and for
+    the whole bank moving at once (64 of 64, 003's PCD). A state never written back (CD from the starting
+    distribution) learned the tiny Gaussian above as well, so only this test tells them apart."""
+    from bench.learning import gaussian_target
+
+    torch.manual_seed(0)
+    target = gaussian_target()
+    data = target.sample(256, torch.Generator().manual_seed(1))
+    cls = algorithms.ALGORITHMS[name]
+    alg = cls(Problem(target, data), MLPEnergy(2, (16, 16)),
+              build_config(cls.Config, {"n_persistent": n_persistent, "n_steps": 3}, "test"))
+    before = alg.bank.states.clone()
+    alg.step(data[:64])
+    after, ends = alg.bank.states, alg.negatives()
+    changed = (after != before).any(-1)
+    assert int(changed.sum()) == 64
+    assert (after[changed][:, None, :] == ends[None, :, :]).all(-1).any(1).all()
+
+
 def test_negative_control_a_sign_flip_does_not_learn():
     """The learning test above can fail: the same algorithm ascending instead of descending does not."""
 
