@@ -115,6 +115,24 @@ def test_projection_arithmetic():
     assert p.phases == pytest.approx({"setup": 7.0, "train": 2.0 + 0.5 * 998, "trace": 30.0, "rhat": 5 * 20.0,
                                       "evaluate": 0.5 + 20.0 + 0.3 * 9, "audit": 10.0})
     assert p.total == pytest.approx(7 + 501 + 30 + 100 + 23.2 + 10)
+    # gradient evaluations: the setup's, 10 per timed step over 1000 iterations, and each of the 5 R-hat points'
+    # chains scaled from the short length (110 steps: 30) to the full one (1100 steps: 300)
+    clock.grad.update(setup=50, warmup=20, step=40, rhat=30)
+    assert plan_mod.project(clock, times, train, short).grad_evals == pytest.approx(50 + 10 * 1000 + 300 * 5)
+
+
+def test_a_projection_cut_at_the_time_limit_has_no_evaluation():
+    """A run whose training passes the cell's time limit stops there as a timeout, unevaluated: training, trace
+    and R-hat time, iterations and gradients cut in proportion (here training 100 s of wall time, limit 50 s)."""
+    wall = plan_mod.Projection({"setup": 1.0, "train": 80.0, "trace": 15.0, "rhat": 5.0, "evaluate": 10.0,
+                                "audit": 4.0}, 1000, 10, 5, 2000.0)
+    cpu = plan_mod.Projection({"setup": 2.0, "train": 160.0, "trace": 30.0, "rhat": 10.0, "evaluate": 20.0,
+                               "audit": 8.0}, 1000, 10, 5, 2000.0)
+    assert plan_mod.cut_at_timeout(wall, cpu, 200.0) == (wall, cpu)  # within the limit: unchanged
+    w, c = plan_mod.cut_at_timeout(wall, cpu, 50.0)
+    assert w.phases == {"setup": 1.0, "train": 40.0, "trace": 7.5, "rhat": 2.5, "evaluate": 0.0, "audit": 0.0}
+    assert c.phases == {"setup": 2.0, "train": 80.0, "trace": 15.0, "rhat": 5.0, "evaluate": 0.0, "audit": 0.0}
+    assert (w.n_iters, w.grad_evals, w.timeout, c.timeout) == (500, 1000.0, True, True)
 
 
 def test_shortened_chains_keep_the_burn_in_share():
