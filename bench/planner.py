@@ -364,7 +364,8 @@ def makespan(durations: list[float], n_jobs: int) -> float:
     return max(free) if durations else 0.0
 
 
-def _fmt_s(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+    """A duration for people: seconds below 100 s, minutes below 100 min, else hours (3 digits); "?" for NaN."""
     if s != s:  # NaN
         return "?"
     if s < 100:
@@ -447,7 +448,7 @@ class Plan:
             share = {p: getattr(r, f"{p}_s") / r.cpu_s * 100 if r.cpu_s > 0 else 0 for p in PHASES}
             iters = f"{r.n_iters}" + ("*" if r.timeout else "")
             rows.append([r.target, r.algorithm, str(r.cells), iters, str(r.timed_iters), f"{r.cpu_per_iter_s:.3g} s",
-                         *[f"{share[p]:.0f}" for p in PHASES], _fmt_s(r.wall_s), _fmt_s(r.cpu_s),
+                         *[f"{share[p]:.0f}" for p in PHASES], fmt_seconds(r.wall_s), fmt_seconds(r.cpu_s),
                          _fmt_bytes(r.peak_mem_bytes)])
         width = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(cols)]
         lines.append("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(cols, width,
@@ -457,7 +458,8 @@ class Plan:
                                                                                                     strict=True))))
         peak = float(c["peak_mem_bytes"].max())
         lines.append(f"total: {self.cells} cells, {self.cpu_hours:.3g} CPU-hours; wall with -j {self.n_jobs}: "
-                     f"{_fmt_s(self.wall_s())} at the measured load, {_fmt_s(self.wall_s(idle=True))} on idle cores; "
+                     f"{fmt_seconds(self.wall_s())} at the measured load, "
+                     f"{fmt_seconds(self.wall_s(idle=True))} on idle cores; "
                      f"peak memory {_fmt_bytes(peak)} per process"
                      + (f", up to {_fmt_bytes(peak * self.n_jobs)} for {self.n_jobs} processes" if self.n_jobs > 1
                         else ""))

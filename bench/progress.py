@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.planner import fmt_seconds
+
 #: seconds between two writes of a worker's progress, and between two refreshes of the sweep's bar
 EVERY_S = 5.0
 
@@ -58,14 +60,6 @@ def read(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def _duration(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 class InFlight:
     """The progress files of a sweep's units (unit i: ``reporter(i)``, labelled ``labels[i]``) and the line that
     says where the running ones are. A context manager: the temporary folder is removed on leaving it."""
@@ -99,7 +93,7 @@ class InFlight:
             t0, it0 = self._first.setdefault(i, (now, it))
             left = ""
             if it > it0 and now > t0:
-                left = f" ({_duration((total - it) * (now - t0) / (it - it0))} left)"
+                left = f" ({fmt_seconds((total - it) * (now - t0) / (it - it0))} left)"
             parts.append(f"{self.labels[i]} {it}/{total}{left}")
         return "in flight: " + ", ".join(parts) if parts else ""
 

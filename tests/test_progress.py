@@ -44,8 +44,8 @@ def test_the_in_flight_line_extrapolates_the_time_left_from_the_rate_seen():
         flight.reporter(1)(1_100, 109_000)
         # 10 iterations per second each: 500 left is 50 s, 107,900 left is 10,790 s
         assert flight.line([0, 1], now=10.0) == ("in flight: a/t/s0 200/700 (50 s left), "
-                                                 "b/t/s0,1 1100/109000 (3.0 h left)")
-        assert flight.line([1], now=10.0) == "in flight: b/t/s0,1 1100/109000 (3.0 h left)"  # unit 0 finished
+                                                 "b/t/s0,1 1100/109000 (3 h left)")
+        assert flight.line([1], now=10.0) == "in flight: b/t/s0,1 1100/109000 (3 h left)"  # unit 0 finished
         assert flight.line([], now=10.0) == ""
     assert not folder.exists()
 
