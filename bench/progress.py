@@ -62,11 +62,15 @@ def read(path: str | Path) -> tuple[int, int] | None:
 
 class InFlight:
     """The progress files of a sweep's units (unit i: ``reporter(i)``, labelled ``labels[i]``) and the line that
-    says where the running ones are. A context manager: the temporary folder is removed on leaving it."""
+    says where the running ones are. A context manager: the temporary folder is removed on leaving it. Where no
+    temporary folder can be made (a full or read-only temporary directory) the sweep runs without the line."""
 
     def __init__(self, labels: list[str], every_s: float | None = None):
         self.labels, self.every_s = labels, EVERY_S if every_s is None else every_s
-        self.folder = Path(tempfile.mkdtemp(prefix="bench-progress-"))
+        try:
+            self.folder: Path | None = Path(tempfile.mkdtemp(prefix="bench-progress-"))
+        except OSError:
+            self.folder = None
         self._first: dict[int, tuple[float, int]] = {}  # unit -> (time, iteration) when first seen moving
         self._shown = float("-inf")
 
@@ -74,15 +78,18 @@ class InFlight:
         return self
 
     def __exit__(self, *exc):
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
-    def reporter(self, i: int) -> ProgressFile:
-        return ProgressFile(str(self.folder / f"unit{i}"), self.every_s)
+    def reporter(self, i: int) -> ProgressFile | None:
+        return None if self.folder is None else ProgressFile(str(self.folder / f"unit{i}"), self.every_s)
 
     def line(self, running: list[int], now: float | None = None) -> str:
         """'in flight: LABEL IT/TOTAL (T left), ...' for the units ``running`` that have reported; the training
         time left is extrapolated from the iterations seen since this sweep first saw the unit (a resumed unit's
         earlier iterations do not count; the evaluation after training is not included)."""
+        if self.folder is None:
+            return ""
         now = time.monotonic() if now is None else now
         parts = []
         for i in running:

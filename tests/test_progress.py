@@ -64,3 +64,22 @@ def test_a_parallel_sweep_shows_its_cells_in_flight_and_leaves_no_progress_files
     seeds = "0,1" if stacked else "0"
     assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/\d+", err), err[-2000:]
     assert list((tmp_path / "tmp").glob("bench-progress-*")) == []  # (torch keeps folders of its own there)
+
+
+def test_a_sweep_runs_without_the_line_where_no_temporary_folder_can_be_made(tmp_path, monkeypatch, capsys):
+    """A full or read-only temporary directory costs the progress line, not the sweep; a progress file that cannot
+    be written costs nothing either."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    report = progress.ProgressFile(str(tmp_path / "gone" / "unit0"))
+    report(1, 10)  # its folder does not exist: nothing written, nothing raised
+    assert progress.read(report.path) is None
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    argv = ["run", "--suite", "toy2d", "--fidelity", "smoke", "--no-report", "-j", "2", "--algorithms", "cd",
+            "ula_ebm", "--targets", "two_mode", "--seeds", "1", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert "in flight" not in capsys.readouterr().err
+    assert (tmp_path / "out" / "results.csv").exists()
