@@ -65,6 +65,7 @@ import algorithms
 import datasets
 from algorithms.base import ConfigError
 from bench.errors import BenchError
+from bench.progress import fmt_seconds
 
 #: the evaluation chains and the audit run this fraction of their length while timing, and at least MIN_DRAWS
 #: draws (so that a fixed cost of a short chain is not multiplied by a large factor)
@@ -362,17 +363,6 @@ def makespan(durations: list[float], n_jobs: int) -> float:
         i = min(range(len(free)), key=free.__getitem__)
         free[i] += d
     return max(free) if durations else 0.0
-
-
-def fmt_seconds(s: float) -> str:
-    """A duration for people: seconds below 100 s, minutes below 100 min, else hours (3 digits); "?" for NaN."""
-    if s != s:  # NaN
-        return "?"
-    if s < 100:
-        return f"{s:.3g} s"
-    if s < 6000:
-        return f"{s / 60:.3g} min"
-    return f"{s / 3600:.3g} h"
 
 
 def _fmt_bytes(b: float) -> str:

@@ -21,10 +21,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.planner import fmt_seconds
-
 #: seconds between two writes of a worker's progress, and between two refreshes of the sweep's bar
 EVERY_S = 5.0
+
+
+def fmt_seconds(s: float) -> str:
+    """A duration for people: seconds below 100 s, minutes below 100 min, else hours (3 digits); "?" for NaN."""
+    if s != s:  # NaN
+        return "?"
+    if s < 100:
+        return f"{s:.3g} s"
+    if s < 6000:
+        return f"{s / 60:.3g} min"
+    return f"{s / 3600:.3g} h"
 
 
 @dataclass
