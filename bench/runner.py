@@ -241,6 +241,12 @@ def _rows(cell: Cell, target, probe, dev, status, reason, it, train_time, wall, 
             for k, v in metrics.items()]
 
 
+def unit_name(cells: list[Cell]) -> str:
+    """A unit of training's name on bars and messages: algorithm/target/s<seed>, or s<seed,seed,...> for seeds
+    trained together."""
+    return f"{cells[0].algorithm}/{cells[0].target}/s{','.join(str(c.seed) for c in cells)}"
+
+
 def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: int | None = None, clock=None,
              stop=None, checkpoint=None, report=None):
     """Train and evaluate one cell. Returns (rows, traces, artifacts) ready for the ResultStore.
@@ -280,7 +286,7 @@ def run_cell(cell: Cell, device: str = "cpu", progress: bool = False, threads: i
     traces, status, reason, metrics, art = [], "ok", "", {}, {}
     runaway = None  # (iteration, energy spread) of the first trace point past RUNAWAY_SPREAD
     recent = RecentSteps(cfg.eval_every)
-    name = f"{cell.algorithm}/{cell.target}/s{cell.seed}"
+    name = unit_name([cell])
     it0, resumed_at = 0, []
     if saved is None:
         perm, pos = torch.randperm(cfg.n_data, device=dev), 0
@@ -473,7 +479,7 @@ def run_stack(cells: list[Cell], device: str = "cpu", progress: bool = False, th
     if not all(stackable(s.alg) for s in seeds):
         return [(c.key(), run_cell(c, device, progress, threads, stop=stop, report=report)) for c in cells]
     n_stack, clock, n_iters, b = len(seeds), NoClock(), cfg.iterations(), cfg.batch_size
-    name = f"{cells[0].algorithm}/{cells[0].target}/s{','.join(str(c.seed) for c in cells)}"
+    name = unit_name(cells)
     if saved is None:
         stack = stack_of([s.alg for s in seeds], [s.gen for s in seeds], [s.cpu_gen for s in seeds])
         setup_cpu, it0, pos, live, resumed_at = (time.process_time() - cpu0) / n_stack, 0, 0, list(seeds), []

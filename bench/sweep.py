@@ -22,7 +22,7 @@ from bench import plugins
 from bench.checkpoint import DEFAULT_EVERY_MIN, checkpoint_for
 from bench.errors import BenchError, Interrupted
 from bench.progress import InFlight
-from bench.runner import may_stack, run_cell, run_stack, stack_key
+from bench.runner import may_stack, run_cell, run_stack, stack_key, unit_name
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import KEY, ResultStore, code_version
 
@@ -134,11 +134,6 @@ def _kill_pool(pool) -> None:
     pool.shutdown(wait=True, kill_workers=True)
 
 
-def unit_label(unit) -> str:
-    """A unit's name on the progress line: algorithm/target/s<seeds>."""
-    return f"{unit[0].algorithm}/{unit[0].target}/s{','.join(str(c.seed) for c in unit)}"
-
-
 def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, keep, stop, show=None) -> None:
     """Cells in ``n_jobs`` local processes (loky, joblib's process pool), each kept as it comes back. On a stop
     signal or an error every cell that has already finished is kept too, then the workers are killed. ``show``:
@@ -152,7 +147,7 @@ def _run_local(cells, checkpoints, specs, device, n_jobs: int, threads: int, kee
     # that starts it, which would undo the mask below for the workers started after it
     resource_tracker.ensure_running()
     loky_tracker.ensure_running()
-    with InFlight([unit_label(c) for c in cells]) as inflight:  # the workers' progress files, removed on leaving
+    with InFlight([unit_name(c) for c in cells]) as inflight:  # the workers' progress files, removed on leaving
         with signals_blocked():  # the workers and the pool's threads inherit the mask: stop signals reach us alone
             pool = get_reusable_executor(max_workers=n_jobs)
             futures = [pool.submit(_run_in_worker, specs, pickle.dumps(c), device, False, threads, False, ck,
