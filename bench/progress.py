@@ -51,6 +51,8 @@ class ProgressFile:
         if now - self._last < self.every_s and it < total:
             return
         self._last = now
+        # not bench.store.atomic_write_bytes: a display needs no fsync every few seconds, and a worker outliving its
+        # sweep must not make the removed folder again
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:
@@ -80,7 +82,7 @@ class InFlight:
             self.folder: Path | None = Path(tempfile.mkdtemp(prefix="bench-progress-"))
         except OSError:
             self.folder = None
-        self._first: dict[int, tuple[float, int]] = {}  # unit -> (time, iteration) when first seen moving
+        self._first: dict[int, tuple[float, int]] = {}  # unit -> (time, iteration) when this sweep first read it
         self._shown = float("-inf")
 
     def __enter__(self):
