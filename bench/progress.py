@@ -92,8 +92,11 @@ class InFlight:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _path(self, i: int) -> Path:
+        return self.folder / f"unit{i}"
+
     def reporter(self, i: int) -> ProgressFile | None:
-        return None if self.folder is None else ProgressFile(str(self.folder / f"unit{i}"), self.every_s)
+        return None if self.folder is None else ProgressFile(str(self._path(i)), self.every_s)
 
     def line(self, running: list[int], now: float | None = None) -> str:
         """'in flight: LABEL IT/TOTAL (T left), ...' for the units ``running`` that have reported; the training
@@ -104,7 +107,7 @@ class InFlight:
         now = time.monotonic() if now is None else now
         parts = []
         for i in running:
-            got = read(self.folder / f"unit{i}")
+            got = read(self._path(i))
             if got is None:
                 continue
             it, total = got

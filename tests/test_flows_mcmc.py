@@ -226,7 +226,7 @@ def test_isir_draws_from_the_exact_pool_weights_when_some_particles_are_invalid(
     invalid particles never; they must not change how the other slots, the current state's included, are weighted
     (e.g. by treating the chain as one whose whole pool is invalid)."""
 
-    class Fixed:  # a proposal that returns the same four particles to every chain
+    class Fixed:  # a proposal that returns the same five particles to every chain
         y = torch.tensor([[0.5, 0.0], [1.0, 0.0], [0.2, 1.0], [1.5, 0.0], [0.3, -1.0]], dtype=torch.float64)
         log_q_y = torch.tensor([-2.0, -0.5, -1.0, -3.0, -1.0], dtype=torch.float64)
 
