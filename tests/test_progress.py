@@ -50,19 +50,54 @@ def test_the_in_flight_line_extrapolates_the_time_left_from_the_rate_seen():
     assert not folder.exists()
 
 
+#: cells that train for seconds, not the smoke suite's milliseconds: the sweep looks at its workers every 0.2 s and
+#: shows only units still running, so a unit must outlive several looks for the line to be seen on a fast machine
+#: (CI's run of the smoke cells finished each of them between two looks and the line never appeared)
+SUITE = """
+description = "cells that train long enough to be seen in flight"
+targets = ["two_mode"]
+algorithms = ["cd", "ula_ebm"]
+[fidelity.smoke]
+seeds = 1
+[fidelity.smoke.defaults]
+settings = "smoke"
+n_data = 512
+batch_size = 32
+n_iters = 1000
+eval_every = 1000
+eval_grid = 40
+trace_grid = 20
+n_eval_samples = 500
+n_chains = 4
+n_draws = 8
+n_negatives = 64
+n_persistent = 64
+n_steps = 2
+"""
+
+
 @pytest.mark.parametrize("stacked", [False, True])
 def test_a_parallel_sweep_shows_its_cells_in_flight_and_leaves_no_progress_files(tmp_path, monkeypatch, capsys,
                                                                                  stacked):
     monkeypatch.setattr(progress, "EVERY_S", 0.0)  # report every iteration, refresh at every look
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    argv = ["run", "--suite", "toy2d", "--fidelity", "smoke", "--no-report", "-j", "2", "--algorithms", "cd",
-            "ula_ebm", "--targets", "two_mode", "--out", str(tmp_path / "out")]
+    lines = []
+    line = progress.InFlight.line
+    monkeypatch.setattr(progress.InFlight, "line", lambda self, *a, **k: lines.append(line(self, *a, **k)) or lines[-1])
+    suite = tmp_path / "long.toml"
+    suite.write_text(SUITE)
+    argv = ["run", "--suite", str(suite), "--fidelity", "smoke", "--no-report", "-j", "2", "--out",
+            str(tmp_path / "out")]
     argv += ["--seeds", "2", "--stack-seeds"] if stacked else ["--seeds", "1"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     seeds = "0,1" if stacked else "0"
-    assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/\d+", err), err[-2000:]
+    seen = [m for x in lines for m in re.findall(rf"(?:cd|ula_ebm)/two_mode/s{seeds} (\d+)/(\d+)", x)]
+    assert seen, lines[-5:]
+    assert all(0 < int(it) <= int(total) == 1000 for it, total in seen)  # the workers' own counts, not made up
+    assert len({it for it, _ in seen}) > 1  # the count moves from one look to the next
+    assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/1000", err), err[-2000:]  # on the bar
     assert list((tmp_path / "tmp").glob("bench-progress-*")) == []  # (torch keeps folders of its own there)
 
 
