@@ -21,7 +21,7 @@ from algorithms.base import ConfigError
 from bench import plugins
 from bench.checkpoint import DEFAULT_EVERY_MIN, checkpoint_for
 from bench.errors import BenchError, Interrupted
-from bench.progress import InFlight
+from bench.progress import DaskInFlight, InFlight
 from bench.runner import may_stack, run_cell, run_stack, stack_key, unit_name
 from bench.stopping import STOP_SIGNALS, signals_blocked, stop_on_signals
 from bench.store import KEY, ResultStore, code_version
@@ -270,32 +270,37 @@ def unfinished(cells, store: ResultStore, force: bool = False, across_code: bool
     return todo
 
 
-def _run_dask(client, cells, specs, device, keep, stop) -> None:
+def _run_dask(client, cells, specs, device, keep, stop, show=None) -> None:
     """Cells as tasks of the Dask cluster of ``client`` (one thread each), each kept as it comes back; Dask
     reschedules the cells of a worker that dies. On a stop signal or an error the cells that have finished are
-    kept, and the others cancelled: a running one stops at its next iteration."""
+    kept, and the others cancelled: a running one stops at its next iteration. ``show``: as for ``_run_local``
+    (the units report through the scheduler's events, ``bench.progress.DaskInFlight``)."""
     from distributed import as_completed
 
-    futures = [client.submit(_run_in_worker, specs, pickle.dumps(c), device, False, 1, True, pure=False)
-               for c in cells]
-    kept, ready = set(), as_completed(futures)
-    try:
-        while not ready.is_empty():
-            for f in ready.next_batch(block=False):
-                kept.add(f)
-                keep(f.result())
-            stop.check()
-            if not ready.has_ready():
-                time.sleep(POLL_S)
-    except BaseException:
+    with DaskInFlight([unit_name(c) for c in cells], client) as inflight:
+        futures = [client.submit(_run_in_worker, specs, pickle.dumps(c), device, False, 1, True, None,
+                                 inflight.reporter(i), pure=False)
+                   for i, c in enumerate(cells)]
+        kept, ready = set(), as_completed(futures)
         try:
-            for f in futures:
-                if f not in kept and f.status == "finished":
+            while not ready.is_empty():
+                for f in ready.next_batch(block=False):
                     kept.add(f)
-                    keep(f.result(timeout=DASK_FETCH_TIMEOUT_S))
-        finally:
-            client.cancel([f for f in futures if f not in kept])
-        raise
+                    keep(f.result())
+                stop.check()
+                if show is not None and inflight.due():  # a unit not yet started has not reported: not shown
+                    show(inflight.line([i for i, f in enumerate(futures) if f not in kept and not f.done()]))
+                if not ready.has_ready():
+                    time.sleep(POLL_S)
+        except BaseException:
+            try:
+                for f in futures:
+                    if f not in kept and f.status == "finished":
+                        kept.add(f)
+                        keep(f.result(timeout=DASK_FETCH_TIMEOUT_S))
+            finally:
+                client.cancel([f for f in futures if f not in kept])
+            raise
 
 
 def _close_quietly(bar) -> None:
@@ -362,16 +367,19 @@ def run_sweep(cells, out, device: str = "cpu", jobs: int = 0, force: bool = Fals
                         if ck is not None:
                             ck.remove()
 
+                def show(line):  # the units in flight, after the bar's count
+                    if line:
+                        bar.set_postfix_str(line)
+
                 if client is not None:
-                    _run_dask(client, work, specs, device, keep, stop)
+                    _run_dask(client, work, specs, device, keep, stop, show)
                 elif n_jobs == 1:
                     for unit, ck in zip(work, checkpoints, strict=True):
                         with stop.mode(interrupting=True):
                             result = _run(unit, device, True, threads, checkpoint=ck)
                         keep(result)
                 else:
-                    _run_local(work, checkpoints, specs, device, n_jobs, threads, keep, stop,
-                               lambda line: bar.set_postfix_str(line) if line else None)
+                    _run_local(work, checkpoints, specs, device, n_jobs, threads, keep, stop, show)
         except Interrupted as e:
             saved, n = len(finished_as(cells, store, across_code)), len(cells)
             detail = (f"all {n} cells saved in {out}" if saved == n else f"{saved} of {n} cells saved in {out}; the "

@@ -4,6 +4,8 @@
 import bench  # noqa: F401  (binds our own `datasets` package before anything else can)
 
 # isort: split
+import contextlib
+import io
 import os
 import re
 import tempfile
@@ -76,29 +78,75 @@ n_steps = 2
 """
 
 
-@pytest.mark.parametrize("stacked", [False, True])
-def test_a_parallel_sweep_shows_its_cells_in_flight_and_leaves_no_progress_files(tmp_path, monkeypatch, capsys,
-                                                                                 stacked):
+def run_long_sweep(tmp_path, monkeypatch, extra, seeds):
+    """Run the long cells with ``extra`` arguments, every line the sweep made recorded; check the units labelled
+    with ``seeds`` were seen in flight with their workers' own moving counts, on the bar. Returns the lines."""
     monkeypatch.setattr(progress, "EVERY_S", 0.0)  # report every iteration, refresh at every look
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     lines = []
-    line = progress.InFlight.line
-    monkeypatch.setattr(progress.InFlight, "line", lambda self, *a, **k: lines.append(line(self, *a, **k)) or lines[-1])
+    line = progress._Units.line
+    monkeypatch.setattr(progress._Units, "line", lambda self, *a, **k: lines.append(line(self, *a, **k)) or lines[-1])
     suite = tmp_path / "long.toml"
     suite.write_text(SUITE)
-    argv = ["run", "--suite", str(suite), "--fidelity", "smoke", "--no-report", "-j", "2", "--out",
-            str(tmp_path / "out")]
-    argv += ["--seeds", "2", "--stack-seeds"] if stacked else ["--seeds", "1"]
-    assert main(argv) == 0
-    err = capsys.readouterr().err
-    seeds = "0,1" if stacked else "0"
+    argv = ["run", "--suite", str(suite), "--fidelity", "smoke", "--no-report", "--out", str(tmp_path / "out"), *extra]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 0
+    err = err.getvalue()
     seen = [m for x in lines for m in re.findall(rf"(?:cd|ula_ebm)/two_mode/s{seeds} (\d+)/(\d+)", x)]
     assert seen, lines[-5:]
     assert all(0 < int(it) <= int(total) == 1000 for it, total in seen)  # the workers' own counts, not made up
     assert len({it for it, _ in seen}) > 1  # the count moves from one look to the next
     assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/1000", err), err[-2000:]  # on the bar
+    return lines
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_parallel_sweep_shows_its_cells_in_flight_and_leaves_no_progress_files(tmp_path, monkeypatch, stacked):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    extra = ["-j", "2", *(["--seeds", "2", "--stack-seeds"] if stacked else ["--seeds", "1"])]
+    run_long_sweep(tmp_path, monkeypatch, extra, "0,1" if stacked else "0")
     assert list((tmp_path / "tmp").glob("bench-progress-*")) == []  # (torch keeps folders of its own there)
+
+
+def test_a_sweep_on_a_dask_cluster_shows_its_cells_in_flight(tmp_path, monkeypatch):
+    """The workers of a cluster may be other machines: they report through the scheduler's events instead of
+    files; the line is the same."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        run_long_sweep(tmp_path, monkeypatch, ["--backend", "dask", "--scheduler", cluster.scheduler_address], "0")
+
+
+class FakeClient:
+    """A Dask client whose scheduler holds the given events of each topic (oldest first, as Client.get_events)."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def get_events(self, topic):
+        if self.events is None:
+            raise OSError("the scheduler does not answer")
+        return [(float(t), msg) for t, msg in enumerate(self.events.get(topic, []))]
+
+
+def test_the_dask_line_reads_each_units_latest_event_of_its_own_sweep_only():
+    client = FakeClient({})
+    flight = progress.DaskInFlight(["a/t/s0", "b/t/s0"], client)
+    other = progress.DaskInFlight(["a/t/s0", "b/t/s0"], client)
+    assert flight.topic != other.topic  # two sweeps on one scheduler
+    assert flight.line([0, 1], now=0.0) == ""  # nothing reported
+    client.events = {flight.topic: [{"unit": 0, "it": 100, "total": 700}, {"unit": 1, "it": 5, "total": 50},
+                                    {"unit": 0, "it": 200, "total": 700}],
+                     other.topic: [{"unit": 1, "it": 49, "total": 50}]}
+    assert flight.line([0, 1], now=0.0) == "in flight: a/t/s0 200/700, b/t/s0 5/50"
+    client.events[flight.topic].append({"unit": 0, "it": 300, "total": 700})
+    assert flight.line([0], now=10.0) == "in flight: a/t/s0 300/700 (40 s left)"  # 10 it/s: 400 left
+    client.events = None
+    assert flight.line([0], now=20.0) == "in flight: a/t/s0 300/700 (80 s left)"  # scheduler silent: last known
+    report = flight.reporter(0)
+    assert (report.topic, report.unit) == (flight.topic, 0)
+    report(1, 10)  # outside a Dask worker: nothing sent, nothing raised
 
 
 def test_a_sweep_runs_without_the_line_where_no_temporary_folder_can_be_made(tmp_path, monkeypatch, capsys):
