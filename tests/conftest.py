@@ -27,6 +27,35 @@ def signals_as_from_a_terminal():
         signal.signal(s, h)
 
 
+def smoke_suite(n_iters: int, targets=("four_mode",), algorithms=("ula_ebm",), eval_every: int = 500,
+                n_steps: int | None = None) -> str:
+    """The text of a suite file whose smoke fidelity trains ``n_iters`` iterations (the toy2d smoke settings
+    otherwise): for the tests that need a cell of a chosen length in a real `bench run`."""
+    def quoted(names):
+        return "[" + ", ".join(f'"{n}"' for n in names) + "]"
+
+    return f"""
+description = "smoke cells of {n_iters} iterations"
+targets = {quoted(targets)}
+algorithms = {quoted(algorithms)}
+[fidelity.smoke]
+seeds = 1
+[fidelity.smoke.defaults]
+settings = "smoke"
+n_data = 512
+batch_size = 32
+n_iters = {n_iters}
+eval_every = {eval_every}
+eval_grid = 40
+trace_grid = 20
+n_eval_samples = 500
+n_chains = 4
+n_draws = 8
+n_negatives = 64
+n_persistent = 64
+""" + ("" if n_steps is None else f"n_steps = {n_steps}\n")
+
+
 class ProtocolOptimizer:
     """Stands in for the optimiser: each step moves theta along a fixed protocol ``path(energy, k)`` instead of
     learning, so that log Z along the way is known in closed form."""

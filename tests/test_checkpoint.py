@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import smoke_suite
 
 from bench import checkpoint as ckpt_mod
 from bench import runner as runner_mod
@@ -199,26 +200,6 @@ def test_checkpoints_are_written_at_their_interval_only(tmp_path, monkeypatch):
 
 # --- the sweep: a killed `bench run` resumes its cell where its checkpoint was --------------------------------------
 
-SUITE = """
-description = "a checkpointed cell"
-targets = ["four_mode"]
-algorithms = ["ula_ebm"]
-[fidelity.smoke]
-seeds = 1
-[fidelity.smoke.defaults]
-settings = "smoke"
-n_data = 512
-batch_size = 32
-n_iters = {n_iters}
-eval_every = 500
-eval_grid = 40
-trace_grid = 20
-n_eval_samples = 500
-n_chains = 4
-n_draws = 8
-n_negatives = 64
-n_persistent = 64
-"""
 
 
 def bench_run(suite, out, *extra, **kw):
@@ -230,7 +211,7 @@ def bench_run(suite, out, *extra, **kw):
 
 def test_a_killed_run_resumes_its_cell_at_its_checkpoint(tmp_path):
     suite = tmp_path / "ckpt.toml"
-    suite.write_text(SUITE.format(n_iters=4000))
+    suite.write_text(smoke_suite(4000))
     whole = bench_run(suite, tmp_path / "whole", "--checkpoint-every", "0")
     out = tmp_path / "out"
     p = bench_run(suite, out, "--checkpoint-every", "0.001")  # every 0.06 s
@@ -262,7 +243,7 @@ def test_a_killed_run_resumes_its_cell_at_its_checkpoint(tmp_path):
 
 def test_a_stopped_run_says_which_cells_resume_from_their_checkpoints(tmp_path):
     suite = tmp_path / "ckpt.toml"
-    suite.write_text(SUITE.format(n_iters=100000))
+    suite.write_text(smoke_suite(100000))
     out = tmp_path / "out"
     p = bench_run(suite, out, "--checkpoint-every", "0.001")
     deadline = time.monotonic() + 120
@@ -279,7 +260,7 @@ def test_a_stopped_run_says_which_cells_resume_from_their_checkpoints(tmp_path):
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf", "ten"])
 def test_a_bad_checkpoint_interval_is_one_line_before_anything_runs(tmp_path, bad):
     suite = tmp_path / "ckpt.toml"
-    suite.write_text(SUITE.format(n_iters=4))
+    suite.write_text(smoke_suite(4))
     p = bench_run(suite, tmp_path / "out", "--checkpoint-every", bad)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2

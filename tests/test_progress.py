@@ -11,6 +11,7 @@ import re
 import tempfile
 
 import pytest
+from conftest import smoke_suite
 
 from bench import progress
 from bench.cli import main
@@ -55,27 +56,7 @@ def test_the_in_flight_line_extrapolates_the_time_left_from_the_rate_seen():
 #: cells that train for seconds, not the smoke suite's milliseconds: the sweep looks at its workers every 0.2 s and
 #: shows only units still running, so a unit must outlive several looks for the line to be seen on a fast machine
 #: (CI's run of the smoke cells finished each of them between two looks and the line never appeared)
-SUITE = """
-description = "cells that train long enough to be seen in flight"
-targets = ["two_mode"]
-algorithms = ["cd", "ula_ebm"]
-[fidelity.smoke]
-seeds = 1
-[fidelity.smoke.defaults]
-settings = "smoke"
-n_data = 512
-batch_size = 32
-n_iters = 1000
-eval_every = 1000
-eval_grid = 40
-trace_grid = 20
-n_eval_samples = 500
-n_chains = 4
-n_draws = 8
-n_negatives = 64
-n_persistent = 64
-n_steps = 2
-"""
+SUITE = smoke_suite(1000, targets=["two_mode"], algorithms=["cd", "ula_ebm"], eval_every=1000, n_steps=2)
 
 
 def run_long_sweep(tmp_path, monkeypatch, extra, seeds):
