@@ -78,3 +78,47 @@ def test_a_registered_plug_in_metric_is_measured(monkeypatch):
     assert out["ebm_weight_max_error"] == pytest.approx(0.2)
     assert evaluation.declared("ebm_weight_max_error") and evaluation.declared("ebm_weight[7]")
     assert not evaluation.declared("my_algorithms_own_number")
+
+
+def chains_with_known_dimensions(seed=0):
+    """(8 chains, 200 draws, 4 dims): dim 0 iid N(0, 1) (mixed), dim 1 the chains half a unit apart (trapped:
+    the largest R-hat and smallest ESS), dim 2 an AR(1) with rho 0.97 (slow), dim 3 iid Student-t(2)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, 200, 4))
+    x[:, :, 1] += 0.5 * np.arange(8)[:, None]
+    for t in range(1, 200):
+        x[:, t, 2] = 0.97 * x[:, t - 1, 2] + np.sqrt(1 - 0.97**2) * x[:, t, 2]
+    x[:, :, 3] = rng.standard_t(2, size=(8, 200))
+    return x
+
+
+def test_chain_metrics_report_the_worst_dimension():
+    """max R-hat is the largest over dimensions and min ESS the smallest (000 Table 2: max over dimensions), not a
+    mean or median; the noise-free chains' R-hat likewise, ignoring dimensions where it is undefined."""
+    from metrics.mixing import classic_rhat, ess_bulk, ess_tail, rhat
+
+    x = chains_with_known_dimensions()
+    r, c, eb, et = rhat(x), classic_rhat(x), ess_bulk(x), ess_tail(x)
+    assert r.argmax() == 1 and r.max() > 1.3 > np.median(r)  # the dimensions differ: a mean would not pass
+    assert eb.min() < 0.1 * np.median(eb) and et.min() < 0.2 * np.median(et)
+    out = evaluation.mixing(x, stochastic=True)
+    assert out == {"max_rhat": r.max(), "max_rhat_classic": c.max(), "min_ess_bulk": eb.min(),
+                   "min_ess_tail": et.min()}
+    assert evaluation.mixing(x, stochastic=False) == {"max_rhat_deterministic": r.max()}
+    # every chain at one value in dim 0: its R-hat is undefined. The noise-free figure reads the other dimensions;
+    # the stochastic max R-hat is then undefined too, not the other dimensions' maximum (frozen chains do not mix)
+    x[:, :, 0] = 1.0
+    with np.errstate(invalid="ignore"):  # arviz divides 0 by 0 there
+        assert evaluation.mixing(x, stochastic=False) == {"max_rhat_deterministic": r.max()}
+        assert np.isnan(evaluation.mixing(x, stochastic=True)["max_rhat"])
+
+
+def test_parameter_error_is_the_euclidean_distance_to_the_teacher():
+    import torch
+
+    out = of_given("model", teacher_params={"a": [1.0, 2.0], "b": 0.5, "d": 3.0},
+                   model_params={"a": torch.tensor([4.0, 6.0], dtype=torch.float64),
+                                 "b": torch.tensor(0.25, dtype=torch.float64),
+                                 "c": torch.tensor(9.0, dtype=torch.float64)})
+    assert out["param_error[a]"] == pytest.approx(5.0) and out["param_error[b]"] == pytest.approx(0.25)
+    assert "param_error[c]" not in out and "param_error[d]" not in out  # only parameters both have
