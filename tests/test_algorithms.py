@@ -151,3 +151,39 @@ def test_config_validation_names_key_and_choices():
     with pytest.raises(ConfigError, match="expects int"):
         build_config(cls.Config, {"n_steps": "ten"}, "here")
     assert build_config(cls.Config, {"lr": 1}, "here").lr == 1.0
+
+
+def test_the_learning_check_on_models_with_known_moments():
+    """bench.learning.learns passes the true model and fails one whose mean or scale is off by more than its
+    tolerance (0.1 per coordinate, 0.075); a tilted model exp(-E) r is read by its moments on a grid: here the
+    product of two Gaussians, whose mean and scale are known in closed form."""
+    import math
+
+    from algorithms.tilt import GaussianReference, tilt
+    from bench.learning import MEAN_TOL, STD_TOL, model_moments
+
+    def quadratic(mean, std):
+        return QuadraticEnergy(2, mean=mean, log_std=math.log(std))
+
+    assert learns(quadratic(MU, STD))[0]
+    assert learns(quadratic(MU + torch.tensor([0.0, 0.9 * MEAN_TOL]), STD + 0.9 * STD_TOL))[0]
+    assert not learns(quadratic(MU + torch.tensor([0.0, 1.5 * MEAN_TOL]), STD))[0]  # mean off, scale right
+    assert not learns(quadratic(MU + torch.tensor([1.5 * MEAN_TOL, 0.0]), STD))[0]
+    assert not learns(quadratic(MU, STD + 1.5 * STD_TOL))[0]  # scale off, mean right
+    assert not learns(quadratic(MU, STD - 1.5 * STD_TOL))[0]
+    # N(m, 0.6^2) x N(0, 1.2^2): precision 1/0.36 + 1/1.44, mean m (1/0.36) / precision, std precision^-1/2
+    m = torch.tensor([1.25, -0.625])
+    energy = quadratic(m, 0.6)
+    tilt(energy, GaussianReference(1.2))
+    precision = 1 / 0.36 + 1 / 1.44
+    mean, std = model_moments(energy)
+    torch.testing.assert_close(mean, m / 0.36 / precision, atol=1e-3, rtol=0)  # = (1.0, -0.5): MU
+    torch.testing.assert_close(std, torch.full((2,), precision**-0.5), atol=1e-3, rtol=0)  # 0.537
+    assert learns(energy)[0] and not learns(quadratic(m, 0.6))[0]  # the same E untilted: mean 1.25, off
+    # tilted along x alone: x's scale 0.537 is within tolerance, y's 0.6 is not, and one coordinate off is a failure
+    energy = quadratic(torch.tensor([1.25, -0.5]), 0.6)
+    tilt(energy, lambda x: 0.5 * x[..., 0] ** 2 / 1.44)
+    mean, std = model_moments(energy)
+    torch.testing.assert_close(mean, MU, atol=1e-3, rtol=0)
+    torch.testing.assert_close(std, torch.tensor([precision**-0.5, 0.6]), atol=1e-3, rtol=0)
+    assert not learns(energy)[0]
