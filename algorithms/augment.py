@@ -10,6 +10,11 @@ p = 0.8, grayscale p = 0.2, Gaussian blur kernel 5, sigma U(0.1, 2) with p = 1/2
 
 Images are flattened (n, C*H*W) with pixels in [-1, 1]; ``shape`` is (C, H, W). Every draw comes from
 ``generator`` (torch's global one when None), on the CPU, so a fixed generator gives a fixed augmentation.
+
+Written by hand rather than with torchvision's transforms: those draw one set of parameters per call (one crop,
+one jitter for a whole batch) or loop in Python image by image, while each chain state here draws its own, for
+the whole batch at once. The operations are torchvision's definitions (adjust_brightness / contrast /
+saturation, rgb_to_grayscale, gaussian_blur), which tests/test_pcd_augment.py checks image by image.
 """
 
 from __future__ import annotations

@@ -78,6 +78,69 @@ def test_du2021_parts():
     assert not torch.allclose(a, x)
 
 
+def test_color_distortion_is_torchvisions_brightness_contrast_saturation_and_grayscale():
+    """Each image's factors, drawn from the generator in the documented order (jitter or not, brightness,
+    contrast, saturation, grayscale or not), applied by torchvision's own adjust_* and rgb_to_grayscale (the
+    definitions Du et al. used) give our batch to rounding: torchvision's gray weights are 0.2989 / 0.587 / 0.114."""
+    import torchvision.transforms.functional as TF
+
+    n, s = 64, 1.0
+    u = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = color_distortion(u, torch.Generator().manual_seed(2), s=s, p_jitter=0.8, p_gray=0.2)
+    g = torch.Generator().manual_seed(2)
+    jit = torch.rand(n, generator=g) < 0.8
+    b, c, sat = ((1 - 0.8 * s) + 1.6 * s * torch.rand(n, generator=g) for _ in range(3))
+    gray = torch.rand(n, generator=g) < 0.2
+    assert 0 < int(jit.sum()) < n and 0 < int(gray.sum()) < n  # every branch is taken
+    for i in range(n):
+        want = u[i]
+        if jit[i]:
+            want = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(want, b[i]), c[i]), sat[i])
+        if gray[i]:
+            want = TF.rgb_to_grayscale(want, num_output_channels=3)
+        torch.testing.assert_close(out[i], want, atol=2e-4, rtol=0)
+
+
+def test_gaussian_blur_is_torchvisions_with_the_drawn_sigma():
+    """Blur or not and sigma drawn in that order; the blurred images are torchvision's gaussian_blur (kernel 5,
+    reflect padding) at each image's sigma."""
+    import torchvision.transforms.functional as TF
+
+    n = 24
+    u = torch.rand(n, 3, 9, 9, generator=torch.Generator().manual_seed(4))
+    out = gaussian_blur(u, torch.Generator().manual_seed(5), p=0.5, sigma=(0.1, 2.0))
+    g = torch.Generator().manual_seed(5)
+    on = torch.rand(n, generator=g) < 0.5
+    sig = 0.1 + 1.9 * torch.rand(n, generator=g)
+    assert 0 < int(on.sum()) < n
+    for i in range(n):
+        want = TF.gaussian_blur(u[i], [5, 5], [float(sig[i])] * 2) if on[i] else u[i]
+        torch.testing.assert_close(out[i], want, atol=1e-5, rtol=0)
+
+
+def test_resized_crop_samples_the_drawn_box():
+    """On ramps (channel 0 rises along the width, channel 1 along the height, by the pixel centres' normalised
+    coordinates) a crop is again a ramp: output coordinate t reads the input at f t + c, f the crop's width (or
+    height) fraction sqrt(area * ratio) (sqrt(area / ratio)) and c its drawn centre, clamped to the outer pixel
+    centres (bilinear, border padding)."""
+    n, h, w = 32, 12, 16
+    ys, xs = ((2 * torch.arange(k) + 1) / k - 1 for k in (h, w))  # pixel centres in [-1, 1] coordinates
+    ramps = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)]).expand(n, 2, h, w)
+    out = resized_crop(ramps, torch.Generator().manual_seed(3), scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+    g = torch.Generator().manual_seed(3)
+    area = 0.08 + 0.92 * torch.rand(n, generator=g)
+    lo, hi = torch.log(torch.tensor(3 / 4)), torch.log(torch.tensor(4 / 3))
+    r = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))
+    fw, fh = torch.sqrt(area * r).clamp(max=1.0), torch.sqrt(area / r).clamp(max=1.0)
+    cx = (2 * torch.rand(n, generator=g) - 1) * (1 - fw)
+    cy = (2 * torch.rand(n, generator=g) - 1) * (1 - fh)
+    assert (fw - fh).abs().max() > 0.05  # aspect ratios away from 1: width and height differ
+    want_x = (fw[:, None] * xs + cx[:, None]).clamp(xs[0], xs[-1])  # (n, w)
+    want_y = (fh[:, None] * ys + cy[:, None]).clamp(ys[0], ys[-1])  # (n, h)
+    torch.testing.assert_close(out[:, 0], want_x[:, None, :].expand(n, h, w), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, 1], want_y[:, :, None].expand(n, h, w), atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- PCD with the option
 def _pcd(target, data, **kw):
     e = make_energy("convnet_lipswish_small", target.dim, target.shape)
