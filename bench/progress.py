@@ -143,6 +143,8 @@ class _Units:
                 continue
             it, total = got
             t0, it0 = self._first.setdefault(i, (now, it))
+            if it < it0:  # the unit started again (a Dask worker lost, its cell rescheduled): its rate anew
+                t0, it0 = self._first[i] = (now, it)
             left = ""
             if it > it0 and now > t0:
                 left = f" ({fmt_seconds((total - it) * (now - t0) / (it - it0))} left)"

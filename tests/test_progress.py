@@ -125,6 +125,11 @@ def test_the_dask_line_reads_each_units_latest_event_of_its_own_sweep_only():
     assert flight.line([0], now=10.0) == "in flight: a/t/s0 300/700 (40 s left)"  # 10 it/s: 400 left
     client.events = None
     assert flight.line([0], now=20.0) == "in flight: a/t/s0 300/700 (80 s left)"  # scheduler silent: last known
+    # the unit starts again from 0 (its worker lost, the cell rescheduled): the rate is measured anew
+    client.events = {flight.topic: [{"unit": 0, "it": 300, "total": 700}, {"unit": 0, "it": 10, "total": 700}]}
+    assert flight.line([0], now=30.0) == "in flight: a/t/s0 10/700"
+    client.events[flight.topic].append({"unit": 0, "it": 110, "total": 700})
+    assert flight.line([0], now=40.0) == "in flight: a/t/s0 110/700 (59 s left)"  # 10 it/s: 590 left
     report = flight.reporter(0)
     assert (report.topic, report.unit) == (flight.topic, 0)
     report(1, 10)  # outside a Dask worker: nothing sent, nothing raised
