@@ -1,5 +1,6 @@
 """Progress of the cells a sweep runs in worker processes (bench.progress): a worker's progress file, the sweep's
-"in flight" line with its time left on known numbers, and a real -j 2 sweep that shows it and leaves no file."""
+"in flight" line with its time left on known numbers, a real -j 2 sweep that shows it and leaves no file, and the
+same line on a Dask cluster, whose workers report through the scheduler's events."""
 
 import bench  # noqa: F401  (binds our own `datasets` package before anything else can)
 
@@ -61,7 +62,7 @@ SUITE = smoke_suite(1000, targets=["two_mode"], algorithms=["cd", "ula_ebm"], ev
 
 def run_long_sweep(tmp_path, monkeypatch, extra, seeds):
     """Run the long cells with ``extra`` arguments, every line the sweep made recorded; check the units labelled
-    with ``seeds`` were seen in flight with their workers' own moving counts, on the bar. Returns the lines."""
+    with ``seeds`` were seen in flight with their workers' own moving counts, on the bar."""
     monkeypatch.setattr(progress, "EVERY_S", 0.0)  # report every iteration, refresh at every look
     lines = []
     line = progress._Units.line
@@ -78,7 +79,6 @@ def run_long_sweep(tmp_path, monkeypatch, extra, seeds):
     assert all(0 < int(it) <= int(total) == 1000 for it, total in seen)  # the workers' own counts, not made up
     assert len({it for it, _ in seen}) > 1  # the count moves from one look to the next
     assert re.search(rf"in flight: (cd|ula_ebm)/two_mode/s{seeds} \d+/1000", err), err[-2000:]  # on the bar
-    return lines
 
 
 @pytest.mark.parametrize("stacked", [False, True])
