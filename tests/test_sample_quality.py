@@ -321,6 +321,20 @@ def test_energy_histograms_known_answers():
     assert apart.metrics["energy_overlap"] == 0.0
 
 
+def test_energy_histograms_on_a_hand_made_pair_of_unequal_sizes():
+    """Samples {0, 5} and data {0.5, 1.5, 4.5} on 5 bins of width 1 over [0, 5], worked out by hand: densities
+    (1/2, 0, 0, 0, 1/2) and (1/3, 1/3, 0, 0, 1/3), overlap 2/3; W1 = the area between the two step CDFs,
+    0.25 + 1/6 + 0.5 + 0.25 = 7/6 (not the gap of the means, 1/3); the data's std with ddof 1, sqrt(13/3)."""
+    h = F.energy_histograms(torch.tensor([0.0, 5.0]), torch.tensor([0.5, 1.5, 4.5]), bins=5)
+    np.testing.assert_allclose(h.edges, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_allclose(h.density_samples, [0.5, 0, 0, 0, 0.5])
+    np.testing.assert_allclose(h.density_data, [1 / 3, 1 / 3, 0, 0, 1 / 3])
+    sd = np.sqrt(13 / 3)
+    assert h.metrics == pytest.approx({"energy_overlap": 2 / 3, "energy_w1": 7 / 6,
+                                       "energy_mean_gap": (2.5 - 13 / 6) / sd,
+                                       "energy_std_ratio": (5 / np.sqrt(2)) / sd})
+
+
 def test_quality_plots_write_pngs(tmp_path):
     import pandas as pd
 
