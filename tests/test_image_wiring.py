@@ -171,6 +171,8 @@ def test_the_reference_is_each_held_out_image_once_on_the_pixel_grid():
         assert len(set(idx.tolist())) == n_ref
         d = t.data()
         assert np.bincount(d.test_y[idx], minlength=10)[list(t.classes)].tolist() == mix
+        for c, m in zip(t.classes, mix, strict=True):  # the first of each class in the split's order
+            np.testing.assert_array_equal(idx[d.test_y[idx] == c], np.flatnonzero(d.test_y == c)[:m])
         torch.testing.assert_close(ref, im.to_pixels(d.test_x[idx], 17))
 
 

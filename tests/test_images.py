@@ -201,6 +201,10 @@ def test_test_set_has_the_targets_mix(tmp_path, monkeypatch):
     held = {(17 * (i % 10) + i) % 256 for i in range(100)}
     vals = np.round((x[:, 0].numpy() + 1) / 2 * 255).astype(int)
     assert set(vals) <= held and len(labels) == 700
+    # each class's 10 held-out images in turn, every one once before any repeats: each drawn equally often
+    for j, m in enumerate([400, 200, 100]):
+        _, times = np.unique(vals[k == j], return_counts=True)
+        assert times.tolist() == [m // 10] * 10
     np.testing.assert_array_equal(t.test_set(700), x)  # fixed
 
 
