@@ -162,3 +162,49 @@ def test_a_constraint_found_when_building_the_algorithm_is_one_line(capsys, tmp_
     assert [ln for ln in err if ln.strip() and "cells:" not in ln] == [  # beside the progress bar: one line
         "bench: error: toy2d [fidelity.smoke] cd/two_mode: needs something the config cannot say"]
     assert not (tmp_path / "o" / "results.csv").exists()
+
+
+PRECEDENCE = """
+description = "one key set in every section, to see which wins"
+targets = ["two_mode", "four_mode"]
+algorithms = ["ula_ebm", "ula_fast"]
+[variants.ula_fast]
+algorithm = "ula_ebm"
+step_size = 0.05
+[fidelity.smoke]
+seeds = 1
+[fidelity.smoke.defaults]
+n_iters = 4
+lr = 0.001
+n_steps = 1
+n_persistent = 100
+step_size = 0.01
+[fidelity.smoke.algorithms.ula_ebm]
+lr = 0.002
+n_steps = 2
+n_persistent = 200
+[fidelity.smoke.algorithms.ula_fast]
+n_steps = 3
+[fidelity.smoke.targets.four_mode]
+n_persistent = 300
+n_steps = 4
+[fidelity.smoke.cells."ula_ebm/four_mode"]
+lr = 0.005
+n_steps = 5
+[fidelity.smoke.cells."ula_fast/four_mode"]
+n_steps = 6
+step_size = 0.9
+"""
+
+
+def test_a_cells_settings_are_merged_in_the_documented_order(tmp_path):
+    """defaults < [algorithms.base] < [algorithms.variant] < [targets.t] < cells."base/t" < cells."variant/t" < the
+    variant's defining parameters (bench/suite.py): each key below is set in several sections with distinct values."""
+    (tmp_path / "precedence.toml").write_text(PRECEDENCE)
+    cells = {(c.algorithm, c.target): c for c in resolve_cells(load_suite(str(tmp_path / "precedence.toml")),
+                                                                 "smoke")}
+    got = {k: (c.algo.lr, c.algo.n_steps, c.algo.n_persistent, c.algo.step_size) for k, c in cells.items()}
+    assert got == {("ula_ebm", "two_mode"): (0.002, 2, 200, 0.01),  # the algorithm's section over the defaults
+                   ("ula_ebm", "four_mode"): (0.005, 5, 300, 0.01),  # the target's over it, the cell's over both
+                   ("ula_fast", "two_mode"): (0.002, 3, 200, 0.05),  # the variant's over its base's; fixed step
+                   ("ula_fast", "four_mode"): (0.005, 6, 300, 0.05)}  # base's cell, variant's; fixed over 0.9
