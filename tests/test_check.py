@@ -509,3 +509,69 @@ def test_a_metric_added_after_the_baseline_is_not_checked_until_the_baseline_hol
     assert list(cmp["metric"]) == ["kl"] and not len(check.regressions(cmp))
     worse = results({"kl": [5 * v for v in KL8[:4]], "logp_median_sq_error_grid": [1.0] * 4})
     assert check.regressions(check.compare(worse, base))["metric"].tolist() == ["kl"]
+
+
+def test_the_adjusted_p_is_never_below_one_over_the_rearrangements_plus_one():
+    """p_adj = (1 + rearrangements at least as extreme) / (B + 1) (the observed arrangement counts as one of them):
+    with B = 19, a worsening beyond every rearrangement gets exactly 1/20 = alpha, never 0, and is still flagged."""
+    base = check.make_baseline(results({"kl": KL8}))
+    row = check.compare(results({"kl": [v * 3 for v in KL8[:4]]}), base, permutations=19).iloc[0]
+    assert row["p_adj"] == 1 / 20 and row["verdict"] == "REGRESSION"
+
+
+@pytest.mark.parametrize("permutations", [19, 99])
+def test_the_tolerance_and_critical_p_say_exactly_what_is_flagged(permutations):
+    """16 cells worsened by factors 1 to 2.5 (8 baseline and 4 check seeds each, spread 0.2 nats): a nominal p
+    below ``critical_p`` is exactly an adjusted p at most alpha, and a difference beyond ``tolerance`` exactly a
+    REGRESSION; the threshold's rank off by one (the second smallest rearranged minimum) breaks both."""
+    rng = np.random.default_rng(7)
+    base, now = [], []
+    for i, f in enumerate(np.geomspace(1.0, 2.5, 16)):
+        base.append(results({"kl": kl_values(math.log(0.1) + 0.2 * rng.standard_normal(8))}, algorithm=f"a{i:02d}"))
+        now.append(results({"kl": kl_values(math.log(0.1 * f) + 0.2 * rng.standard_normal(4))},
+                           algorithm=f"a{i:02d}"))
+    cmp = check.compare(pd.concat(now), check.make_baseline(pd.concat(base)), permutations=permutations)
+    flagged = cmp["verdict"] == "REGRESSION"
+    assert 3 <= flagged.sum() <= 13  # both kinds of rows are there
+    assert ((cmp["p"] < cmp.attrs["critical_p"]) == (cmp["p_adj"] <= check.ALPHA)).all()
+    assert ((cmp["worse_by"] > cmp["tolerance"]) == flagged).all()
+
+
+def test_a_consistent_change_below_the_metrics_resolution_is_not_a_regression():
+    """Every check seed 10 % worse than every baseline seed (spread 0.001 nats): the most extreme arrangement
+    (p_adj 1/400 or so), but a 10 % change of a KL is below its resolution (x1.25): not flagged."""
+    tight = kl_values(math.log(0.1) + 0.001 * np.array([1, -1] * 4))
+    row = verdict(tight, [v * 1.1 for v in tight[:4]])
+    assert row["p_adj"] < 0.01 and row["worse_by"] < check.rule("kl").min_tol
+    assert row["verdict"] == "ok"
+
+
+def test_the_density_value_of_an_improper_model_is_left_out_of_the_value_test():
+    """One of 4 check seeds improper with a KL of 1,000 (a model that is no density has no KL): its count is
+    Fisher's test's business (1 of 4: not flagged), and the value test runs on the 3 proper seeds: ok."""
+    base = check.make_baseline(results({"kl": KL8}, improper=[0] * 8))
+    now = results({"kl": [*KL8[:3], 1000.0]}, improper=[0, 0, 0, 1])
+    row = check.compare(now, base).set_index("metric").loc["kl"]
+    assert row["worse_by"] == pytest.approx(z_kl(KL8[:3]).mean() - Z8.mean())
+    assert row["verdict"] == "ok"
+
+
+def test_metrics_that_never_move_do_not_dilute_the_others():
+    """Six metrics constant up to 1e-9 (spread far below their floor) beside a KL worsened by 0.35 nats: the KL's
+    adjusted p is what it is alone (the constant metrics' t is floored to nothing), so it is still flagged. A
+    spread without the floor makes their t scale-free noise, six more tests in the family, and the KL is missed."""
+    others = ["ebm_weight_mse", "neg_weight_mse", "logp_median_sq_error", "mass_outside_box", "min_ess_bulk",
+              "min_ess_tail"]
+    rng = np.random.default_rng(0)
+    now_kl = kl_values(Z8[:4] + 0.35)
+    base = check.make_baseline(results({"kl": KL8, **{m: list(0.5 + 1e-9 * rng.standard_normal(8)) for m in others}}))
+    now = results({"kl": now_kl, **{m: list(0.5 + 1e-9 * rng.standard_normal(4)) for m in others}})
+    row = check.compare(now, base).set_index("metric").loc["kl"]
+    alone = verdict(KL8, now_kl)
+    assert row["p_adj"] == alone["p_adj"] < check.ALPHA and row["verdict"] == "REGRESSION"
+
+
+def test_a_metric_the_runs_no_longer_record_is_a_regression():
+    base = check.make_baseline(results({"kl": KL8, "min_ess_bulk": [100.0] * 8}))
+    v = check.compare(results({"min_ess_bulk": [100.0] * 4}), base).set_index("metric")["verdict"]
+    assert v.to_dict() == {"kl": "REGRESSION (metric missing)", "min_ess_bulk": "ok"}
