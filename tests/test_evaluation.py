@@ -225,6 +225,16 @@ def test_trace_point_reports_model_negative_weights_and_leak():
     np.testing.assert_allclose([out[f"neg_weight[{k}]"] for k in range(4)], [0, 0, 0, 1])
     assert out["mass_outside_box"] < 1e-5 and out["improper"] == 0.0
     assert "logp_median_sq_error" not in out and "logp_median_sq_error_grid" not in out
+    # weighted negatives (Jarzynski's walkers along training, 003 Fig. 1's p) count with their weights: half the
+    # walkers in each of two modes, the second half three times as heavy, is 1/4 : 3/4, not 1/2 : 1/2
+
+    class Weighted(Stub):
+        def negative_weights(self):
+            return torch.cat([torch.full((128,), 1.0), torch.full((128,), 3.0)]).double() / 512
+
+    alg = Weighted(t, energy, negatives=lambda n: at_means(t, [n // 2, n - n // 2, 0, 0]))
+    out = trace_point(Probe(t, energy, cfg, CPU), alg)
+    np.testing.assert_allclose([out[f"neg_weight[{k}]"] for k in range(4)], [0.25, 0.75, 0, 0], atol=1e-12)
 
 
 # ---------------------------------------------------------------- 003: the student and the log Z estimate
